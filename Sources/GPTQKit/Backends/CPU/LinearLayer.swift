@@ -1,0 +1,9 @@
+/// A linear layer y = x·Wᵀ (+ b) on the CPU, whatever its weights are stored as
+/// (float16/bfloat16/float32 memory-mapped, or GPTQ-quantized).
+/// This is the boundary between the model code and the weight formats.
+public protocol LinearLayer: AnyObject, Sendable {
+    var inFeatures: Int { get }
+    var outFeatures: Int { get }
+    /// x: [rows, inFeatures] float32, row-major; y: [rows, outFeatures] float32.
+    func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>)
+}

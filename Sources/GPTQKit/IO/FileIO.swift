@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import FoundationEssentials
+
+/// Small POSIX file helpers: whole-file reads, atomic writes, memory maps.
+public enum FileIO {
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func fileSize(_ path: String) throws -> Int {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw GPTQError.invalidFile(path: path, reason: errnoMessage()) }
+        return Int(st.st_size)
+    }
+
+    static func errnoMessage() -> String { String(cString: strerror(errno)) }
+
+    public static func readAll(path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw GPTQError.invalidFile(path: path, reason: "cannot open: \(errnoMessage())") }
+        defer { close(fd) }
+        let size = try fileSize(path)
+        var bytes = [UInt8](repeating: 0, count: size)
+        var done = 0
+        while done < size {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, size - done) }
+            guard n > 0 else { throw GPTQError.invalidFile(path: path, reason: "read failed: \(errnoMessage())") }
+            done += n
+        }
+        return bytes
+    }
+
+    public static func readText(path: String) throws -> String {
+        String(decoding: try readAll(path: path), as: UTF8.self)
+    }
+
+    /// Writes `bytes` to `path` through a temporary file in the same folder and a rename,
+    /// so that a reader never sees a half-written file.
+    public static func writeAtomically(path: String, bytes: some Collection<UInt8>) throws {
+        try writeAtomically(path: path) { fd in
+            var array = Array(bytes)
+            try writeAll(fd: fd, path: path, pointer: &array, count: array.count)
+        }
+    }
+
+    public static func writeAtomically(path: String, text: String) throws {
+        try writeAtomically(path: path, bytes: Array(text.utf8))
+    }
+
+    /// Opens a temporary file beside `path`, lets `body` fill it, fsyncs and renames it into place.
+    public static func writeAtomically(path: String, _ body: (Int32) throws -> Void) throws {
+        let temp = path + ".tmp-\(getpid())"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw GPTQError.invalidFile(path: path, reason: "cannot create: \(errnoMessage())") }
+        do {
+            try body(fd)
+            guard fsync(fd) == 0 else { throw GPTQError.invalidFile(path: path, reason: "fsync failed: \(errnoMessage())") }
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(temp)
+            throw error
+        }
+        guard rename(temp, path) == 0 else {
+            unlink(temp)
+            throw GPTQError.invalidFile(path: path, reason: "rename failed: \(errnoMessage())")
+        }
+    }
+
+    public static func writeAll(fd: Int32, path: String, pointer: UnsafeRawPointer, count: Int) throws {
+        var done = 0
+        while done < count {
+            let n = write(fd, pointer + done, min(count - done, 1 << 30))
+            guard n > 0 else { throw GPTQError.invalidFile(path: path, reason: "write failed: \(errnoMessage())") }
+            done += n
+        }
+    }
+
+    public static func makeDirectory(_ path: String) throws {
+        var partial = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            partial += "/" + component
+            if !isDirectory(partial) {
+                guard mkdir(partial, 0o755) == 0 || errno == EEXIST else {
+                    throw GPTQError.invalidFile(path: partial, reason: "cannot create folder: \(errnoMessage())")
+                }
+            }
+        }
+    }
+
+    public static func remove(_ path: String) { unlink(path) }
+
+    public static func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw GPTQError.invalidFile(path: path, reason: "cannot list: \(errnoMessage())") }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    public static func join(_ parts: String...) -> String {
+        parts.dropFirst().reduce(parts[0]) { base, part in
+            if part.hasPrefix("/") { return part }
+            return base.hasSuffix("/") ? base + part : base + "/" + part
+        }
+    }
+}
+
+/// A read-only memory map of a whole file. The weights of a checkpoint live here,
+/// paged in by the kernel as layers touch them, so a model costs no copy to load.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let count: Int
+    public let base: UnsafeRawPointer
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw GPTQError.invalidFile(path: path, reason: "cannot open: \(FileIO.errnoMessage())") }
+        defer { close(fd) }
+        count = try FileIO.fileSize(path)
+        if count == 0 {
+            base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
+            return
+        }
+        let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let p, p != MAP_FAILED else {
+            throw GPTQError.invalidFile(path: path, reason: "mmap failed: \(FileIO.errnoMessage())")
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    deinit {
+        if count == 0 { UnsafeMutableRawPointer(mutating: base).deallocate() } else { munmap(UnsafeMutableRawPointer(mutating: base), count) }
+    }
+}

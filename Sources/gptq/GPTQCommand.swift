@@ -1,0 +1,11 @@
+import ArgumentParser
+import GPTQKit
+
+@main
+struct GPTQCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gptq",
+        abstract: "GPTQ quantization and inference for Hugging Face causal language models.",
+        subcommands: []
+    )
+}

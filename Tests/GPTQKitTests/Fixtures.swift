@@ -1,0 +1,12 @@
+import GPTQKit
+
+/// Paths of the test fixtures committed under Tests/Fixtures (copied from ../shared).
+enum Fixtures {
+    static let root: String = {
+        var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        parts.removeLast(2)  // GPTQKitTests/Fixtures.swift
+        return parts.joined(separator: "/") + "/Fixtures"
+    }()
+
+    static func path(_ relative: String) -> String { root + "/" + relative }
+}
