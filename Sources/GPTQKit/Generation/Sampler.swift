@@ -1,0 +1,158 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How the next token is chosen from the logits. The defaults change nothing: greedy
+/// decoding with no penalty.
+public struct SamplingParameters: Equatable, Sendable {
+    /// 0 means greedy (argmax); otherwise logits are divided by it before sampling.
+    public var temperature: Float
+    /// Keep only the k most likely tokens (ties with the k-th kept, as transformers does); 0 disables.
+    public var topK: Int
+    /// Keep the smallest set of most likely tokens whose probability sums to at least this; 1 disables.
+    public var topP: Float
+    /// CTRL's penalty on tokens already in the prompt or the output; 1 disables.
+    public var repetitionPenalty: Float
+
+    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, repetitionPenalty: Float = 1) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.repetitionPenalty = repetitionPenalty
+    }
+
+    public var isGreedy: Bool { temperature == 0 }
+
+    /// Rejects values transformers would reject, naming the flag-like field.
+    public func validate() throws {
+        guard temperature >= 0, temperature.isFinite else { throw GPTQError.invalidArgument("temperature must be >= 0, got \(temperature)") }
+        guard topK >= 0 else { throw GPTQError.invalidArgument("top-k must be >= 0, got \(topK)") }
+        guard topP > 0, topP <= 1 else { throw GPTQError.invalidArgument("top-p must be in (0, 1], got \(topP)") }
+        guard repetitionPenalty > 0, repetitionPenalty.isFinite else {
+            throw GPTQError.invalidArgument("repetition penalty must be > 0, got \(repetitionPenalty)")
+        }
+    }
+}
+
+/// Chooses tokens from logits the way transformers' `generate` does: repetition penalty,
+/// then temperature, top-k and top-p, then a draw from the remaining distribution (or
+/// the argmax when greedy). Deterministic for a given seed.
+public struct Sampler: Sendable {
+    public let parameters: SamplingParameters
+    private var random: Xoshiro256StarStar
+
+    public init(_ parameters: SamplingParameters, seed: UInt64 = 0) throws {
+        try parameters.validate()
+        self.parameters = parameters
+        self.random = Xoshiro256StarStar(seed: seed)
+    }
+
+    /// Picks the next token. `history` is every token so far (prompt and output), which
+    /// the repetition penalty looks at.
+    public mutating func next(logits: [Float], history: [Int32]) -> Int32 {
+        var scores = logits
+        applyRepetitionPenalty(&scores, history: history)
+        if parameters.isGreedy { return Self.argmax(scores) }
+        let candidates = distribution(penalizedLogits: scores)
+        var u = Float(random.nextUnit())
+        for candidate in candidates {
+            u -= candidate.probability
+            if u < 0 { return candidate.token }
+        }
+        // Rounding left a sliver of mass unassigned: it belongs to the least likely kept token.
+        return candidates[candidates.count - 1].token
+    }
+
+    /// The distribution a sampled token is drawn from: the kept tokens, most likely first,
+    /// with probabilities summing to 1.
+    public func distribution(logits: [Float], history: [Int32]) -> [(token: Int32, probability: Float)] {
+        var scores = logits
+        applyRepetitionPenalty(&scores, history: history)
+        return distribution(penalizedLogits: scores)
+    }
+
+    /// transformers' RepetitionPenaltyLogitsProcessor: each distinct earlier token's logit
+    /// is divided by the penalty when positive and multiplied by it otherwise.
+    func applyRepetitionPenalty(_ scores: inout [Float], history: [Int32]) {
+        let penalty = parameters.repetitionPenalty
+        guard penalty != 1 else { return }
+        var seen = Set<Int32>()
+        for token in history where scores.indices.contains(Int(token)) && seen.insert(token).inserted {
+            let s = scores[Int(token)]
+            scores[Int(token)] = s > 0 ? s / penalty : s * penalty
+        }
+    }
+
+    private func distribution(penalizedLogits scores: [Float]) -> [(token: Int32, probability: Float)] {
+        let temperature = parameters.isGreedy ? 1 : parameters.temperature
+        let maxScore = scores.max() ?? 0
+        // Softmax numerators of scores / temperature, relative to the maximum.
+        let weights = scores.map { expf(($0 - maxScore) / temperature) }
+        var kept = Array(0..<Int32(weights.count))
+        if parameters.topK > 0 && parameters.topK < weights.count {
+            // transformers keeps every token tied with the k-th.
+            let kth = Self.kthLargest(weights, k: parameters.topK)
+            kept = kept.filter { weights[Int($0)] >= kth }
+        }
+        if parameters.topP < 1 {
+            let mass = kept.reduce(Float(0)) { $0 + weights[Int($1)] }
+            // transformers sorts ascending and drops tokens while the running sum of
+            // probabilities stays <= 1 - top_p. Tokens below (1 - top_p) / n hold less than
+            // that together and come first in that order, so they go before the sort.
+            let limit = (1 - parameters.topP) * mass
+            let floor = limit / Float(kept.count)
+            var cumulative: Float = 0
+            kept = kept.filter { token in
+                let w = weights[Int(token)]
+                if w < floor { cumulative += w; return false }
+                return true
+            }
+            kept.sort { weights[Int($0)] > weights[Int($1)] || (weights[Int($0)] == weights[Int($1)] && $0 < $1) }
+            var count = kept.count
+            while count > 1 {
+                cumulative += weights[Int(kept[count - 1])]
+                if cumulative > limit { break }
+                count -= 1
+            }
+            kept.removeLast(kept.count - count)
+        } else {
+            kept.sort { weights[Int($0)] > weights[Int($1)] || (weights[Int($0)] == weights[Int($1)] && $0 < $1) }
+        }
+        let total = kept.reduce(Float(0)) { $0 + weights[Int($1)] }
+        return kept.map { (token: $0, probability: weights[Int($0)] / total) }
+    }
+
+    static func argmax(_ scores: [Float]) -> Int32 {
+        var best = 0
+        for i in scores.indices where scores[i] > scores[best] { best = i }
+        return Int32(best)
+    }
+
+    /// The k-th largest of `values` (1-based), through a min-heap of the best k seen.
+    static func kthLargest(_ values: [Float], k: Int) -> Float {
+        var heap: [Float] = []
+        heap.reserveCapacity(k)
+        for v in values {
+            if heap.count < k {
+                heap.append(v)
+                var c = heap.count - 1
+                while c > 0, heap[c] < heap[(c - 1) / 2] { heap.swapAt(c, (c - 1) / 2); c = (c - 1) / 2 }
+            } else if v > heap[0] {
+                heap[0] = v
+                var p = 0
+                while true {
+                    let l = 2 * p + 1, r = l + 1
+                    var m = p
+                    if l < k, heap[l] < heap[m] { m = l }
+                    if r < k, heap[r] < heap[m] { m = r }
+                    if m == p { break }
+                    heap.swapAt(p, m)
+                    p = m
+                }
+            }
+        }
+        return heap[0]
+    }
+}
