@@ -97,6 +97,39 @@ public enum FileIO {
 
     public static func remove(_ path: String) { unlink(path) }
 
+    /// Removes `path` and, for a folder, everything under it (symbolic links are
+    /// removed, never followed).
+    public static func removeTree(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in try listDirectory(path) { try removeTree(join(path, name)) }
+            guard rmdir(path) == 0 else { throw GPTQError.invalidFile(path: path, reason: "cannot remove folder: \(errnoMessage())") }
+        } else {
+            guard unlink(path) == 0 else { throw GPTQError.invalidFile(path: path, reason: "cannot remove: \(errnoMessage())") }
+        }
+    }
+
+    /// Renames `from` to `to` (same file system), replacing a file but not a folder at `to`.
+    public static func move(_ from: String, to: String) throws {
+        guard rename(from, to) == 0 else {
+            throw GPTQError.invalidFile(path: to, reason: "cannot rename \(from) to it: \(errnoMessage())")
+        }
+    }
+
+    /// The absolute path with symbolic links and `.`/`..` resolved; for a path that does
+    /// not exist yet, its deepest existing ancestor is resolved and the rest appended.
+    public static func canonicalPath(_ path: String) -> String {
+        if let resolved = realpath(path, nil) {
+            defer { free(resolved) }
+            return String(cString: resolved)
+        }
+        var parts = path.split(separator: "/").map(String.init)
+        guard let last = parts.popLast() else { return path }
+        let parent = parts.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : (path.hasPrefix("/") ? "/" : "") + parts.joined(separator: "/")
+        return join(canonicalPath(parent), last)
+    }
+
     public static func listDirectory(_ path: String) throws -> [String] {
         guard let dir = opendir(path) else { throw GPTQError.invalidFile(path: path, reason: "cannot list: \(errnoMessage())") }
         defer { closedir(dir) }
