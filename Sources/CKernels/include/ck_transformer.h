@@ -1,0 +1,32 @@
+#pragma once
+// Kernels of the float transformer forward on the CPU: dense matrix-vector products
+// that read float16/bfloat16/float32 weights directly, and the elementwise and
+// attention pieces of a llama-style decoder layer. All float32 arithmetic.
+#include <stddef.h>
+#include <stdint.h>
+
+// ---- dense weights -----------------------------------------------------
+// y[r*ldy + o] = sum_i w[o*in + i] * x[r*in + i] for outputs o in [o0, o1) and
+// rows r < rows (1...4: the decode case, where streaming the weight dominates).
+void ck_gemv_f16(const uint16_t *w, size_t in, const float *x, int rows, size_t o0, size_t o1, float *y, size_t ldy);
+void ck_gemv_bf16(const uint16_t *w, size_t in, const float *x, int rows, size_t o0, size_t o1, float *y, size_t ldy);
+void ck_gemv_f32(const float *w, size_t in, const float *x, int rows, size_t o0, size_t o1, float *y, size_t ldy);
+
+// ---- elementwise -------------------------------------------------------
+/// y = x / sqrt(mean(x²) + eps) * weight, as transformers' RMSNorm in float32.
+void ck_rmsnorm(const float *x, const float *weight, float *y, size_t n, float eps);
+/// x += y
+void ck_add(float *x, const float *y, size_t n);
+/// out = silu(gate) * up, silu(g) = g * sigmoid(g).
+void ck_silu_mul(const float *gate, const float *up, float *out, size_t n);
+/// Rotates `heads` consecutive vectors of `head_dim` floats in place with transformers'
+/// rotate_half convention: pairs (i, i + head_dim/2), angles given as cos/sin[head_dim/2].
+void ck_rope(float *x, size_t heads, size_t head_dim, const float *cos, const float *sin);
+
+// ---- attention ---------------------------------------------------------
+/// Softmax of row[lo..<hi] in place; the other entries of row[0..<count] become 0.
+void ck_masked_softmax(float *row, size_t count, size_t lo, size_t hi);
+/// One query against `keys` consecutive cached keys/values ([keys][head_dim] each):
+/// out = softmax(scale * K q) V. `scores` holds `keys` floats of scratch.
+void ck_attend(const float *q, const float *k, const float *v, size_t keys, size_t head_dim,
+               float scale, float *scores, float *out);

@@ -1,0 +1,134 @@
+#include "ck_transformer.h"
+#include <immintrin.h>
+#include <math.h>
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hmax(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// exp(x) for 8 floats: Cephes' expf (range reduction by ln 2 split in two constants,
+// degree-5 polynomial), about 1 ulp, the same accuracy class as libm's expf.
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.3762626647949f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+void ck_rmsnorm(const float *x, const float *weight, float *y, size_t n, float eps) {
+    __m256 acc = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) { __m256 v = _mm256_loadu_ps(x + i); acc = _mm256_fmadd_ps(v, v, acc); }
+    float sum = hsum(acc);
+    for (; i < n; i++) sum += x[i] * x[i];
+    float r = 1.0f / sqrtf(sum / (float)n + eps);
+    __m256 rv = _mm256_set1_ps(r);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(weight + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), rv)));
+    for (; i < n; i++) y[i] = weight[i] * (x[i] * r);
+}
+
+void ck_add(float *x, const float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) x[i] += y[i];
+}
+
+void ck_silu_mul(const float *gate, const float *up, float *out, size_t n) {
+    size_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void ck_rope(float *x, size_t heads, size_t head_dim, const float *cos, const float *sin) {
+    size_t half = head_dim / 2;
+    for (size_t h = 0; h < heads; h++) {
+        float *a = x + h * head_dim, *b = a + half;
+        size_t i = 0;
+        for (; i + 8 <= half; i += 8) {
+            __m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(b + i);
+            __m256 c = _mm256_loadu_ps(cos + i), s = _mm256_loadu_ps(sin + i);
+            _mm256_storeu_ps(a + i, _mm256_fmsub_ps(va, c, _mm256_mul_ps(vb, s)));
+            _mm256_storeu_ps(b + i, _mm256_fmadd_ps(vb, c, _mm256_mul_ps(va, s)));
+        }
+        for (; i < half; i++) {
+            float va = a[i], vb = b[i];
+            a[i] = va * cos[i] - vb * sin[i];
+            b[i] = vb * cos[i] + va * sin[i];
+        }
+    }
+}
+
+void ck_masked_softmax(float *row, size_t count, size_t lo, size_t hi) {
+    for (size_t j = 0; j < lo; j++) row[j] = 0;
+    for (size_t j = hi; j < count; j++) row[j] = 0;
+    float *r = row + lo;
+    size_t n = hi - lo, i = 0;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(r + i));
+    float m = hmax(mv);
+    for (; i < n; i++) m = r[i] > m ? r[i] : m;
+    __m256 sv = _mm256_setzero_ps(), mb = _mm256_set1_ps(m);
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(r + i), mb));
+        _mm256_storeu_ps(r + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    float sum = hsum(sv);
+    for (; i < n; i++) { r[i] = expf(r[i] - m); sum += r[i]; }
+    __m256 inv = _mm256_set1_ps(1.0f / sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(r + i, _mm256_mul_ps(_mm256_loadu_ps(r + i), inv));
+    for (; i < n; i++) r[i] *= 1.0f / sum;
+}
+
+static inline float dot(const float *a, const float *b, size_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), a1);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), a0);
+    float s = hsum(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+void ck_attend(const float *q, const float *k, const float *v, size_t keys, size_t head_dim,
+               float scale, float *scores, float *out) {
+    for (size_t j = 0; j < keys; j++) scores[j] = dot(q, k + j * head_dim, head_dim) * scale;
+    ck_masked_softmax(scores, keys, 0, keys);
+    for (size_t d = 0; d < head_dim; d++) out[d] = 0;
+    for (size_t j = 0; j < keys; j++) {
+        __m256 p = _mm256_set1_ps(scores[j]);
+        const float *vj = v + j * head_dim;
+        size_t d = 0;
+        for (; d + 8 <= head_dim; d += 8)
+            _mm256_storeu_ps(out + d, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + d), _mm256_loadu_ps(out + d)));
+        for (; d < head_dim; d++) out[d] += scores[j] * vj[d];
+    }
+}

@@ -1,0 +1,111 @@
+import Testing
+import GPTQKit
+
+/// ‖a − b‖ / ‖b‖
+func relativeError(_ a: some Collection<Float>, _ b: some Collection<Float>) -> Double {
+    precondition(a.count == b.count, "\(a.count) vs \(b.count) values")
+    var diff = 0.0, norm = 0.0
+    for (x, y) in zip(a, b) {
+        diff += Double(x - y) * Double(x - y)
+        norm += Double(y) * Double(y)
+    }
+    return (diff / norm).squareRoot()
+}
+
+func argmax(_ v: ArraySlice<Float>) -> Int32 {
+    var best = v.startIndex
+    for i in v.indices where v[i] > v[best] { best = i }
+    return Int32(best - v.startIndex)
+}
+
+/// The tiny random models of Tests/Fixtures/arch against transformers' outputs.
+@Suite struct ArchTests {
+    static let families = ["llama", "mistral", "qwen2", "qwen3"]
+
+    struct Reference {
+        let inputIds: [[Int32]]
+        let logits: [Float], hiddenAfterEmbed: [Float], hiddenAfterLayer0: [Float]
+        let greedyIds: [Int32]
+
+        init(_ arch: String) throws {
+            let file = try SafetensorsFile(path: Fixtures.path("arch/\(arch)/reference.safetensors"))
+            let ids = try file.tensor("input_ids")
+            let (batch, length) = (ids.shape[0], ids.shape[1])
+            let flat = ids.ints()
+            inputIds = (0..<batch).map { Array(flat[$0 * length..<($0 + 1) * length]) }
+            logits = try file.tensor("logits").floats()
+            hiddenAfterEmbed = try file.tensor("hidden_after_embed").floats()
+            hiddenAfterLayer0 = try file.tensor("hidden_after_layer0").floats()
+            greedyIds = try file.tensor("greedy_ids").ints()
+        }
+    }
+
+    @Test(arguments: families)
+    func logitsMatchTransformers(arch: String) throws {
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
+        let ref = try Reference(arch)
+        #expect(model.family.modelTypes.contains(arch))
+        let vocab = model.vocabSize
+        for (b, ids) in ref.inputIds.enumerated() {
+            let session = model.makeSession(capacity: 32)
+            let logits = try session.forward(ids, allLogits: true)
+            let expected = ref.logits[b * ids.count * vocab..<(b + 1) * ids.count * vocab]
+            #expect(relativeError(logits, expected) < 1e-4, "\(arch) sequence \(b)")
+            // The last-token logits alone are the same numbers.
+            session.rewind(to: 0)
+            let last = try session.forward(ids, allLogits: false)
+            #expect(relativeError(last, expected.suffix(vocab)) < 1e-4)
+        }
+    }
+
+    @Test(arguments: families)
+    func hiddenStatesMatchTransformers(arch: String) throws {
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
+        let ref = try Reference(arch)
+        let h = model.hiddenSize
+        for (b, ids) in ref.inputIds.enumerated() {
+            let range = b * ids.count * h..<(b + 1) * ids.count * h
+            var hidden = model.embed(ids)
+            #expect(relativeError(hidden, ref.hiddenAfterEmbed[range]) == 0)
+            var observed: [String] = []
+            hidden.withUnsafeMutableBufferPointer { x in
+                model.layerForward(0, hidden: x.baseAddress!, tokens: ids.count) { module, _, rows in
+                    observed.append(module)
+                    #expect(rows == ids.count)
+                }
+            }
+            #expect(relativeError(hidden, ref.hiddenAfterLayer0[range]) < 1e-4, "\(arch) sequence \(b)")
+            #expect(observed == model.family.linears.map(\.name))
+        }
+    }
+
+    @Test(arguments: families)
+    func greedyDecodingWithTheCacheMatchesTransformers(arch: String) throws {
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
+        let ref = try Reference(arch)
+        let prompt = Array(ref.greedyIds.prefix(ref.inputIds[0].count))
+        #expect(prompt == ref.inputIds[0])
+        let session = model.makeSession(capacity: ref.greedyIds.count)
+        var logits = try session.forward(prompt, allLogits: false)
+        var ids = prompt
+        while ids.count < ref.greedyIds.count {
+            let next = argmax(logits[...])
+            ids.append(next)
+            logits = try session.forward([next], allLogits: false)
+        }
+        #expect(ids == ref.greedyIds)
+        #expect(session.position == ref.greedyIds.count)
+    }
+
+    @Test func familiesDeclareTheirModules() throws {
+        let qwen2 = try LanguageModel.load(folder: Fixtures.path("arch/qwen2"))
+        #expect(qwen2.family.linears.filter { $0.hasBias(qwen2.config) }.map(\.name)
+                == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])
+        let qwen3 = try LanguageModel.load(folder: Fixtures.path("arch/qwen3"))
+        #expect(qwen3.family.layerNorms.contains("self_attn.k_norm"))
+        #expect(ModelFamily.llama.quantizationOrder.flatMap { $0 }.sorted() == ModelFamily.llama.linears.map(\.name).sorted())
+        let llama = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
+        #expect(llama.numLayers == 2)
+        #expect(llama.layerLinear(1, "mlp.down_proj").inFeatures == 160)
+    }
+}

@@ -1,0 +1,76 @@
+import Testing
+import GPTQKit
+
+/// Broken model folders: each error names the culprit.
+@Suite struct ModelLoadingTests {
+    let dir = "/tmp/gptq-model-loading-tests-\(UInt32.random(in: 0...UInt32.max))"
+
+    /// A copy of the llama fixture with its tensors edited by `edit` and its config by `config`.
+    func brokenCopy(_ name: String, config: (JSON) -> JSON = { $0 },
+                    edit: ([(String, Tensor)]) -> [(String, Tensor)] = { $0 }) throws -> String {
+        let folder = dir + "/" + name
+        try FileIO.makeDirectory(folder)
+        let source = Fixtures.path("arch/llama")
+        let json = try JSON.read(path: source + "/config.json")
+        try FileIO.writeAtomically(path: folder + "/config.json", text: config(json).serialized())
+        let file = try SafetensorsFile(path: source + "/model.safetensors")
+        let tensors = try file.names.map { ($0, try file.tensor($0)) }
+        try SafetensorsWriter.write(path: folder + "/model.safetensors", tensors: edit(tensors))
+        return folder
+    }
+
+    @Test func missingTensorIsNamed() throws {
+        let folder = try brokenCopy("missing", edit: { $0.filter { $0.0 != "model.layers.1.mlp.up_proj.weight" } })
+        #expect(throws: GPTQError.missingTensor(name: "model.layers.1.mlp.up_proj.weight", path: folder)) {
+            try LanguageModel.load(folder: folder)
+        }
+    }
+
+    @Test func wrongShapeIsNamed() throws {
+        let folder = try brokenCopy("shape", edit: { tensors in
+            tensors.map { $0.0 == "model.layers.0.self_attn.k_proj.weight" ? ($0.0, $0.1.reshaped([64, 32])) : $0 }
+        })
+        #expect(throws: GPTQError.badTensor(name: "model.layers.0.self_attn.k_proj.weight", path: folder + "/model.safetensors",
+                                            reason: "shape [64, 32], expected [32, 64]")) {
+            try LanguageModel.load(folder: folder)
+        }
+    }
+
+    @Test func unknownModelTypeListsTheSupportedOnes() throws {
+        let folder = try brokenCopy("type", config: { $0.setting("model_type", .string("gpt2")) })
+        do {
+            _ = try LanguageModel.load(folder: folder)
+            Issue.record("gpt2 accepted")
+        } catch let error as GPTQError {
+            guard case let .badConfig(field, path, reason) = error else { Issue.record("\(error)"); return }
+            #expect(field == "model_type" && path == folder + "/config.json")
+            #expect(reason.contains("'gpt2'") && reason.contains("llama, mistral, qwen2, qwen3"))
+        }
+    }
+
+    @Test func absentHeadReusesTheEmbedding() throws {
+        let tied = try brokenCopy("tied", edit: { $0.filter { $0.0 != "lm_head.weight" } })
+        // The same model with the embedding written out as an explicit head.
+        let explicit = try brokenCopy("explicit", edit: { tensors in
+            let embedding = tensors.first { $0.0 == "model.embed_tokens.weight" }!.1
+            return tensors.map { $0.0 == "lm_head.weight" ? ($0.0, embedding) : $0 }
+        })
+        let ids: [Int32] = [5, 17, 300, 2]
+        let a = try LanguageModel.load(folder: tied).makeSession(capacity: 8).forward(ids, allLogits: true)
+        let b = try LanguageModel.load(folder: explicit).makeSession(capacity: 8).forward(ids, allLogits: true)
+        let untied = try LanguageModel.load(folder: Fixtures.path("arch/llama")).makeSession(capacity: 8).forward(ids, allLogits: true)
+        #expect(a == b)
+        #expect(a != untied)
+    }
+
+    @Test func sessionRejectsTokensOutsideTheVocabularyAndPastCapacity() throws {
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
+        let session = model.makeSession(capacity: 3)
+        #expect(throws: GPTQError.invalidArgument("forward: token id 384 outside the vocabulary 0..<384")) {
+            try session.forward([1, 384], allLogits: false)
+        }
+        #expect(throws: GPTQError.invalidArgument("forward: 4 tokens after 0 cached exceed the session capacity 3")) {
+            try session.forward([1, 2, 3, 4], allLogits: false)
+        }
+    }
+}
