@@ -1,0 +1,84 @@
+import Testing
+import GPTQKit
+
+/// What the CUDA backend does on a machine without a GPU (CI): clean failures that
+/// name the missing library, and the pure parts (cache keys, allocator buckets).
+@Suite struct CUDALoaderTests {
+    func cudaMessage(_ body: () throws -> Void) -> String? {
+        do { try body() } catch let GPTQError.cuda(message) { return message } catch { return "unexpected \(error)" }
+        return nil
+    }
+
+    @Test func missingDriverIsNamedWithEveryPathTried() {
+        let message = cudaMessage {
+            _ = try CUDALibraries(candidates: .init(driver: ["/nonexistent/libcuda.so.1", "/also/missing/libcuda.so"],
+                                                    nvrtc: ["libnvrtc.so"], cublas: ["libcublas.so"]))
+        }
+        #expect(message?.contains("libcuda.so.1") == true)
+        #expect(message?.contains("/nonexistent/libcuda.so.1:/also/missing/libcuda.so") == true)
+    }
+
+    @Test func missingNVRTCIsNamedOnceTheDriverOpens() {
+        // libc stands in for a driver that opens: the next library is the one reported.
+        let message = cudaMessage {
+            _ = try CUDALibraries(candidates: .init(driver: ["libc.so.6"], nvrtc: ["/nonexistent/libnvrtc.so.13"], cublas: ["libcublas.so"]))
+        }
+        #expect(message?.contains("NVRTC") == true)
+        #expect(message?.contains("/nonexistent/libnvrtc.so.13") == true)
+    }
+
+    @Test func libraryWithoutTheEntryPointsNamesTheSymbol() {
+        let message = cudaMessage {
+            _ = try CUDALibraries(candidates: .init(driver: ["libc.so.6"], nvrtc: ["libc.so.6"], cublas: ["libc.so.6"]))
+        }
+        #expect(message == "libcuda: symbol cuInit is missing")
+    }
+
+    @Test func environmentOverridesTheLibraryCandidates() {
+        let c = CUDALibraries.Candidates.standard(environment: ["GPTQ_CUDA_DRIVER": "/a/libcuda.so.1:/b/libcuda.so.1", "CUDA_HOME": "/opt/cuda"])
+        #expect(c.driver == ["/a/libcuda.so.1", "/b/libcuda.so.1"])
+        #expect(c.nvrtc.first == "libnvrtc.so.13")
+        #expect(c.nvrtc.contains("/opt/cuda/lib64/libnvrtc.so.12"))
+        #expect(c.cublas.contains("/usr/local/cuda/lib64/libcublas.so.13"))
+    }
+
+    @Test func fnvHashMatchesPublishedVectors() {
+        // Test vectors of the FNV-1a 64-bit reference (Fowler/Noll/Vo).
+        #expect(KernelLibrary.fnv1a64([]) == 0xcbf2_9ce4_8422_2325)
+        #expect(KernelLibrary.fnv1a64(Array("a".utf8)) == 0xaf63_dc4c_8601_ec8c)
+        #expect(KernelLibrary.fnv1a64(Array("foobar".utf8)) == 0x8594_4171_f739_67e8)
+    }
+
+    @Test func cubinCacheKeyChangesWithEverythingTheCodeDependsOn() {
+        let source = KernelSource(name: "gemv", code: "extern \"C\" __global__ void k() {}")
+        let base = KernelLibrary.cacheFileName(source: source, architecture: "sm_90", driverVersion: 13000, nvrtcVersion: (13, 0))
+        #expect(base.hasPrefix("gemv-") && base.hasSuffix(".cubin") && base.count == "gemv-".count + 32 + ".cubin".count)
+        #expect(base == KernelLibrary.cacheFileName(source: source, architecture: "sm_90", driverVersion: 13000, nvrtcVersion: (13, 0)))
+        let variants = [
+            KernelLibrary.cacheFileName(source: KernelSource(name: "gemv", code: source.code + " "), architecture: "sm_90", driverVersion: 13000, nvrtcVersion: (13, 0)),
+            KernelLibrary.cacheFileName(source: source, architecture: "sm_80", driverVersion: 13000, nvrtcVersion: (13, 0)),
+            KernelLibrary.cacheFileName(source: source, architecture: "sm_90", driverVersion: 12080, nvrtcVersion: (13, 0)),
+            KernelLibrary.cacheFileName(source: source, architecture: "sm_90", driverVersion: 13000, nvrtcVersion: (12, 8)),
+            KernelLibrary.cacheFileName(source: source, architecture: "sm_90", driverVersion: 13000, nvrtcVersion: (13, 0), options: ["-G"]),
+        ]
+        #expect(Set(variants + [base]).count == variants.count + 1)
+    }
+
+    @Test func cacheFolderFollowsGPTQCacheThenHome() {
+        #expect(KernelLibrary.defaultCacheFolder(environment: ["GPTQ_CACHE": "/x", "HOME": "/h"]) == "/x/cuda")
+        #expect(KernelLibrary.defaultCacheFolder(environment: ["HOME": "/h"]) == "/h/.cache/swift-gptq/cuda")
+    }
+
+    @Test func allocatorBucketsBoundTheWaste() {
+        var previous = 0
+        for bytes in [1, 255, 256, 257, 4096, 4097, 5000, 65536, 65537, 1 << 20, 3 << 20, (1 << 30) + 1, 7_000_000_001] {
+            let size = DeviceAllocator.bucketSize(bytes)
+            #expect(size >= bytes && size % 256 == 0)
+            #expect(bytes <= 4096 || Double(size) <= Double(bytes) * 1.25)
+            #expect(size >= previous)
+            previous = size
+        }
+        #expect(DeviceAllocator.bucketSize(5000) == 5120)
+        #expect(DeviceAllocator.bucketSize(1 << 20) == 1 << 20)
+    }
+}
