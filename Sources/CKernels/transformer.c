@@ -132,3 +132,16 @@ void ck_attend(const float *q, const float *k, const float *v, size_t keys, size
         for (; d < head_dim; d++) out[d] += scores[j] * vj[d];
     }
 }
+
+float ck_logsumexp(const float *x, size_t n) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    float m = hmax(mv);
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    __m256 mb = _mm256_set1_ps(m), sv = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) sv = _mm256_add_ps(sv, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb)));
+    double sum = hsum(sv);
+    for (; i < n; i++) sum += expf(x[i] - m);
+    return m + (float)log(sum);
+}

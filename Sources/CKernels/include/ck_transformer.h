@@ -30,3 +30,6 @@ void ck_masked_softmax(float *row, size_t count, size_t lo, size_t hi);
 /// out = softmax(scale * K q) V. `scores` holds `keys` floats of scratch.
 void ck_attend(const float *q, const float *k, const float *v, size_t keys, size_t head_dim,
                float scale, float *scores, float *out);
+
+/// log(sum(exp(x[i]))), computed stably (max subtracted first).
+float ck_logsumexp(const float *x, size_t n);
