@@ -19,5 +19,5 @@ void ck_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 void ck_dequant_q8_0(const uint8_t *blocks, float *dst, size_t n_blocks);
 /// Q4_0 block: f16 d, 16 bytes; low nibbles are elements 0..15, high nibbles 16..31; x = d * (q - 8).
 void ck_dequant_q4_0(const uint8_t *blocks, float *dst, size_t n_blocks);
-/// Q4_1 block: f16 d, f16 m, 16 bytes (nibbles as Q4_0); x = d * q + m, rounded after the product (no FMA).
+/// Q4_1 block: f16 d, f16 m, 16 bytes (nibbles as Q4_0); x = d * q + m.
 void ck_dequant_q4_1(const uint8_t *blocks, float *dst, size_t n_blocks);

@@ -239,6 +239,7 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     public func dequantize(_ info: GGUFTensorInfo) throws -> Tensor {
+        try checkDequantizable(info)
         let out = Tensor(zeros: info.shape, dtype: .f32)
         let src = data(of: info)
         let dst = out.mutablePointer(as: Float.self)
@@ -250,10 +251,16 @@ public final class GGUFFile: @unchecked Sendable {
         case .q8_0: ck_dequant_q8_0(src.assumingMemoryBound(to: UInt8.self), dst, n / 32)
         case .q4_0: ck_dequant_q4_0(src.assumingMemoryBound(to: UInt8.self), dst, n / 32)
         case .q4_1: ck_dequant_q4_1(src.assumingMemoryBound(to: UInt8.self), dst, n / 32)
-        default:
-            throw GPTQError.unsupported("\(path): tensor '\(info.name)' has type \(info.type.name), supported: \(GGMLType.dequantizable.map(\.name).joined(separator: ", "))")
+        default: preconditionFailure("checkDequantizable let \(info.type.name) through")
         }
         return out
+    }
+
+    /// Throws, naming the tensor and its type, unless `dequantize` reads the type.
+    public func checkDequantizable(_ info: GGUFTensorInfo) throws {
+        guard GGMLType.dequantizable.contains(info.type) else {
+            throw GPTQError.unsupported("\(path): tensor '\(info.name)' has type \(info.type.name), supported: \(GGMLType.dequantizable.map(\.name).joined(separator: ", "))")
+        }
     }
 }
 

@@ -34,6 +34,11 @@ public enum GGUFConverter {
         guard architecture == "llama" else {
             throw GPTQError.badConfig(field: "general.architecture", path: ggufPath, reason: "'\(architecture)': only llama-architecture GGUF files are converted")
         }
+        // Tensor names and types first: they fail a file fastest, before any work is done.
+        for info in gguf.tensors {
+            _ = try huggingFaceName(of: info.name, path: ggufPath)
+            try gguf.checkDequantizable(info)
+        }
         let headCount = try fields.int("llama.attention.head_count")
         let kvHeadCount = try fields.int("llama.attention.head_count_kv", default: headCount)
         let tokenizer = try GGUFTokenizerExport(fields)
