@@ -4,16 +4,6 @@ import Glibc
 import Testing
 import GPTQKit
 
-/// The real test model, where scripts/fetch-model.sh put it (CI fetches it; absent elsewhere).
-enum RealModel {
-    static let folder: String? = {
-        let base = getenv("GPTQ_CACHE").map { String(cString: $0) }
-            ?? (getenv("HOME").map { String(cString: $0) + "/.cache/swift-gptq" } ?? "")
-        let path = base + "/SmolLM2-135M-Instruct"
-        return FileIO.exists(path + "/model.safetensors") ? path : nil
-    }()
-}
-
 @Suite struct PerplexityTests {
     /// Mean cross-entropy of the predictions rows[from..<to) make of tokens[from+1...], in
     /// float64 from transformers' logits.
