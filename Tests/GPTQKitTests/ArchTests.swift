@@ -97,6 +97,17 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
         #expect(session.position == ref.greedyIds.count)
     }
 
+    /// The declared modules account for every parameter the checkpoint stores.
+    @Test(arguments: families)
+    func parameterCountMatchesTheStoredTensors(arch: String) throws {
+        let checkpoint = try Checkpoint(folder: Fixtures.path("arch/\(arch)"))
+        let config = try ModelConfig(folder: Fixtures.path("arch/\(arch)"))
+        let family = try ModelFamily.forConfig(config)
+        let file = try SafetensorsFile(path: Fixtures.path("arch/\(arch)/model.safetensors"))
+        let stored = file.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        #expect(family.parameterCount(config: config, tiedHead: family.tiesHead(config: config, checkpoint: checkpoint)) == stored)
+    }
+
     @Test func familiesDeclareTheirModules() throws {
         let qwen2 = try LanguageModel.load(folder: Fixtures.path("arch/qwen2"))
         #expect(qwen2.family.linears.filter { $0.hasBias(qwen2.config) }.map(\.name)

@@ -58,7 +58,7 @@ public final class LanguageModel: @unchecked Sendable {
 
         let embedding = try weights.floatTensor(family.embedding + ".weight", shape: [vocab, hidden])
         let headModule = LinearModule(family.lmHead, in: { $0.hiddenSize }, out: { $0.vocabSize }, bias: { _ in false })
-        let tied = config.tieWordEmbeddings || !checkpoint.contains(family.lmHead + ".weight")
+        let tied = family.tiesHead(config: config, checkpoint: checkpoint)
         let lmHead: LinearLayer
         if let made = try linearFactory?(nil, family.lmHead, hidden, vocab) {
             lmHead = made
@@ -138,6 +138,11 @@ public final class LanguageModel: @unchecked Sendable {
                                       workspace: DecoderWorkspace(shape: shape, tokens: tokens), observe: observe)
             }
         }
+    }
+
+    /// Every linear layer, the LM head last.
+    public var allLinears: [LinearLayer] {
+        layers.flatMap { layer in family.linears.map { layer.linears[$0.name]! } } + [lmHead]
     }
 
     /// A CPU session holding up to `capacity` positions in its KV cache.

@@ -81,6 +81,22 @@ public struct ModelFamily: Sendable {
         }
     }
 
+    /// Whether the LM head reuses the embedding: config.tie_word_embeddings, or no head tensor stored.
+    public func tiesHead(config: ModelConfig, checkpoint: Checkpoint) -> Bool {
+        config.tieWordEmbeddings || !checkpoint.contains(lmHead + ".weight")
+    }
+
+    /// Parameters of the architecture (not of how a checkpoint stores them): embedding,
+    /// norms, linears with their biases, and the LM head unless it is the embedding.
+    public func parameterCount(config: ModelConfig, tiedHead: Bool) -> Int {
+        let (h, v) = (config.hiddenSize, config.vocabSize)
+        let norms = 2 * h + (options.qkNorm ? 2 * config.headDim : 0)
+        let linearParameters = linears.reduce(0) { sum, m in
+            sum + m.inFeatures(config) * m.outFeatures(config) + (m.hasBias(config) ? m.outFeatures(config) : 0)
+        }
+        return v * h + h + (tiedHead ? 0 : v * h) + config.numLayers * (norms + linearParameters)
+    }
+
     /// Families in the order `gptq inspect` lists them.
     public static let registered: [ModelFamily] = [.llama, .mistral, .qwen2, .qwen3]
 

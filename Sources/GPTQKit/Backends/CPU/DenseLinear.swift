@@ -8,11 +8,12 @@ import COpenBLAS
 /// reads the stored type directly. More rows (prefill) convert tiles of the weight to
 /// float32 into a small scratch buffer and multiply them with sgemm, so the model is
 /// never held in float32 as a whole.
-public final class DenseLinear: LinearLayer, @unchecked Sendable {
+public final class DenseLinear: LinearLayer, WeightFootprint, @unchecked Sendable {
     public let weight: Tensor
     public let bias: [Float]?
     public var inFeatures: Int { weight.shape[1] }
     public var outFeatures: Int { weight.shape[0] }
+    public var weightBytes: Int { weight.byteCount + (bias?.count ?? 0) * 4 }
 
     /// Row counts up to this go through the matrix-vector kernel.
     static let gemvRows = 4

@@ -7,3 +7,9 @@ public protocol LinearLayer: AnyObject, Sendable {
     /// x: [rows, inFeatures] float32, row-major; y: [rows, outFeatures] float32.
     func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>)
 }
+
+/// Bytes one forward streams from memory (weights, scales, zeros, bias): `gptq bench`
+/// turns this into the bandwidth a decode step achieves. nil where a layer does not say.
+public protocol WeightFootprint {
+    var weightBytes: Int { get }
+}

@@ -1,0 +1,112 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import GPTQKit
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure prefill and decode speed, the memory bandwidth decode reaches, and peak memory.",
+        discussion: """
+            Prefill runs --prompt-tokens tokens in one forward; decode then generates --decode-tokens \
+            tokens one at a time (greedy, batch 1) with the KV cache. The weight bytes one decode token \
+            streams, times the decode rate, is compared with a memcpy measured in the same process.
+            """
+    )
+
+    @Option(help: "The model folder.")
+    var model: String
+
+    @Option(help: "Prompt length for the prefill measurement.")
+    var promptTokens = 512
+
+    @Option(help: "Tokens generated for the decode measurement.")
+    var decodeTokens = 128
+
+    @Option(help: "CPU threads (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        CPUThreads.set(threads ?? CPUThreads.count)
+        let loaded = try LanguageModel.load(folder: model)
+        let session = loaded.makeSession(capacity: promptTokens + decodeTokens + 1)
+        let linears = loaded.allLinears
+        let footprints = linears.compactMap { ($0 as? WeightFootprint)?.weightBytes }
+        let streamed = footprints.reduce(0, +)
+        let dtypes = Set(loaded.checkpoint.tensorNames.compactMap { loaded.checkpoint.entry($0)?.dtype.rawValue }).sorted()
+        print("model: \(model) (\(loaded.family.name), \(loaded.numLayers) layers, hidden \(loaded.hiddenSize), \(dtypes.joined(separator: "/")))")
+        print("backend: cpu, \(CPUThreads.count) threads")
+
+        // A fixed pseudo-random prompt; one warm-up token pages the mapped weights in.
+        var state: UInt64 = 0x9E3779B97F4A7C15
+        let prompt = (0..<promptTokens).map { _ -> Int32 in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int32((state >> 33) % UInt64(loaded.vocabSize))
+        }
+        _ = try session.forward([prompt[0]], allLogits: false)
+        session.rewind(to: 0)
+
+        let clock = ContinuousClock()
+        var logits: [Float] = []
+        let prefill = try clock.measure { logits = try session.forward(prompt, allLogits: false) }.seconds
+        print("prefill: \(promptTokens) tokens in \(fixed(prefill, 3)) s = \(fixed(Double(promptTokens) / prefill, 1)) tokens/s")
+
+        let decode = try clock.measure {
+            for _ in 0..<decodeTokens {
+                var best = 0
+                for i in logits.indices where logits[i] > logits[best] { best = i }
+                logits = try session.forward([Int32(best)], allLogits: false)
+            }
+        }.seconds
+        let rate = Double(decodeTokens) / decode
+        print("decode: \(decodeTokens) tokens in \(fixed(decode, 3)) s = \(fixed(rate, 1)) tokens/s (\(fixed(1000 / rate, 2)) ms/token)")
+        let unknown = linears.count - footprints.count
+        print("weights streamed per decode token: \(fixed(Double(streamed) / 1e6, 1)) MB"
+              + (unknown > 0 ? " (\(unknown) layers do not report theirs)" : "")
+              + " -> \(fixed(Double(streamed) * rate / 1e9, 2)) GB/s")
+        let peak = peakResidentBytes()
+
+        let copy = MemoryBandwidth.measure(bytes: 256 << 20)
+        print("memcpy: \(fixed(copy.oneThread / 1e9, 2)) GB/s one thread, \(fixed(copy.allThreads / 1e9, 2)) GB/s \(CPUThreads.count) threads (bytes read + written, 256 MB buffers)")
+        print("peak RSS: \(fixed(Double(peak) / 1e6, 1)) MB (before the memcpy test)")
+    }
+
+    func peakResidentBytes() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
+
+/// memcpy throughput, counting bytes read plus bytes written, best of a few copies.
+enum MemoryBandwidth {
+    static func measure(bytes: Int) -> (oneThread: Double, allThreads: Double) {
+        let source = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+        let target = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+        defer { source.deallocate(); target.deallocate() }
+        memset(source, 1, bytes)
+        memset(target, 2, bytes)
+        let clock = ContinuousClock()
+        func best(_ copy: () -> Void) -> Double {
+            var fastest = Double.infinity
+            for _ in 0..<5 { fastest = min(fastest, clock.measure(copy).seconds) }
+            return Double(2 * bytes) / fastest
+        }
+        let one = best { memcpy(target, source, bytes) }
+        nonisolated(unsafe) let (s, t) = (source, target)
+        let all = best {
+            CPUThreads.parallelRanges(bytes, minimumChunk: 1 << 20) { a, b in memcpy(t + a, s + a, b - a) }
+        }
+        return (one, all)
+    }
+}
