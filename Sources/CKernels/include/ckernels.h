@@ -21,3 +21,29 @@ void ck_dequant_q8_0(const uint8_t *blocks, float *dst, size_t n_blocks);
 void ck_dequant_q4_0(const uint8_t *blocks, float *dst, size_t n_blocks);
 /// Q4_1 block: f16 d, f16 m, 16 bytes (nibbles as Q4_0); x = d * q + m.
 void ck_dequant_q4_1(const uint8_t *blocks, float *dst, size_t n_blocks);
+
+// ---- GPTQ quantized linear (gptq_kernels.c) -----------------------------
+/// A GPTQ weight prepared for the CPU kernels (GPTQLinear builds it). Input channels are
+/// in group order (act-order checkpoints are permuted at load), so group g holds channels
+/// [group_start[g], group_start[g+1]). Column o of qweight is a little-endian stream of
+/// `bits`-bit fields, field c = q[c, o], in 32-bit words qweight[word * out_stride + o].
+typedef struct {
+    const uint32_t *qweight;    // [in_features * bits / 32, out_stride]
+    const float *scales;        // [groups, out_stride]
+    const float *zeros;         // [groups, out_stride], the zero points themselves
+    const int32_t *group_start; // [groups + 1]
+    int32_t bits;               // 2, 3, 4 or 8
+    int32_t in_features;
+    int32_t out_features;
+    int32_t out_stride;         // out_features rounded up to a multiple of 32 (padding is zero)
+    int32_t groups;
+} ck_gptq_weight;
+
+/// Decode GEMV: y[r, o] = Σ_c x[r, c] · scale[g(c), o] · (q[c, o] − zero[g(c), o]) for
+/// r < rows and o in [col_begin, col_end) ∩ [0, out_features); col_begin a multiple of 32.
+/// x is [rows, in_features] in the weight's channel order; y has row stride ldy.
+void ck_gptq_gemv(const ck_gptq_weight *w, const float *x, int rows, int col_begin, int col_end, float *y, size_t ldy);
+
+/// Dequantizes channels [ch_begin, ch_end) × columns [col_begin, col_end) (multiples of 8,
+/// within out_stride) into dst[(c − ch_begin) · ld + (o − col_begin)] = scale · (q − zero).
+void ck_gptq_dequantize(const ck_gptq_weight *w, int ch_begin, int ch_end, int col_begin, int col_end, float *dst, size_t ld);

@@ -1,0 +1,146 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CKernels
+import COpenBLAS
+import Dispatch
+
+/// A GPTQ-quantized linear layer on the CPU: y = x · dequant(W)ᵀ + b, dequant(W)[o, c] =
+/// scale[g(c), o] · (q[c, o] − zero[g(c), o]), computed without materialising W.
+///
+/// At load the packed weight is copied into the kernels' layout (ck_gptq_weight): columns
+/// padded to a multiple of 32, zeros unpacked to floats (v1's +1 applied), and, for
+/// act-order checkpoints, input channels sorted by g_idx (stable), so that each group is a
+/// contiguous run of channels; x is permuted the same way at run time (ExLlama's approach).
+/// Few rows (decode): fused dequantize-and-multiply in C, threads over output columns.
+/// Many rows (prefill): weight tiles dequantized to float32 and multiplied by cblas_sgemm.
+public final class GPTQLinear: LinearLayer, @unchecked Sendable {
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let bits: Int
+    /// Up to this many rows take the fused GEMV; more take dequantize + sgemm.
+    public static let maxGEMVRows = 4
+
+    /// channelOrder[p]: the checkpoint's input channel at kernel position p; nil when g_idx is already sorted.
+    private let channelOrder: [Int]?
+    private let bias: [Float]?
+    private let qweight: UnsafeMutableBufferPointer<UInt32>
+    private let scales: UnsafeMutableBufferPointer<Float>
+    private let zeros: UnsafeMutableBufferPointer<Float>
+    private let groupStart: UnsafeMutableBufferPointer<Int32>
+    private let weight: ck_gptq_weight
+    private let threads = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+
+    public init(_ packed: PackedLinear) {
+        inFeatures = packed.inFeatures
+        outFeatures = packed.outFeatures
+        bits = packed.bits
+        let out = outFeatures, stride = (out + 31) / 32 * 32, groups = packed.groups
+        let gIdx = packed.gIdx.ints().map(Int.init)
+        let sorted = zip(gIdx, gIdx.dropFirst()).allSatisfy { $0 <= $1 }
+        let order: [Int]? = sorted ? nil : (0..<inFeatures).sorted { (gIdx[$0], $0) < (gIdx[$1], $1) }
+        channelOrder = order
+
+        let words = inFeatures * bits / 32
+        qweight = .allocate(capacity: words * stride)
+        qweight.initialize(repeating: 0)
+        if let order {
+            let q = packed.unpackedWeights(), base = qweight.baseAddress!
+            for (position, channel) in order.enumerated() {
+                for o in 0..<out {
+                    BitStream.set(position, UInt32(q[channel * out + o]), bits: bits) { base[$0 * stride + o] |= $1 }
+                }
+            }
+        } else {
+            let source = packed.qweight.pointer(as: UInt32.self)
+            for w in 0..<words { (qweight.baseAddress! + w * stride).update(from: source + w * out, count: out) }
+        }
+
+        scales = .allocate(capacity: groups * stride)
+        scales.initialize(repeating: 0)
+        zeros = .allocate(capacity: groups * stride)
+        zeros.initialize(repeating: 0)
+        let s = packed.scales.floats(), z = packed.unpackedZeros()
+        for g in 0..<groups {
+            for o in 0..<out {
+                scales[g * stride + o] = s[g * out + o]
+                zeros[g * stride + o] = Float(z[g * out + o])
+            }
+        }
+        groupStart = .allocate(capacity: groups + 1)
+        groupStart.initialize(repeating: 0)
+        for g in gIdx { groupStart[g + 1] += 1 }
+        for g in 0..<groups { groupStart[g + 1] += groupStart[g] }
+        bias = packed.bias?.floats()
+        weight = ck_gptq_weight(qweight: qweight.baseAddress, scales: scales.baseAddress, zeros: zeros.baseAddress,
+                                group_start: groupStart.baseAddress, bits: Int32(bits), in_features: Int32(inFeatures),
+                                out_features: Int32(out), out_stride: Int32(stride), groups: Int32(groups))
+    }
+
+    deinit {
+        qweight.deallocate()
+        scales.deallocate()
+        zeros.deallocate()
+        groupStart.deallocate()
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        guard rows > 0 else { return }
+        if let order = channelOrder {
+            let permuted = UnsafeMutablePointer<Float>.allocate(capacity: rows * inFeatures)
+            defer { permuted.deallocate() }
+            for r in 0..<rows {
+                let source = x + r * inFeatures, target = permuted + r * inFeatures
+                for (position, channel) in order.enumerated() { target[position] = source[channel] }
+            }
+            multiply(permuted, rows: rows, into: y)
+        } else {
+            multiply(x, rows: rows, into: y)
+        }
+        if let bias {
+            for r in 0..<rows { cblas_saxpy(Int32(outFeatures), 1, bias, 1, y + r * outFeatures, 1) }
+        }
+    }
+
+    /// x in kernel channel order.
+    private func multiply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        let stride = Int(weight.out_stride), tiles = stride / 32
+        let chunks = min(tiles, threads * 4)
+        let io = WorkerPointers(x: x, y: y)
+        // Chunk k covers output columns [begin, end), whole tiles of 32.
+        @Sendable func columns(_ chunk: Int) -> (Int32, Int32) {
+            (Int32(tiles * chunk / chunks * 32), Int32(tiles * (chunk + 1) / chunks * 32))
+        }
+        if rows <= Self.maxGEMVRows {
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                let (begin, end) = columns(chunk)
+                withUnsafePointer(to: self.weight) { ck_gptq_gemv($0, io.x, Int32(rows), begin, end, io.y, self.outFeatures) }
+            }
+            return
+        }
+        // Channel tiles of about 4 MiB of float32, a multiple of 32 channels.
+        let tileChannels = min(inFeatures, max(32, (1 << 20) / stride / 32 * 32))
+        let scratch = WorkerPointers(x: x, y: .allocate(capacity: tileChannels * stride))
+        defer { scratch.y.deallocate() }
+        for c0 in Swift.stride(from: 0, to: inFeatures, by: tileChannels) {
+            let c1 = min(c0 + tileChannels, inFeatures)
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                let (begin, end) = columns(chunk)
+                withUnsafePointer(to: self.weight) {
+                    ck_gptq_dequantize($0, Int32(c0), Int32(c1), begin, end, scratch.y + Int(begin), stride)
+                }
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(outFeatures), Int32(c1 - c0), 1,
+                        x + c0, Int32(inFeatures), scratch.y, Int32(stride), c0 == 0 ? 0 : 1, y, Int32(outFeatures))
+        }
+    }
+}
+
+/// Input and output of a multiplication, shared by the workers of concurrentPerform, which
+/// write disjoint column ranges of the output.
+private struct WorkerPointers: @unchecked Sendable {
+    let x: UnsafePointer<Float>
+    let y: UnsafeMutablePointer<Float>
+}

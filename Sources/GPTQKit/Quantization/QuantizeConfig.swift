@@ -1,0 +1,156 @@
+/// How a GPTQ checkpoint stores its zero points (see docs/FORMAT.md).
+public enum CheckpointFormat: String, Sendable, CaseIterable {
+    /// AutoGPTQ's original layout: qzeros holds zero − 1 (so a zero of 0 cannot be stored).
+    case gptq = "gptq"
+    /// GPTQModel's layout: qzeros holds the zero itself.
+    case gptqV2 = "gptq_v2"
+}
+
+/// AutoGPTQ's Quantizer MSE option: shrink the min/max range over a grid and keep the
+/// candidate with the smallest ‖q(x) − x‖ₚ (p = `norm`).
+public struct MSESearch: Sendable, Equatable {
+    public var norm: Double = 2.4
+    public var grid: Int = 100
+    public var maxShrink: Double = 0.8
+
+    public init(norm: Double = 2.4, grid: Int = 100, maxShrink: Double = 0.8) {
+        self.norm = norm
+        self.grid = grid
+        self.maxShrink = maxShrink
+    }
+}
+
+/// The settings of a GPTQ quantization, as AutoGPTQ's BaseQuantizeConfig and its
+/// quantize_config.json (also found as config.json's `quantization_config`).
+public struct QuantizeConfig: Sendable, Equatable {
+    public static let supportedBits = [2, 3, 4, 8]
+
+    public var bits: Int
+    /// Columns per group of scales and zeros; -1: one group for the whole row.
+    public var groupSize: Int
+    /// Act-order: quantize columns by decreasing Hessian diagonal.
+    public var descAct: Bool
+    /// Group parameters computed from the unquantized weight before the GPTQ loop.
+    public var staticGroups: Bool
+    public var sym: Bool
+    /// Added to the Hessian diagonal, as a fraction of its mean.
+    public var dampPercent: Double
+    /// Quantize the linears of a block in sequence (q/k/v → o → up/gate → down).
+    public var trueSequential: Bool
+    public var mse: MSESearch?
+    public var checkpointFormat: CheckpointFormat
+
+    public init(bits: Int = 4, groupSize: Int = 128, descAct: Bool = false, staticGroups: Bool = false, sym: Bool = true,
+                dampPercent: Double = 0.01, trueSequential: Bool = true, mse: MSESearch? = nil,
+                checkpointFormat: CheckpointFormat = .gptq) {
+        self.bits = bits
+        self.groupSize = groupSize
+        self.descAct = descAct
+        self.staticGroups = staticGroups
+        self.sym = sym
+        self.dampPercent = dampPercent
+        self.trueSequential = trueSequential
+        self.mse = mse
+        self.checkpointFormat = checkpointFormat
+    }
+
+    /// Largest quantized value, 2^bits − 1.
+    public var maxq: Int { (1 << bits) - 1 }
+
+    /// Checks the values a quantization run depends on; `columns` is the in_features of
+    /// the layer about to be quantized, when known.
+    public func validate(columns: Int? = nil) throws {
+        guard Self.supportedBits.contains(bits) else {
+            throw GPTQError.invalidArgument("bits \(bits) is not supported (use 2, 3, 4 or 8)")
+        }
+        guard groupSize == -1 || groupSize > 0 else {
+            throw GPTQError.invalidArgument("group size \(groupSize) must be positive or -1 (one group per row)")
+        }
+        if let columns, groupSize > 0, columns % groupSize != 0 {
+            throw GPTQError.invalidArgument("group size \(groupSize) does not divide in_features \(columns)")
+        }
+        guard dampPercent > 0, dampPercent < 1 else {
+            throw GPTQError.invalidArgument("damp percent \(dampPercent) must be in (0, 1)")
+        }
+        if let mse, !(mse.norm > 0 && mse.grid > 0 && mse.maxShrink > 0 && mse.maxShrink <= 1) {
+            throw GPTQError.invalidArgument("mse search needs norm > 0, grid > 0 and 0 < maxshrink ≤ 1")
+        }
+    }
+
+    // MARK: quantize_config.json
+
+    /// Reads a quantize_config.json object (or config.json's `quantization_config`);
+    /// `path` names the file in errors. Missing optional fields take AutoGPTQ's defaults.
+    public init(json: JSON, path: String) throws {
+        func field(_ name: String) -> JSON? { json[name].flatMap { $0.isNull ? nil : $0 } }
+        func bool(_ name: String, _ fallback: Bool) throws -> Bool {
+            guard let v = field(name) else { return fallback }
+            guard let b = v.bool else { throw GPTQError.badConfig(field: name, path: path, reason: "expected true or false") }
+            return b
+        }
+        guard json.object != nil else { throw GPTQError.badConfig(field: "quantization_config", path: path, reason: "not a JSON object") }
+        if let method = field("quant_method") {
+            guard method.string?.lowercased() == "gptq" else {
+                throw GPTQError.badConfig(field: "quant_method", path: path, reason: "\(method.serialized(indent: 0)) is not gptq")
+            }
+        }
+        guard let bitsValue = field("bits") else { throw GPTQError.badConfig(field: "bits", path: path, reason: "missing") }
+        guard let bits = bitsValue.int, Self.supportedBits.contains(bits) else {
+            throw GPTQError.badConfig(field: "bits", path: path, reason: "\(bitsValue.serialized(indent: 0)) is not one of 2, 3, 4, 8")
+        }
+        let groupSize: Int
+        if let v = field("group_size") {
+            guard let g = v.int, g == -1 || g > 0 else {
+                throw GPTQError.badConfig(field: "group_size", path: path, reason: "\(v.serialized(indent: 0)) is neither -1 nor a positive integer")
+            }
+            groupSize = g
+        } else { groupSize = -1 }
+        var damp = 0.01
+        if let v = field("damp_percent") {
+            guard let d = v.double, d > 0, d < 1 else {
+                throw GPTQError.badConfig(field: "damp_percent", path: path, reason: "\(v.serialized(indent: 0)) is not a number in (0, 1)")
+            }
+            damp = d
+        }
+        var format = CheckpointFormat.gptq
+        if let v = field("checkpoint_format") {
+            guard let name = v.string, let f = CheckpointFormat(rawValue: name) else {
+                throw GPTQError.badConfig(field: "checkpoint_format", path: path, reason: "\(v.serialized(indent: 0)) is not gptq or gptq_v2")
+            }
+            format = f
+        }
+        var mse: MSESearch?
+        if let v = field("mse") {
+            guard let norm = v.double, norm >= 0 else { throw GPTQError.badConfig(field: "mse", path: path, reason: "expected a non-negative norm") }
+            if norm > 0 { mse = MSESearch(norm: norm) }
+        }
+        self.init(bits: bits, groupSize: groupSize, descAct: try bool("desc_act", false), staticGroups: try bool("static_groups", false),
+                  sym: try bool("sym", true), dampPercent: damp, trueSequential: try bool("true_sequential", true), mse: mse,
+                  checkpointFormat: format)
+    }
+
+    /// Reads a quantize_config.json file.
+    public init(path: String) throws {
+        try self.init(json: try JSON.read(path: path), path: path)
+    }
+
+    /// The quantize_config.json object AutoGPTQ writes (the same object goes into
+    /// config.json as `quantization_config`). `mse` is GPTQModel's key: written only when used.
+    public var json: JSON {
+        var pairs: [(String, JSON)] = [
+            ("bits", .number(Double(bits))),
+            ("group_size", .number(Double(groupSize))),
+            ("damp_percent", .number(dampPercent)),
+            ("desc_act", .bool(descAct)),
+            ("static_groups", .bool(staticGroups)),
+            ("sym", .bool(sym)),
+            ("true_sequential", .bool(trueSequential)),
+            ("model_name_or_path", .null),
+            ("model_file_base_name", .string("model")),
+            ("quant_method", .string("gptq")),
+            ("checkpoint_format", .string(checkpointFormat.rawValue)),
+        ]
+        if let mse { pairs.append(("mse", .number(mse.norm))) }
+        return .object(pairs)
+    }
+}
