@@ -1,11 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import CKernels
 import COpenBLAS
-import Dispatch
 
 /// A GPTQ-quantized linear layer on the CPU: y = x · dequant(W)ᵀ + b, dequant(W)[o, c] =
 /// scale[g(c), o] · (q[c, o] − zero[g(c), o]), computed without materialising W.
@@ -31,7 +25,6 @@ public final class GPTQLinear: LinearLayer, @unchecked Sendable {
     private let zeros: UnsafeMutableBufferPointer<Float>
     private let groupStart: UnsafeMutableBufferPointer<Int32>
     private let weight: ck_gptq_weight
-    private let threads = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
     public init(_ packed: PackedLinear) {
         inFeatures = packed.inFeatures
@@ -104,43 +97,28 @@ public final class GPTQLinear: LinearLayer, @unchecked Sendable {
         }
     }
 
-    /// x in kernel channel order.
+    /// x in kernel channel order. Threads split the output columns in whole tiles of 32.
     private func multiply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
         let stride = Int(weight.out_stride), tiles = stride / 32
-        let chunks = min(tiles, threads * 4)
-        let io = WorkerPointers(x: x, y: y)
-        // Chunk k covers output columns [begin, end), whole tiles of 32.
-        @Sendable func columns(_ chunk: Int) -> (Int32, Int32) {
-            (Int32(tiles * chunk / chunks * 32), Int32(tiles * (chunk + 1) / chunks * 32))
-        }
         if rows <= Self.maxGEMVRows {
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let (begin, end) = columns(chunk)
-                withUnsafePointer(to: self.weight) { ck_gptq_gemv($0, io.x, Int32(rows), begin, end, io.y, self.outFeatures) }
+            CPUThreads.parallelRanges(tiles) { start, end in
+                withUnsafePointer(to: weight) { ck_gptq_gemv($0, x, Int32(rows), Int32(start * 32), Int32(end * 32), y, outFeatures) }
             }
             return
         }
         // Channel tiles of about 4 MiB of float32, a multiple of 32 channels.
         let tileChannels = min(inFeatures, max(32, (1 << 20) / stride / 32 * 32))
-        let scratch = WorkerPointers(x: x, y: .allocate(capacity: tileChannels * stride))
-        defer { scratch.y.deallocate() }
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tileChannels * stride)
+        defer { scratch.deallocate() }
         for c0 in Swift.stride(from: 0, to: inFeatures, by: tileChannels) {
             let c1 = min(c0 + tileChannels, inFeatures)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let (begin, end) = columns(chunk)
-                withUnsafePointer(to: self.weight) {
-                    ck_gptq_dequantize($0, Int32(c0), Int32(c1), begin, end, scratch.y + Int(begin), stride)
+            CPUThreads.parallelRanges(tiles) { start, end in
+                withUnsafePointer(to: weight) {
+                    ck_gptq_dequantize($0, Int32(c0), Int32(c1), Int32(start * 32), Int32(end * 32), scratch + start * 32, stride)
                 }
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(outFeatures), Int32(c1 - c0), 1,
-                        x + c0, Int32(inFeatures), scratch.y, Int32(stride), c0 == 0 ? 0 : 1, y, Int32(outFeatures))
+                        x + c0, Int32(inFeatures), scratch, Int32(stride), c0 == 0 ? 0 : 1, y, Int32(outFeatures))
         }
     }
-}
-
-/// Input and output of a multiplication, shared by the workers of concurrentPerform, which
-/// write disjoint column ranges of the output.
-private struct WorkerPointers: @unchecked Sendable {
-    let x: UnsafePointer<Float>
-    let y: UnsafeMutablePointer<Float>
 }
