@@ -19,7 +19,7 @@ static inline float hsum(__m256 v) {
 
 // One body per weight type; ROWS is a compile-time constant after inlining, so the
 // row loops unroll. Two accumulators per row hide the FMA latency; the weight row is
-// read once for all rows, and the next weight row is prefetched while this one streams.
+// read once for all rows, prefetched 1 KiB ahead (measured best on the 2-core machine).
 #define DEFINE_GEMV(NAME, T, LOAD, SCALAR)                                                         \
     static inline __attribute__((always_inline)) void NAME##_rows(const T *w, size_t in, const float *x, \
                                                                   const int ROWS, size_t o0, size_t o1, \
@@ -30,7 +30,7 @@ static inline float hsum(__m256 v) {
             for (int r = 0; r < ROWS; r++) { a0[r] = _mm256_setzero_ps(); a1[r] = _mm256_setzero_ps(); } \
             size_t i = 0;                                                                          \
             for (; i + 16 <= in; i += 16) {                                                        \
-                _mm_prefetch((const char *)(wr + in + i), _MM_HINT_T0);                            \
+                _mm_prefetch((const char *)(wr + i) + 1024, _MM_HINT_T0);                          \
                 __m256 w0 = LOAD(wr + i), w1 = LOAD(wr + i + 8);                                   \
                 for (int r = 0; r < ROWS; r++) {                                                   \
                     a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + r * in + i), a0[r]);           \

@@ -118,18 +118,46 @@ static inline float dot(const float *a, const float *b, size_t n) {
     return s;
 }
 
+// Eight dot products of q with consecutive keys, reduced together: the horizontal sums
+// of the eight accumulators are folded by one hadd tree instead of eight separate ones.
+static inline __m256 dot8(const float *q, const float *k, size_t head_dim) {
+    __m256 acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+    for (size_t d = 0; d < head_dim; d += 8) {
+        __m256 qv = _mm256_loadu_ps(q + d);
+        for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + j * head_dim + d), acc[j]);
+    }
+    __m256 h0123 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+    __m256 h4567 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20), _mm256_permute2f128_ps(h0123, h4567, 0x31));
+}
+
 void ck_attend(const float *q, const float *k, const float *v, size_t keys, size_t head_dim,
                float scale, float *scores, float *out) {
-    for (size_t j = 0; j < keys; j++) scores[j] = dot(q, k + j * head_dim, head_dim) * scale;
+    size_t j = 0;
+    if (head_dim % 8 == 0) {
+        __m256 sv = _mm256_set1_ps(scale);
+        for (; j + 8 <= keys; j += 8) _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot8(q, k + j * head_dim, head_dim), sv));
+    }
+    for (; j < keys; j++) scores[j] = dot(q, k + j * head_dim, head_dim) * scale;
     ck_masked_softmax(scores, keys, 0, keys);
-    for (size_t d = 0; d < head_dim; d++) out[d] = 0;
-    for (size_t j = 0; j < keys; j++) {
-        __m256 p = _mm256_set1_ps(scores[j]);
-        const float *vj = v + j * head_dim;
-        size_t d = 0;
-        for (; d + 8 <= head_dim; d += 8)
-            _mm256_storeu_ps(out + d, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + d), _mm256_loadu_ps(out + d)));
-        for (; d < head_dim; d++) out[d] += scores[j] * vj[d];
+    // Accumulate up to 64 output dims at a time in registers across all keys.
+    size_t d0 = 0;
+    for (; head_dim % 8 == 0 && d0 < head_dim; d0 += 64) {
+        int vectors = head_dim - d0 >= 64 ? 8 : (int)(head_dim - d0) / 8;
+        __m256 acc[8];
+        for (int c = 0; c < 8; c++) acc[c] = _mm256_setzero_ps();
+        for (j = 0; j < keys; j++) {
+            __m256 p = _mm256_set1_ps(scores[j]);
+            const float *vj = v + j * head_dim + d0;
+            for (int c = 0; c < vectors; c++) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+        }
+        for (int c = 0; c < vectors; c++) _mm256_storeu_ps(out + d0 + 8 * c, acc[c]);
+    }
+    for (size_t d = d0; d < head_dim; d++) {
+        float acc = 0;
+        for (j = 0; j < keys; j++) acc += scores[j] * v[j * head_dim + d];
+        out[d] = acc;
     }
 }
 

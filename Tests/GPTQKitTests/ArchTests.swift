@@ -120,3 +120,18 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
         #expect(llama.layerLinear(1, "mlp.down_proj").inFeatures == 160)
     }
 }
+
+/// SmolLM2: the decode path (one token at a time through the KV cache) gives the logits
+/// the prefill path (sgemm attention) gives for the same positions.
+@Suite struct RealModelDecodeTests {
+    @Test(.enabled(if: RealModel.folder != nil, "needs the SmolLM2 folder of scripts/fetch-model.sh"))
+    func tokenByTokenMatchesPrefill() throws {
+        let model = try LanguageModel.load(folder: RealModel.folder!)
+        let tokens: [Int32] = (0..<40).map { Int32(($0 * 7919 + 13) % model.vocabSize) }
+        let prefill = try model.makeSession(capacity: 40).forward(tokens, allLogits: true)
+        let session = model.makeSession(capacity: 40)
+        var stepped: [Float] = []
+        for token in tokens { stepped += try session.forward([token], allLogits: false) }
+        #expect(relativeError(stepped, prefill) < 1e-4)
+    }
+}
