@@ -21,16 +21,14 @@ public final class Tokenizer: Sendable {
     /// its `add_bos_token` / `add_eos_token` decide the special tokens `encode` adds,
     /// as transformers does.
     public convenience init(folder: String) throws {
-        let configPath = FileIO.join(folder, "tokenizer_config.json")
-        let config = FileIO.exists(configPath) ? try JSON.read(path: configPath) : nil
-        try self.init(tokenizerJSON: FileIO.join(folder, "tokenizer.json"), config: config, configPath: configPath)
+        try self.init(tokenizerJSON: FileIO.join(folder, "tokenizer.json"), config: try TokenizerConfig(folder: folder))
     }
 
     public convenience init(tokenizerJSON path: String) throws {
-        try self.init(tokenizerJSON: path, config: nil, configPath: "")
+        try self.init(tokenizerJSON: path, config: nil)
     }
 
-    private init(tokenizerJSON path: String, config: JSON?, configPath: String) throws {
+    private init(tokenizerJSON path: String, config: TokenizerConfig?) throws {
         let json = try JSON.read(path: path)
         guard let modelJSON = json["model"] else {
             throw GPTQError.badConfig(field: "model", path: path, reason: "missing")
@@ -72,7 +70,7 @@ public final class Tokenizer: Sendable {
         let processorJSON = json["post_processor"]
         var processor = try processorJSON.flatMap { $0.isNull ? nil : try PostProcessor.parse($0, path: path) } ?? .none
         if let config {
-            processor = try Self.applyConfig(config, path: configPath, to: processor) {
+            processor = try Self.applyConfig(config, to: processor) {
                 addedTokenIds[$0] ?? model.vocab[$0]
             }
         }
@@ -80,22 +78,24 @@ public final class Tokenizer: Sendable {
     }
 
     /// transformers rebuilds the template from `add_bos_token` / `add_eos_token` when the config sets them.
-    private static func applyConfig(_ config: JSON, path: String, to processor: PostProcessor, idOf: (String) -> Int32?) throws -> PostProcessor {
-        var processor = processor
-        for (flag, tokenKey, isPrefix) in [("add_bos_token", "bos_token", true), ("add_eos_token", "eos_token", false)] {
-            guard let add = config[flag]?.bool else { continue }
-            var ids: [Int32] = []
-            if add {
-                // The token is a string, or an object with a "content" (older transformers).
-                guard let name = config[tokenKey]?.string ?? config[tokenKey]?["content"]?.string else {
-                    throw GPTQError.badConfig(field: tokenKey, path: path, reason: "\(flag) is true but \(tokenKey) is not set")
-                }
-                guard let id = idOf(name) else {
-                    throw GPTQError.badConfig(field: tokenKey, path: path, reason: "'\(name)' is not in the vocabulary")
-                }
-                ids = [id]
+    private static func applyConfig(_ config: TokenizerConfig, to processor: PostProcessor, idOf: (String) -> Int32?) throws -> PostProcessor {
+        func ids(add: Bool?, token: String?, flag: String, field: String) throws -> [Int32]? {
+            guard let add else { return nil }
+            guard add else { return [] }
+            guard let token else {
+                throw GPTQError.badConfig(field: field, path: config.path, reason: "\(flag) is true but \(field) is not set")
             }
-            if isPrefix { processor.prefix = ids } else { processor.suffix = ids }
+            guard let id = idOf(token) else {
+                throw GPTQError.badConfig(field: field, path: config.path, reason: "'\(token)' is not in the vocabulary")
+            }
+            return [id]
+        }
+        var processor = processor
+        if let prefix = try ids(add: config.addBosToken, token: config.bosToken, flag: "add_bos_token", field: "bos_token") {
+            processor.prefix = prefix
+        }
+        if let suffix = try ids(add: config.addEosToken, token: config.eosToken, flag: "add_eos_token", field: "eos_token") {
+            processor.suffix = suffix
         }
         return processor
     }
