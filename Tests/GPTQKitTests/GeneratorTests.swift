@@ -1,0 +1,146 @@
+import Testing
+import GPTQKit
+
+/// A session whose next-token logits come from a script: one-hot on `next(history)`.
+final class ScriptedSession: InferenceSession {
+    let vocabSize: Int
+    let capacity: Int
+    private(set) var tokens: [Int32] = []
+    /// Every batch fed to `forward`, to check what the KV cache saved.
+    private(set) var forwards: [[Int32]] = []
+    let next: ([Int32]) -> [Float]
+
+    init(vocabSize: Int, capacity: Int, next: @escaping ([Int32]) -> [Float]) {
+        self.vocabSize = vocabSize
+        self.capacity = capacity
+        self.next = next
+    }
+
+    /// Logits that make `token` the argmax.
+    static func oneHot(_ token: Int32, vocabSize: Int) -> [Float] {
+        var logits = [Float](repeating: 0, count: vocabSize)
+        logits[Int(token)] = 10
+        return logits
+    }
+
+    var position: Int { tokens.count }
+
+    func forward(_ batch: [Int32], allLogits: Bool) throws -> [Float] {
+        precondition(tokens.count + batch.count <= capacity, "KV cache overflow")
+        forwards.append(batch)
+        tokens += batch
+        return next(tokens)
+    }
+
+    func rewind(to position: Int) { tokens.removeLast(tokens.count - position) }
+}
+
+/// Text pieces by id, standing in for the tokenizer's stream decoder.
+struct PieceDecoder: GeneratedTextDecoder {
+    let pieces: [Int32: String]
+    mutating func push(_ id: Int32) -> String { pieces[id] ?? "" }
+    mutating func finish() -> String { "" }
+}
+
+@Suite struct GeneratorTests {
+    /// Counts up: after token t comes t + 1 (mod the vocabulary).
+    func countingSession(capacity: Int = 64, vocabSize: Int = 16) -> ScriptedSession {
+        ScriptedSession(vocabSize: vocabSize, capacity: capacity) { ScriptedSession.oneHot(($0.last! + 1) % Int32(vocabSize), vocabSize: vocabSize) }
+    }
+
+    @Test func greedyPrefillsOnceThenDecodesOneTokenAtATime() throws {
+        let session = countingSession()
+        let generator = Generator(session: session)
+        let result = try generator.generate(prompt: [3, 4, 5], options: GenerationOptions(maxNewTokens: 4))
+        #expect(result.tokens == [6, 7, 8, 9] && result.stopReason == .maxNewTokens)
+        #expect(session.forwards == [[3, 4, 5], [6], [7], [8]])
+        #expect(result.prefillTokens == 3 && result.decodeSteps == 3)
+        #expect(generator.cachedTokens == [3, 4, 5, 6, 7, 8])
+    }
+
+    @Test func anEndOfSequenceIdStopsAndIsNotText() throws {
+        let generator = Generator(session: countingSession())
+        var streamed = ""
+        let decoder = PieceDecoder(pieces: [1: "a", 2: "b", 3: "<eos>"])
+        let result = try generator.generate(prompt: [0], options: GenerationOptions(maxNewTokens: 10, stopTokenIds: [3, 9]),
+                                            textDecoder: decoder) { streamed += $0 }
+        #expect(result.tokens == [1, 2, 3] && result.stopReason == .endOfSequence(3))
+        #expect(result.text == "ab" && streamed == "ab")
+    }
+
+    @Test func stopStringsCutTheTextAndAreNeverStreamed() throws {
+        let decoder = PieceDecoder(pieces: [1: "Hel", 2: "lo", 3: " wor", 4: "ld", 5: "!"])
+        // " wo" spans tokens 3's start; "lo w" spans two tokens; "xyz" never appears.
+        for (stops, text, stop, count) in [([" wo", "xyz"], "Hello", " wo", 3), (["lo w"], "Hel", "lo w", 3), (["ld!"], "Hello wor", "ld!", 5)] {
+            var pieces: [String] = []
+            let result = try Generator(session: countingSession()).generate(
+                prompt: [0], options: GenerationOptions(maxNewTokens: 10, stopStrings: stops), textDecoder: decoder) { pieces.append($0) }
+            #expect(result.text == text && result.stopReason == .stopString(stop) && result.tokens.count == count)
+            #expect(pieces.joined() == text, "\(pieces)")
+        }
+        // A partial match that does not complete ("l", then "lo") is held back, then released.
+        var pieces: [String] = []
+        let result = try Generator(session: countingSession()).generate(
+            prompt: [0], options: GenerationOptions(maxNewTokens: 4, stopStrings: ["lo!"]), textDecoder: decoder) { pieces.append($0) }
+        #expect(result.text == "Hello world" && result.stopReason == .maxNewTokens)
+        #expect(pieces == ["He", "l", "lo wor", "ld"])
+    }
+
+    @Test func generationEndsWhenTheCacheIsFull() throws {
+        let session = countingSession(capacity: 5)
+        let result = try Generator(session: session).generate(prompt: [1, 2, 3], options: GenerationOptions(maxNewTokens: 10))
+        #expect(result.tokens == [4, 5, 6] && result.stopReason == .capacity && session.position == 5)
+    }
+
+    @Test func aPromptExtendingTheCachedTokensRunsOnlyItsNewTokens() throws {
+        let session = countingSession()
+        let generator = Generator(session: session)
+        let first = try generator.generate(prompt: [1, 2], options: GenerationOptions(maxNewTokens: 3))
+        #expect(first.tokens == [3, 4, 5])
+        // The next chat turn: the old prompt, the reply, then new text.
+        let second = try generator.generate(prompt: [1, 2, 3, 4, 5, 9], options: GenerationOptions(maxNewTokens: 1))
+        #expect(second.prefillTokens == 2 && session.forwards.last == [5, 9] && second.tokens == [10])
+        // A prompt that diverges keeps only the common prefix; one fully cached reruns its last token.
+        _ = try generator.generate(prompt: [1, 7], options: GenerationOptions(maxNewTokens: 1))
+        #expect(session.forwards.last == [7])
+        _ = try generator.generate(prompt: [1, 7], options: GenerationOptions(maxNewTokens: 1))
+        #expect(session.forwards.last == [7] && session.position == 2)
+    }
+
+    @Test func seededSamplingIsReproducible() throws {
+        let uniform = { (_: [Int32]) in [Float](repeating: 0, count: 50) }
+        func run(seed: UInt64) throws -> [Int32] {
+            try Generator(session: ScriptedSession(vocabSize: 50, capacity: 64, next: uniform))
+                .generate(prompt: [0], options: GenerationOptions(maxNewTokens: 20, sampling: SamplingParameters(temperature: 1), seed: seed)).tokens
+        }
+        #expect(try run(seed: 9) == run(seed: 9))
+        #expect(try run(seed: 9) != run(seed: 10))
+    }
+
+    @Test func badPromptsAreRejected() throws {
+        let generator = Generator(session: countingSession(capacity: 4))
+        #expect(throws: GPTQError.invalidArgument("the prompt has no tokens")) { try generator.generate(prompt: [], options: GenerationOptions()) }
+        #expect(throws: GPTQError.invalidArgument("the prompt has 5 tokens, more than the session's capacity of 4")) {
+            try generator.generate(prompt: [1, 2, 3, 4, 5], options: GenerationOptions())
+        }
+        #expect(throws: GPTQError.invalidArgument("prompt token id 16 is outside the vocabulary (size 16)")) {
+            try generator.generate(prompt: [16], options: GenerationOptions())
+        }
+    }
+
+    @Test func endOfSequenceIdsGatherEveryConfig() throws {
+        let generation = try GenerationConfig(json: try JSON.parse(#"{"eos_token_id": [128001, 128009]}"#), path: "g.json")
+        let model = try ModelConfig(folder: Fixtures.path("arch/llama"))
+        #expect(GenerationOptions.endOfSequenceIds(generation: generation, model: model, eosToken: 7) == [128001, 128009, 2, 7])
+    }
+
+    @Test func greedyGenerationOnTheLlamaFixtureMatchesTransformers() throws {
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
+        let reference = try ArchTests.Reference("llama")
+        let prompt = reference.inputIds[0]
+        let generator = Generator(session: model.makeSession(capacity: 32))
+        let result = try generator.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 8))
+        #expect(prompt + result.tokens == reference.greedyIds)
+        #expect(result.stopReason == .maxNewTokens && result.decodeSteps == 7)
+    }
+}
