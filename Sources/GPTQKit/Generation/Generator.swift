@@ -7,6 +7,8 @@ public protocol GeneratedTextDecoder {
     mutating func finish() -> String
 }
 
+extension TokenStreamDecoder: GeneratedTextDecoder {}
+
 public struct GenerationOptions: Sendable {
     public var maxNewTokens: Int
     public var sampling: SamplingParameters
