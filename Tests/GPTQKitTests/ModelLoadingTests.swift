@@ -74,3 +74,40 @@ import GPTQKit
         }
     }
 }
+
+/// Sliding-window attention, checked through RoPE's relative positions: with window w and
+/// 2 layers, the last token sees exactly the last 2w − 1 inputs, so running only those
+/// gives its logits, and running one fewer does not.
+@Suite struct SlidingWindowTests {
+    @Test func lastTokenSeesExactlyItsWindowedReceptiveField() throws {
+        let window = 4
+        let folder = "/tmp/gptq-sliding-window-\(UInt32.random(in: 0...UInt32.max))"
+        try FileIO.makeDirectory(folder)
+        let source = Fixtures.path("arch/mistral")
+        let json = try JSON.read(path: source + "/config.json")
+        try FileIO.writeAtomically(path: folder + "/config.json", text: json.setting("sliding_window", .number(Double(window))).serialized())
+        let file = try SafetensorsFile(path: source + "/model.safetensors")
+        try SafetensorsWriter.write(path: folder + "/model.safetensors", tensors: try file.names.map { ($0, try file.tensor($0)) })
+        let model = try LanguageModel.load(folder: folder)
+        #expect(model.numLayers == 2 && model.config.slidingWindow == window)
+
+        let tokens = try ArchTests.Reference("mistral").inputIds[0]
+        func lastLogits(_ ids: ArraySlice<Int32>, chunk: Int) throws -> [Float] {
+            let session = model.makeSession(capacity: 16)
+            var logits: [Float] = []
+            for start in stride(from: ids.startIndex, to: ids.endIndex, by: chunk) {
+                logits = try session.forward(Array(ids[start..<min(start + chunk, ids.endIndex)]), allLogits: false)
+            }
+            return logits
+        }
+        let full = try lastLogits(tokens[...], chunk: 12)       // sgemm attention
+        let stepped = try lastLogits(tokens[...], chunk: 1)     // decode attention
+        let field = try lastLogits(tokens.suffix(2 * window - 1), chunk: 12)
+        let short = try lastLogits(tokens.suffix(2 * window - 2), chunk: 12)
+        #expect(relativeError(stepped, full) < 1e-5)
+        #expect(relativeError(field, full) < 1e-5)
+        #expect(relativeError(short, full) > 1e-3)
+        let unwindowed = try LanguageModel.load(folder: source).makeSession(capacity: 16).forward(tokens, allLogits: false)
+        #expect(relativeError(unwindowed, full) > 1e-3)
+    }
+}
