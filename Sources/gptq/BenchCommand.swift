@@ -70,14 +70,14 @@ struct BenchCommand: ParsableCommand {
         print("weights streamed per decode token: \(fixed(Double(streamed) / 1e6, 1)) MB"
               + (unknown > 0 ? " (\(unknown) layers do not report theirs)" : "")
               + " -> \(fixed(Double(streamed) * rate / 1e9, 2)) GB/s")
-        let peak = peakResidentBytes()
+        let peak = Self.peakResidentBytes()
 
         let copy = MemoryBandwidth.measure(bytes: 256 << 20)
         print("memcpy: \(fixed(copy.oneThread / 1e9, 2)) GB/s one thread, \(fixed(copy.allThreads / 1e9, 2)) GB/s \(CPUThreads.count) threads (bytes read + written, 256 MB buffers)")
         print("peak RSS: \(fixed(Double(peak) / 1e6, 1)) MB (before the memcpy test)")
     }
 
-    func peakResidentBytes() -> Int {
+    static func peakResidentBytes() -> Int {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return usage.ru_maxrss * 1024

@@ -1,0 +1,210 @@
+/// How each linear weight is quantized.
+public enum QuantizationMethod: String, Sendable, CaseIterable {
+    /// GPTQ with Hessians from calibration activations, layer by layer.
+    case gptq
+    /// Round to nearest on the same grid (per-group min/max), no calibration: the baseline GPTQ improves on.
+    case rtn
+}
+
+/// One linear module quantized, as the pipeline reports it.
+public struct QuantizationProgress: Sendable {
+    /// 0-based layer index.
+    public let layer: Int
+    public let layers: Int
+    /// Module inside the layer, e.g. `self_attn.q_proj`.
+    public let module: String
+    public let method: QuantizationMethod
+    /// The module's quantization: the fake-quantized weight the rest of the layer saw, its grid, GPTQ's loss.
+    public let result: GPTQResult
+    /// Seconds spent quantizing this module.
+    public let seconds: Double
+    /// Estimated seconds left, from the average time per layer so far.
+    public let remaining: Double
+
+    /// GPTQ's loss (nil for RTN, which has none).
+    public var loss: Double? { method == .gptq ? result.loss : nil }
+    /// What went differently from the plan (raised damping after a failed Cholesky factorisation).
+    public var warnings: [String] { result.warnings }
+
+    /// `layer 3/30 self_attn.q_proj  loss 12.345  0.8 s  ETA 4m12s`
+    public var line: String {
+        var text = "layer \(layer + 1)/\(layers) \(module)"
+        if let loss { text += "  loss \(Self.decimal(loss, places: 3))" }
+        text += "  \(Self.decimal(seconds, places: 1)) s"
+        text += "  ETA \(Self.duration(remaining))"
+        return text
+    }
+
+    static func decimal(_ value: Double, places: Int) -> String {
+        guard value.isFinite else { return String(value) }
+        var scale = 1.0
+        for _ in 0..<places { scale *= 10 }
+        let scaled = (abs(value) * scale).rounded()
+        let whole = Int(scaled / scale), fraction = Int(scaled) - whole * Int(scale)
+        let digits = String(fraction)
+        return (value < 0 && scaled > 0 ? "-" : "") + "\(whole)" + (places > 0 ? "." + String(repeating: "0", count: places - digits.count) + digits : "")
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
+    }
+}
+
+/// AutoGPTQ's quantize() flow for a decoder-only model.
+///
+/// Every calibration sample is embedded and becomes one causal sequence (positions
+/// 0..<count, no padding). Then layer by layer: for each true-sequential group of the
+/// family, the layer runs on every sample while observers accumulate the Hessians of the
+/// group's linears; each linear is quantized with GPTQ and replaced by its fake-quantized
+/// weight, so that the next group sees quantized inputs. Finally the layer's outputs are
+/// recomputed with the quantized layer and become the next layer's inputs, and the layer's
+/// linears become GPTQLinear layers. Memory: the activations of the samples, one layer's
+/// float weights and the Hessians of one group.
+public enum GPTQPipeline {
+    /// Quantizes `model` in place (afterwards it runs the quantized network) and returns
+    /// the packed tensors, ready to save. `calibration` is ignored by RTN.
+    public static func quantize(_ model: LanguageModel, config: QuantizeConfig, calibration: [[Int32]],
+                                method: QuantizationMethod = .gptq,
+                                progress: ((QuantizationProgress) -> Void)? = nil) throws -> QuantizedModel {
+        try validate(model, config: config, method: method)
+        if method == .gptq { try validate(calibration, vocabSize: model.vocabSize) }
+        let family = model.family
+        let groups = config.trueSequential ? family.quantizationOrder : [family.quantizationOrder.flatMap { $0 }]
+        let modulesPerLayer = groups.reduce(0) { $0 + $1.count }
+        let clock = ContinuousClock()
+        let start = clock.now
+        var packed: [String: PackedLinear] = [:]
+        var losses: [String: Double] = [:]
+
+        var hidden = method == .gptq ? calibration.map { model.embed($0) } : []
+        for layer in 0..<model.numLayers {
+            var modulesDone = 0
+            func report(_ module: String, _ result: GPTQResult, seconds: Double) {
+                modulesDone += 1
+                let done = Double(layer) + Double(modulesDone) / Double(modulesPerLayer)
+                let elapsed = elapsedSeconds(since: start, clock)
+                progress?(QuantizationProgress(layer: layer, layers: model.numLayers, module: module, method: method, result: result,
+                                               seconds: seconds, remaining: elapsed / done * (Double(model.numLayers) - done)))
+            }
+            for group in groups {
+                let hessians = method == .gptq ? collectHessians(model, layer: layer, modules: group, hidden: hidden) : [:]
+                for module in group {
+                    let moduleStart = clock.now
+                    let name = family.layerModule(layer, module)
+                    let (weight, bias) = try floatWeights(model, layer: layer, module: module)
+                    let result = method == .gptq
+                        ? try GPTQ.quantize(weight: weight, hessian: hessians[module]!, config: config)
+                        : try RoundToNearest.quantize(weight: weight, columns: model.layerLinear(layer, module).inFeatures, config: config)
+                    packed[name] = try PackedLinear.pack(result, bias: bias, format: config.checkpointFormat, name: name)
+                    losses[name] = result.loss
+                    if method == .gptq {
+                        let linear = model.layerLinear(layer, module)
+                        model.setLayerLinear(layer, module, DenseLinear(weight: Tensor(result.q, shape: [linear.outFeatures, linear.inFeatures]), bias: bias))
+                    }
+                    report(module, result, seconds: elapsedSeconds(since: moduleStart, clock))
+                }
+            }
+            if method == .gptq { recomputeOutputs(model, layer: layer, hidden: &hidden) }
+            for module in family.linears.map(\.name) where packed[family.layerModule(layer, module)] != nil {
+                model.setLayerLinear(layer, module, GPTQLinear(packed[family.layerModule(layer, module)]!))
+            }
+        }
+        // Format v1 cannot store a zero of 0: when a layer needed v2, the whole checkpoint is v2.
+        var saved = config
+        if packed.values.contains(where: { $0.format != config.checkpointFormat }) {
+            saved.checkpointFormat = .gptqV2
+            packed = try packed.mapValues { try $0.converted(to: .gptqV2) }
+        }
+        return QuantizedModel(model: model, config: saved, method: method, packed: packed, losses: losses,
+                              seconds: elapsedSeconds(since: start, clock))
+    }
+
+    /// Every configuration problem found before any work starts, naming the module at fault.
+    static func validate(_ model: LanguageModel, config: QuantizeConfig, method: QuantizationMethod) throws {
+        try config.validate()
+        if method == .rtn, config.descAct {
+            throw GPTQError.invalidArgument("desc_act orders columns by GPTQ's Hessian; round-to-nearest has none")
+        }
+        for module in model.family.linears {
+            let linear = model.layerLinear(0, module.name)
+            let (inFeatures, outFeatures) = (linear.inFeatures, linear.outFeatures)
+            if config.groupSize > 0, inFeatures % config.groupSize != 0 {
+                throw GPTQError.invalidArgument("group size \(config.groupSize) does not divide in_features \(inFeatures) of \(module.name)")
+            }
+            guard inFeatures * config.bits % 32 == 0, outFeatures * config.bits % 32 == 0 else {
+                throw GPTQError.invalidArgument("\(module.name) is [\(outFeatures), \(inFeatures)]: \(config.bits)-bit packing needs in_features and out_features × \(config.bits) to be multiples of 32")
+            }
+            let name = model.family.layerModule(0, module.name) + ".weight"
+            guard model.checkpoint.contains(name) else {
+                throw GPTQError.missingTensor(name: name, path: model.checkpoint.folder)
+            }
+        }
+    }
+
+    static func validate(_ calibration: [[Int32]], vocabSize: Int) throws {
+        guard !calibration.isEmpty else { throw GPTQError.invalidArgument("GPTQ needs calibration samples; none were given") }
+        for (i, sample) in calibration.enumerated() {
+            guard !sample.isEmpty else { throw GPTQError.invalidArgument("calibration sample \(i) is empty") }
+            if let bad = sample.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
+                throw GPTQError.invalidArgument("calibration sample \(i) has token id \(bad), outside the vocabulary of \(vocabSize)")
+            }
+        }
+    }
+
+    /// The module's weight [out, in] as float32 from the checkpoint, and its bias.
+    static func floatWeights(_ model: LanguageModel, layer: Int, module: String) throws -> ([Float], [Float]?) {
+        let name = model.family.layerModule(layer, module)
+        let linear = model.layerLinear(layer, module)
+        let weight = try model.checkpoint.tensor(name + ".weight", shape: [linear.outFeatures, linear.inFeatures]).floats()
+        let bias = model.checkpoint.contains(name + ".bias") ? try model.checkpoint.tensor(name + ".bias", shape: [linear.outFeatures]).floats() : nil
+        return (weight, bias)
+    }
+
+    /// Runs layer `layer` on every sample and accumulates the Hessian of each of `modules`.
+    /// Modules that read the very same input (q/k/v, gate/up) share one accumulator: their
+    /// Hessians would be identical. Sharing is decided on the first sample by comparing the
+    /// inputs themselves.
+    static func collectHessians(_ model: LanguageModel, layer: Int, modules: [String], hidden: [[Float]]) -> [String: HessianAccumulator] {
+        let wanted = Set(modules)
+        let hiddenSize = model.hiddenSize
+        var owner: [String: String] = [:]
+        var accumulators: [String: HessianAccumulator] = [:]
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: hidden.map(\.count).max() ?? 0)
+        defer { scratch.deallocate() }
+        for (s, sample) in hidden.enumerated() {
+            sample.withUnsafeBufferPointer { scratch.update(from: $0.baseAddress!, count: $0.count) }
+            // (module, input, a copy of it) seen so far in this sample's forward.
+            var seen: [(module: String, input: UnsafePointer<Float>, copy: [Float])] = []
+            model.layerForward(layer, hidden: scratch, tokens: sample.count / hiddenSize) { module, input, rows in
+                guard wanted.contains(module) else { return }
+                let columns = model.layerLinear(layer, module).inFeatures
+                let count = rows * columns
+                if s == 0 {
+                    let twin = seen.first { earlier in
+                        earlier.input == input && earlier.copy.count == count
+                            && earlier.copy.withUnsafeBufferPointer { $0.elementsEqual(UnsafeBufferPointer(start: input, count: count)) }
+                    }
+                    owner[module] = twin.map { owner[$0.module]! } ?? module
+                    if twin == nil { accumulators[module] = HessianAccumulator(columns: columns) }
+                    seen.append((module, input, Array(UnsafeBufferPointer(start: input, count: count))))
+                }
+                if owner[module] == module { accumulators[module]!.add(input, count: rows) }
+            }
+        }
+        return owner.mapValues { accumulators[$0]! }
+    }
+
+    /// The layer's outputs with its quantized weights: the next layer's inputs.
+    static func recomputeOutputs(_ model: LanguageModel, layer: Int, hidden: inout [[Float]]) {
+        for s in hidden.indices {
+            let tokens = hidden[s].count / model.hiddenSize
+            hidden[s].withUnsafeMutableBufferPointer { model.layerForward(layer, hidden: $0.baseAddress!, tokens: tokens, observe: nil) }
+        }
+    }
+
+    static func elapsedSeconds(since start: ContinuousClock.Instant, _ clock: ContinuousClock) -> Double {
+        let d = clock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+}

@@ -1,0 +1,65 @@
+/// A whole quantization run as `gptq quantize` performs it: checks every argument before
+/// the long work starts, loads the model and the calibration samples, quantizes layer by
+/// layer and saves the folder atomically.
+public struct QuantizeJob: Sendable {
+    /// The float model folder (Hugging Face layout).
+    public var model: String
+    /// The quantized folder to write.
+    public var out: String
+    public var config = QuantizeConfig()
+    public var method = QuantizationMethod.gptq
+    /// Calibration file (required by GPTQ).
+    public var calibration: String?
+    /// nil: inferred from the file's extension.
+    public var calibrationFormat: CalibrationFormat?
+    public var calibrationMode = CalibrationMode.randomWindows(count: 128, length: 2048, seed: 0)
+    /// Shard the weights past this many bytes (nil: one file).
+    public var maxShardBytes: Int?
+    public var overwrite = false
+
+    public init(model: String, out: String) {
+        self.model = model
+        self.out = out
+    }
+
+    /// Runs the job; `log` receives one line per event (calibration summary, each module quantized, warnings).
+    @discardableResult
+    public func run(log: @escaping (String) -> Void = { _ in }) throws -> QuantizedModel {
+        try config.validate()
+        try CheckpointWriter.checkDestination(out, source: model, overwrite: overwrite)
+        let languageModel = try LanguageModel.load(folder: model)
+        try GPTQPipeline.validate(languageModel, config: config, method: method)
+        var samples: [[Int32]] = []
+        if method == .gptq {
+            guard let calibration else { throw GPTQError.invalidArgument("GPTQ needs calibration data: pass --calib FILE") }
+            let format = calibrationFormat ?? CalibrationFormat.infer(path: calibration)
+            // Loaded on first use, so that a bad calibration file is reported before a missing tokenizer.
+            var tokenizer: Tokenizer?
+            let corpus = try CalibrationCorpus.load(path: calibration, format: format) { text in
+                if tokenizer == nil { tokenizer = try Tokenizer(folder: model) }
+                return tokenizer!.encode(text)
+            }
+            samples = try corpus.samples(calibrationMode)
+            log("calibration: \(samples.count) samples, \(samples.reduce(0) { $0 + $1.count }) tokens from \(calibration) (\(corpus.tokenCount) tokens)")
+        }
+        let quantized = try GPTQPipeline.quantize(languageModel, config: config, calibration: samples, method: method) { event in
+            log(event.line)
+            for warning in event.warnings { log("  warning: \(warning)") }
+        }
+        try quantized.save(to: out, maxShardBytes: maxShardBytes, overwrite: overwrite)
+        return quantized
+    }
+
+    /// Parses a size such as `2GB`, `500MB`, `1.5GiB` or `1000000` (bytes). KB/MB/GB are
+    /// powers of 1000 as in transformers' max_shard_size; KiB/MiB/GiB powers of 1024.
+    public static func parseByteSize(_ text: String) throws -> Int {
+        let units: [(String, Double)] = [("KIB", 1024), ("MIB", 1_048_576), ("GIB", 1_073_741_824), ("TIB", 1_099_511_627_776),
+                                         ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12), ("B", 1)]
+        let upper = text.uppercased().filter { $0 != " " }
+        let (number, factor) = units.first { upper.hasSuffix($0.0) }.map { (String(upper.dropLast($0.0.count)), $0.1) } ?? (upper, 1)
+        guard let value = Double(number), value > 0, (value * factor).isFinite, value * factor >= 1 else {
+            throw GPTQError.invalidArgument("size '\(text)' is not a positive number of bytes with an optional unit (KB, MB, GB, KiB, MiB, GiB)")
+        }
+        return Int(value * factor)
+    }
+}

@@ -1,0 +1,190 @@
+import Testing
+import GPTQKit
+
+/// The layer-by-layer pipeline on the tiny random fixtures: round trip through the saved
+/// folder, consistency with GPTQ run by hand on captured inputs, and bad input.
+@Suite struct PipelineTests {
+    let dir = "/tmp/gptq-pipeline-tests-\(UInt32.random(in: 0...UInt32.max))"
+
+    /// Calibration: `count` sequences of `length` ids drawn with Python's random (seed 1).
+    static func samples(count: Int = 6, length: Int = 24, vocab: Int = 384) -> [[Int32]] {
+        var random = PythonRandom(seed: 1)
+        return (0..<count).map { _ in (0..<length).map { _ in Int32(random.randbelow(vocab)) } }
+    }
+
+    static func logits(_ model: LanguageModel, _ tokens: [Int32]) throws -> [Float] {
+        try model.makeSession(capacity: tokens.count).forward(tokens, allLogits: true)
+    }
+
+    static func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+        precondition(a.count == b.count)
+        let scale = b.map(abs).max()!
+        return zip(a, b).map { abs($0 - $1) }.max()! / scale
+    }
+
+    /// Quantizes a fixture, collecting each module's fake-quantized weight Q.
+    static func quantize(_ arch: String, config: QuantizeConfig, method: QuantizationMethod = .gptq)
+        throws -> (QuantizedModel, [String: [Float]]) {
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
+        var fakeQuantized: [String: [Float]] = [:]
+        var events: [QuantizationProgress] = []
+        let quantized = try GPTQPipeline.quantize(model, config: config, calibration: samples(), method: method) { event in
+            fakeQuantized[model.family.layerModule(event.layer, event.module)] = event.result.q
+            events.append(event)
+        }
+        #expect(events.count == 14)
+        #expect(events.map(\.module).prefix(7) == ["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.o_proj",
+                                                   "mlp.up_proj", "mlp.gate_proj", "mlp.down_proj"])
+        #expect(events.allSatisfy { method == .rtn ? $0.loss == nil : $0.loss! > 0 })
+        #expect(events.last!.line.hasPrefix("layer 2/2 mlp.down_proj  ") && events.last!.line.hasSuffix("ETA 0s"))
+        return (quantized, fakeQuantized)
+    }
+
+    /// The float fixture with the fake-quantized weights Q in place of W.
+    static func fakeQuantizedModel(_ arch: String, _ q: [String: [Float]]) throws -> LanguageModel {
+        let folder = Fixtures.path("arch/\(arch)")
+        let checkpoint = try Checkpoint(folder: folder)
+        return try LanguageModel.load(folder: folder) { layer, module, inFeatures, outFeatures in
+            guard let layer else { return nil }
+            let name = "model.layers.\(layer).\(module)"
+            let bias = checkpoint.contains(name + ".bias") ? try checkpoint.tensor(name + ".bias").floats() : nil
+            return DenseLinear(weight: Tensor(q[name]!, shape: [outFeatures, inFeatures]), bias: bias)
+        }
+    }
+
+    @Test(arguments: [("llama", QuantizationMethod.gptq), ("qwen2", .gptq), ("llama", .rtn)])
+    func savedFolderLoadsAndMatchesTheFakeQuantizedModel(arch: String, method: QuantizationMethod) throws {
+        let config = QuantizeConfig(bits: 4, groupSize: 32, sym: method == .gptq)
+        let (quantized, q) = try Self.quantize(arch, config: config, method: method)
+        let out = dir + "/\(arch)-\(method.rawValue)"
+        try quantized.save(to: out)
+        #expect(try FileIO.listDirectory(dir) == [out.split(separator: "/").last!].map(String.init))
+        #expect(try FileIO.listDirectory(out) == ["config.json", "generation_config.json", "model.safetensors", "quantize_config.json"])
+
+        let expectedConfig = JSON.object([
+            ("bits", .number(4)), ("group_size", .number(32)), ("damp_percent", .number(0.01)), ("desc_act", .bool(false)),
+            ("static_groups", .bool(false)), ("sym", .bool(method == .gptq)), ("true_sequential", .bool(true)),
+            ("model_name_or_path", .string(out)), ("model_file_base_name", .string("model")), ("quant_method", .string("gptq")),
+            ("checkpoint_format", .string(quantized.config.checkpointFormat.rawValue)),
+        ])
+        #expect(try JSON.read(path: out + "/quantize_config.json") == expectedConfig)
+        #expect(try JSON.read(path: out + "/config.json")["quantization_config"] == expectedConfig)
+
+        let checkpoint = try Checkpoint(folder: out)
+        #expect(!checkpoint.contains("model.layers.0.self_attn.q_proj.weight"))
+        #expect(try checkpoint.tensor("model.layers.1.mlp.down_proj.qweight").shape == [160 * 4 / 32, 64])
+        #expect(try checkpoint.tensor("model.layers.1.mlp.down_proj.scales").shape == [5, 64])
+        #expect(try checkpoint.tensor("model.embed_tokens.weight").dtype == .f16)
+        #expect(checkpoint.contains("model.layers.0.self_attn.q_proj.bias") == (arch == "qwen2"))
+
+        let tokens = try SafetensorsFile(path: Fixtures.path("arch/\(arch)/reference.safetensors")).tensor("input_ids").ints()
+        let fake = try Self.logits(try Self.fakeQuantizedModel(arch, q), Array(tokens.prefix(12)))
+        let float = try Self.logits(try LanguageModel.load(folder: Fixtures.path("arch/\(arch)")), Array(tokens.prefix(12)))
+        // Only float16 rounding (scales, embeddings, norms) separates the saved model from Q in float32.
+        #expect(Self.relativeError(try Self.logits(quantized.model, Array(tokens.prefix(12))), fake) < 2e-3)
+        #expect(Self.relativeError(fake, float) > 1e-2, "quantization changed nothing")
+    }
+
+    /// Layer 0 by hand: Hessians from inputs captured with observers, GPTQ.quantize on each
+    /// linear, q/k/v replaced by their Q before o_proj's inputs are captured (true-sequential),
+    /// or every input captured from the float layer (not true-sequential).
+    @Test(arguments: [true, false])
+    func layerZeroEqualsGPTQOnCapturedInputs(trueSequential: Bool) throws {
+        let config = QuantizeConfig(bits: 3, groupSize: 32, descAct: true, sym: false, trueSequential: trueSequential)
+        let (_, pipelineQ) = try Self.quantize("llama", config: config)
+
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
+        let hidden = Self.samples().map { model.embed($0) }
+        func gptqOnCapturedInputs(_ module: String) throws -> [Float] {
+            var hessian = HessianAccumulator(columns: model.layerLinear(0, module).inFeatures)
+            for var h in hidden {
+                h.withUnsafeMutableBufferPointer { buffer in
+                    model.layerForward(0, hidden: buffer.baseAddress!, tokens: buffer.count / 64) { name, input, rows in
+                        if name == module { hessian.add(input, count: rows) }
+                    }
+                }
+            }
+            let weight = try model.checkpoint.tensor("model.layers.0.\(module).weight").floats()
+            return try GPTQ.quantize(weight: weight, hessian: hessian, config: config).q
+        }
+        for module in ["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"] {
+            let q = try gptqOnCapturedInputs(module)
+            #expect(q == pipelineQ["model.layers.0.\(module)"], "\(module)")
+            if trueSequential { model.setLayerLinear(0, module, DenseLinear(weight: Tensor(q, shape: [module == "self_attn.q_proj" ? 64 : 32, 64]))) }
+        }
+        #expect(try gptqOnCapturedInputs("self_attn.o_proj") == pipelineQ["model.layers.0.self_attn.o_proj"])
+    }
+
+    @Test func badConfigurationsNameTheCulprit() throws {
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
+        #expect(throws: GPTQError.invalidArgument("group size 48 does not divide in_features 64 of self_attn.q_proj")) {
+            try GPTQPipeline.quantize(model, config: QuantizeConfig(groupSize: 48), calibration: Self.samples())
+        }
+        #expect(throws: GPTQError.invalidArgument("bits 5 is not supported (use 2, 3, 4 or 8)")) {
+            try GPTQPipeline.quantize(model, config: QuantizeConfig(bits: 5), calibration: Self.samples())
+        }
+        #expect(throws: GPTQError.invalidArgument("calibration sample 1 has token id 384, outside the vocabulary of 384")) {
+            try GPTQPipeline.quantize(model, config: QuantizeConfig(groupSize: 32), calibration: [[1, 2], [3, 384]])
+        }
+        #expect(throws: GPTQError.invalidArgument("GPTQ needs calibration samples; none were given")) {
+            try GPTQPipeline.quantize(model, config: QuantizeConfig(groupSize: 32), calibration: [])
+        }
+        #expect(throws: GPTQError.invalidArgument("desc_act orders columns by GPTQ's Hessian; round-to-nearest has none")) {
+            try GPTQPipeline.quantize(model, config: QuantizeConfig(groupSize: 32, descAct: true), calibration: [], method: .rtn)
+        }
+    }
+
+    @Test func jobChecksArgumentsBeforeWorking() throws {
+        let model = Fixtures.path("arch/llama")
+        try FileIO.makeDirectory(dir)
+        func job(out: String? = nil, calibration: String, _ edit: (inout QuantizeJob) -> Void = { _ in }) -> QuantizeJob {
+            var job = QuantizeJob(model: model, out: out ?? dir + "/out")
+            job.config = QuantizeConfig(bits: 4, groupSize: 32)
+            job.calibration = calibration
+            job.calibrationMode = .randomWindows(count: 4, length: 16, seed: 0)
+            edit(&job)
+            return job
+        }
+        let ids = dir + "/ids.json"
+        try FileIO.writeAtomically(path: ids, text: "[" + (0..<40).map { String($0 * 7 % 384) }.joined(separator: ", ") + "]")
+        let empty = dir + "/empty.txt"
+        try FileIO.writeAtomically(path: empty, text: "")
+        let short = dir + "/short.json"
+        try FileIO.writeAtomically(path: short, text: "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]")
+
+        #expect(throws: GPTQError.invalidArgument("bits 5 is not supported (use 2, 3, 4 or 8)")) {
+            try job(calibration: ids) { $0.config.bits = 5 }.run()
+        }
+        #expect(throws: GPTQError.invalidArgument("output folder \(model)/q4 is inside the model folder \(model); choose a folder outside it")) {
+            try job(out: model + "/q4", calibration: ids).run()
+        }
+        #expect(throws: GPTQError.invalidArgument("group size 128 does not divide in_features 64 of self_attn.q_proj")) {
+            try job(calibration: ids) { $0.config.groupSize = 128 }.run()
+        }
+        #expect(throws: GPTQError.invalidFile(path: empty, reason: "calibration file is empty")) {
+            try job(calibration: empty).run()
+        }
+        #expect(throws: GPTQError.invalidFile(path: short, reason: "calibration data has 16 tokens; random windows of 16 tokens need at least 17")) {
+            try job(calibration: short).run()
+        }
+        #expect(throws: GPTQError.invalidArgument("GPTQ needs calibration data: pass --calib FILE")) {
+            try job(calibration: ids) { $0.calibration = nil }.run()
+        }
+        #expect(try FileIO.listDirectory(dir) == ["empty.txt", "ids.json", "short.json"])
+
+        var lines: [String] = []
+        let quantized = try job(calibration: ids) { $0.maxShardBytes = 100_000 }.run { lines.append($0) }
+        #expect(lines.first == "calibration: 4 samples, 64 tokens from \(ids) (40 tokens)")
+        #expect(lines.count == 15 && quantized.packed.count == 14)
+        #expect(try FileIO.listDirectory(dir + "/out").contains("model.safetensors.index.json"))
+        #expect(throws: GPTQError.invalidArgument("output folder \(dir)/out already exists; pass --overwrite (overwrite: true) to replace it")) {
+            try job(calibration: ids).run()
+        }
+        #expect(try QuantizeJob.parseByteSize("2GB") == 2_000_000_000)
+        #expect(try QuantizeJob.parseByteSize("1.5 MiB") == 1_572_864)
+        #expect(try QuantizeJob.parseByteSize("4096") == 4096)
+        #expect(throws: GPTQError.invalidArgument("size '2XB' is not a positive number of bytes with an optional unit (KB, MB, GB, KiB, MiB, GiB)")) {
+            try QuantizeJob.parseByteSize("2XB")
+        }
+    }
+}
