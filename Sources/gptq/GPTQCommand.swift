@@ -6,6 +6,6 @@ struct GPTQCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gptq",
         abstract: "GPTQ quantization and inference for Hugging Face causal language models.",
-        subcommands: [ConvertGGUFCommand.self, InspectCommand.self, BenchCommand.self, QuantizeCommand.self]
+        subcommands: [ConvertGGUFCommand.self, InspectCommand.self, BenchCommand.self, QuantizeCommand.self, TokenizeCommand.self]
     )
 }
