@@ -26,6 +26,9 @@ struct TokenizeCommand: ParsableCommand {
     @Flag(help: "Print only the number of ids and the time encoding took.")
     var count = false
 
+    @Flag(help: "Print the ids as a JSON array.")
+    var json = false
+
     @Flag(help: "Decode space-separated ids to text.")
     var decode = false
 
@@ -50,6 +53,8 @@ struct TokenizeCommand: ParsableCommand {
         if count {
             let megabytes = Double(input.utf8.count) / 1e6
             print("\(ids.count) tokens from \(input.unicodeScalars.count) characters (\(fixed(megabytes, 2)) MB) in \(fixed(seconds, 3)) s = \(fixed(megabytes / seconds, 2)) MB/s")
+        } else if json {
+            print(JSON.array(ids.map { .number(Double($0)) }).serialized(indent: 0))
         } else {
             print(ids.map(String.init).joined(separator: " "))
         }

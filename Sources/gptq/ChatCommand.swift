@@ -1,0 +1,59 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import ArgumentParser
+import GPTQKit
+
+struct ChatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "Chat on stdin: each line is a user turn; replies stream to stdout.",
+        discussion: """
+            The whole conversation goes through the model's chat template at every turn; the KV cache \
+            keeps the tokens the new prompt shares with the last one, so only the new turn is run. \
+            End with end-of-file (Ctrl-D).
+            """
+    )
+
+    @Option(help: "The model folder (config.json, safetensors, tokenizer.json, a chat template).")
+    var model: String
+
+    @Option(help: "A system message to start the conversation with.")
+    var system: String?
+
+    @Option(help: "Most tokens the conversation may hold (default: the model's maximum, at most 4096).")
+    var context: Int?
+
+    @OptionGroup var sampling: SamplingFlags
+
+    func validate() throws {
+        if let context, context < 2 { throw ValidationError("--context must be at least 2") }
+    }
+
+    func run() throws {
+        CPUThreads.set(sampling.threads ?? CPUThreads.count)
+        let loaded = try GenerationModel(folder: model)
+        let template = try ChatTemplate(config: loaded.tokenizerConfig)
+        var options = try sampling.options(for: loaded)
+        let generator = Generator(session: loaded.model.makeSession(capacity: context ?? min(loaded.model.config.maxPositionEmbeddings, 4096)))
+        var messages = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
+        let interactive = isatty(0) != 0
+        while true {
+            if interactive { _ = write(2, ">>> ", 4) }
+            guard let line = readLine() else { break }
+            guard !line.allSatisfy(\.isWhitespace) else { continue }
+            messages.append(ChatMessage(role: "user", content: line))
+            let prompt = try loaded.chatPrompt(messages, template: template)
+            guard prompt.count < generator.session.capacity else {
+                throw GPTQError.invalidArgument("the conversation has \(prompt.count) tokens, the context holds \(generator.session.capacity) (--context)")
+            }
+            options.seed &+= 1  // a different draw each turn, reproducible from --seed
+            let reply = try loaded.generate(generator, prompt: prompt, options: options)
+            writeToStandardOutput("\n")
+            printToStandardError(reply.statistics)
+            messages.append(ChatMessage(role: "assistant", content: reply.text))
+        }
+    }
+}

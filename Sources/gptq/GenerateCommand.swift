@@ -1,0 +1,44 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import ArgumentParser
+import GPTQKit
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate text after a prompt, streaming it to stdout (statistics go to stderr).",
+        discussion: """
+            Sampling defaults come from the model's generation_config.json; the flags override them. \
+            Generation stops at an end-of-sequence token (from generation_config.json, config.json or \
+            tokenizer_config.json), at a --stop string, or after --max-new-tokens.
+            """
+    )
+
+    @Option(help: "The model folder (config.json, safetensors, tokenizer.json).")
+    var model: String
+
+    @Option(help: "The prompt text.")
+    var prompt: String
+
+    @Flag(help: "Send the prompt as a user message through the model's chat template.")
+    var chat = false
+
+    @OptionGroup var sampling: SamplingFlags
+
+    func run() throws {
+        CPUThreads.set(sampling.threads ?? CPUThreads.count)
+        let loaded = try GenerationModel(folder: model)
+        let options = try sampling.options(for: loaded)
+        let ids = chat
+            ? try loaded.chatPrompt([ChatMessage(role: "user", content: prompt)], template: ChatTemplate(config: loaded.tokenizerConfig))
+            : loaded.tokenizer.encode(prompt, addSpecialTokens: true)
+        let capacity = min(loaded.model.config.maxPositionEmbeddings, ids.count + options.maxNewTokens)
+        let generator = Generator(session: loaded.model.makeSession(capacity: max(capacity, ids.count)))
+        let result = try loaded.generate(generator, prompt: ids, options: options)
+        writeToStandardOutput("\n")
+        printToStandardError(result.statistics)
+    }
+}
