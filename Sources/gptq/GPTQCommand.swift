@@ -7,6 +7,6 @@ struct GPTQCommand: ParsableCommand {
         commandName: "gptq",
         abstract: "GPTQ quantization and inference for Hugging Face causal language models.",
         subcommands: [ConvertGGUFCommand.self, InspectCommand.self, BenchCommand.self, QuantizeCommand.self, TokenizeCommand.self,
-                      GenerateCommand.self, ChatCommand.self]
+                      GenerateCommand.self, ChatCommand.self, PerplexityCommand.self]
     )
 }
