@@ -8,5 +8,6 @@ struct GPTQCommand: ParsableCommand {
         abstract: "GPTQ quantization and inference for Hugging Face causal language models.",
         subcommands: [ConvertGGUFCommand.self, InspectCommand.self, BenchCommand.self, QuantizeCommand.self, TokenizeCommand.self,
                       GenerateCommand.self, ChatCommand.self, PerplexityCommand.self]
+            + GPUCommands.subcommands
     )
 }

@@ -1,0 +1,93 @@
+/// Timings of the CUDA kernels (`gptq gpu-bench`): device events around many launches
+/// over rotating weight copies (so that the 50 MB L2 does not hold the weights), the
+/// median of several samples.
+public enum CUDABenchmarks {
+    /// Milliseconds per call of `body(i)` (i counts calls), median of `samples` samples of
+    /// `callsPerSample` calls each, after one warm-up sample.
+    public static func medianMilliseconds(backend: CUDABackend, callsPerSample: Int, samples: Int,
+                                          _ body: (Int) throws -> Void) throws -> Double {
+        let start = try CUDAEvent(device: backend.device), end = try CUDAEvent(device: backend.device)
+        var times: [Double] = []
+        var call = 0
+        for s in 0...samples {
+            try start.record(on: backend.stream)
+            for _ in 0..<callsPerSample {
+                try body(call)
+                call += 1
+            }
+            try end.record(on: backend.stream)
+            let ms = try end.milliseconds(since: start)
+            if s > 0 { times.append(ms / Double(callsPerSample)) }
+        }
+        return times.sorted()[times.count / 2]
+    }
+
+    /// Device-to-device copy bandwidth in GB/s, counting bytes read and written.
+    public static func copyBandwidth(backend: CUDABackend, bytes: Int = 1 << 30) throws -> Double {
+        let a = try backend.device.allocate(bytes: bytes), b = try backend.device.allocate(bytes: bytes)
+        try backend.fillRandomWords(a, seed: 1)
+        let ms = try medianMilliseconds(backend: backend, callsPerSample: 4, samples: 9) { i in
+            if i % 2 == 0 { try b.copy(from: a, bytes: bytes, stream: backend.stream) } else { try a.copy(from: b, bytes: bytes, stream: backend.stream) }
+        }
+        return 2 * Double(bytes) / (ms * 1e-3) / 1e9
+    }
+
+    public struct LinearTiming: Sendable {
+        public let inFeatures: Int, outFeatures: Int, batch: Int
+        public let quantizedMs: Double, quantizedGBs: Double
+        public let halfMs: Double, halfGBs: Double
+        public var speedup: Double { halfMs / quantizedMs }
+        public var line: String {
+            func us(_ ms: Double) -> String { pad(String(format1(ms * 1000)), 8) }
+            func gbs(_ v: Double) -> String { pad(String(Int(v.rounded())), 5) }
+            return "\(pad("\(inFeatures)x\(outFeatures)", 11)) b\(pad(String(batch), 2))  4-bit \(us(quantizedMs)) us \(gbs(quantizedGBs)) GB/s"
+                + "   fp16 cuBLAS \(us(halfMs)) us \(gbs(halfGBs)) GB/s   x\(format1(speedup))"
+        }
+    }
+
+    /// 4-bit group-`groupSize` layers against float16 cuBLAS GemmEx, both with the bytes a
+    /// single pass must move (weights + scales + zeros + x + y) over the median time.
+    public static func linears(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
+                               log: (String) -> Void = { _ in }) throws -> [LinearTiming] {
+        let scratch = CUDAScratch(backend: backend)
+        let l2 = max(backend.device.l2CacheBytes, 1 << 20)
+        var rows: [LinearTiming] = []
+        for (k, n) in shapes {
+            let maxBatch = batches.max() ?? 1
+            let x = try backend.device.allocate(bytes: maxBatch * k * 2)
+            let y = try backend.device.allocate(bytes: maxBatch * n * 2)
+            try backend.fillRandomHalves(x, seed: 11, lo: -1, hi: 1)
+            let qCopies = max(2, (4 * l2 + k * n / 2 - 1) / (k * n / 2))
+            let hCopies = max(2, (4 * l2 + k * n * 2 - 1) / (k * n * 2))
+            let quantized = try (0..<qCopies).map { try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(100 + $0)) }
+            var half = try (0..<hCopies).map { try CUDALinear(backend: backend, randomHalfInFeatures: k, outFeatures: n, scale: 0.05, seed: UInt32(200 + $0)) }
+            for b in batches {
+                let io = b * (k + n) * 2
+                let calls = max(qCopies, 24)
+                let qMs = try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
+                    try quantized[i % qCopies].forward(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
+                }
+                let hMs = try medianMilliseconds(backend: backend, callsPerSample: max(hCopies, 24), samples: 15) { i in
+                    let w = half[i % hCopies]
+                    guard case let .dense(buffer) = w.weights else { return }
+                    try backend.cublas.linear(x: x.address, weight: buffer.address, y: y.address, rows: b, inFeatures: k, outFeatures: n)
+                }
+                let row = LinearTiming(inFeatures: k, outFeatures: n, batch: b,
+                                       quantizedMs: qMs, quantizedGBs: Double(quantized[0].weightBytes + io) / (qMs * 1e-3) / 1e9,
+                                       halfMs: hMs, halfGBs: Double(half[0].weightBytes + io) / (hMs * 1e-3) / 1e9)
+                log(row.line)
+                rows.append(row)
+            }
+            half = []
+        }
+        return rows
+    }
+}
+
+func format1(_ v: Double) -> String {
+    guard v.isFinite else { return "\(v)" }
+    let scaled = (v * 10).rounded()
+    return "\(Int(scaled) / 10).\(abs(Int(scaled)) % 10)"
+}
+
+func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }

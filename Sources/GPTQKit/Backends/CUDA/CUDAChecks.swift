@@ -1,0 +1,169 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// GPU-against-reference checks, run by `gptq gpu-check` on a machine with a GPU (CI has
+/// none). Each check reports the relative error ‖gpu − ref‖ / ‖ref‖ and its bound.
+public struct CUDACheckResult: Sendable {
+    public let name: String
+    public let relativeError: Double
+    public let bound: Double
+    public var passed: Bool { relativeError.isFinite && relativeError <= bound }
+    public var line: String {
+        return "\(passed ? "PASS" : "FAIL")  \(name)  rel.err \(format6(relativeError))  (bound \(format6(bound)))"
+    }
+}
+
+func format6(_ v: Double) -> String {
+    guard v.isFinite else { return "\(v)" }
+    if v == 0 { return "0" }
+    let exponent = Int((log10(abs(v))).rounded(.down))
+    let mantissa = v / pow(10, Double(exponent))
+    return "\(Double(Int((mantissa * 100).rounded())) / 100)e\(exponent)"
+}
+
+public enum CUDAChecks {
+    /// ‖a − b‖ / ‖b‖ in double; NaN anywhere gives NaN.
+    public static func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+        precondition(a.count == b.count)
+        var num = 0.0, den = 0.0
+        for i in 0..<a.count {
+            let d = Double(a[i]) - Double(b[i])
+            num += d * d
+            den += Double(b[i]) * Double(b[i])
+        }
+        return (num / max(den, 1e-300)).squareRoot()
+    }
+
+    /// A random GPTQ layer: random packed values and zeros, scales in [0.001, 0.01),
+    /// act order as a random permutation of the groups' members.
+    public static func randomLayer(bits: Int, groupSize: Int, inFeatures k: Int, outFeatures n: Int, actOrder: Bool,
+                                   bias: Bool, seed: UInt64) throws -> GPTQPackedLayer {
+        var rng = Xoshiro256StarStar(seed: seed)
+        let gs = groupSize <= 0 ? k : groupSize
+        let groups = (k + gs - 1) / gs
+        let qweight = (0..<(k * bits / 32 * n)).map { _ in Int32(truncatingIfNeeded: rng.next()) }
+        let qzeros = (0..<(groups * n * bits / 32)).map { _ in Int32(truncatingIfNeeded: rng.next()) }
+        let scales = Tensor((0..<(groups * n)).map { _ in Float(0.001 + 0.009 * rng.nextUnit()) }, shape: [groups * n]).converted(to: .f16)
+        var gIdx: [Int32]? = nil
+        if actOrder {
+            var order = Array(0..<k)
+            order.shuffle(using: &rng)
+            var g = [Int32](repeating: 0, count: k)
+            for (position, input) in order.enumerated() { g[input] = Int32(position / gs) }
+            gIdx = g
+        }
+        let biasValues = bias ? Tensor((0..<n).map { _ in Float(rng.nextUnit() - 0.5) }, shape: [n]).converted(to: .f16) : nil
+        return try GPTQPackedLayer(bits: bits, groupSize: groupSize, inFeatures: k, outFeatures: n, qweight: qweight, qzeros: qzeros,
+                                   scales: GPTQPackedLayer.halfBits(scales), gIdx: gIdx, bias: biasValues.map(GPTQPackedLayer.halfBits),
+                                   zeroOffset: 1)
+    }
+
+    /// y = x · W (+ bias) in double, W [k, n] row-major, x [rows, k].
+    static func referenceProduct(x: [Float], w: [Float], bias: [Float]?, rows: Int, k: Int, n: Int) -> [Float] {
+        var y = [Float](repeating: 0, count: rows * n)
+        var acc = [Double](repeating: 0, count: n)
+        for r in 0..<rows {
+            for j in 0..<n { acc[j] = Double(bias?[j] ?? 0) }
+            for i in 0..<k {
+                let xv = Double(x[r * k + i])
+                if xv == 0 { continue }
+                let base = i * n
+                for j in 0..<n { acc[j] += xv * Double(w[base + j]) }
+            }
+            for j in 0..<n { y[r * n + j] = Float(acc[j]) }
+        }
+        return y
+    }
+
+    /// Runs `linear` on float16 x [rows, k] and returns float32 y [rows, n] (padded row
+    /// strides, poisoned output, to catch unwritten elements and stride bugs).
+    static func runLinear(_ linear: CUDALinear, backend: CUDABackend, x: [Float], rows: Int, scratch: CUDAScratch) throws -> [Float] {
+        let (k, n) = (linear.inFeatures, linear.outFeatures)
+        let ldx = k + 8, ldy = n + 8
+        var xPadded = [Float](repeating: 0, count: rows * ldx)
+        for r in 0..<rows { for i in 0..<k { xPadded[r * ldx + i] = x[r * k + i] } }
+        let xHalf = Tensor(xPadded, shape: [rows * ldx]).converted(to: .f16)
+        let xBuffer = try backend.device.upload(UnsafeRawBufferPointer(start: xHalf.raw, count: xHalf.byteCount))
+        let yBuffer = try backend.device.allocate(bytes: rows * ldy * 2)
+        try yBuffer.fill(byte: 0xFF, stream: backend.stream)  // NaN
+        try linear.forward(x: xBuffer.address, ldx: ldx, rows: rows, y: yBuffer.address, ldy: ldy, scratch: scratch)
+        let bits = try backend.device.download(yBuffer, as: UInt16.self, count: rows * ldy)
+        let all = Tensor(bitPattern: bits, dtype: .f16, shape: [rows * ldy]).floats()
+        return (0..<rows).flatMap { r in all[(r * ldy)..<(r * ldy + n)] }
+    }
+
+    static func randomInput(rows: Int, k: Int, seed: UInt64) -> [Float] {
+        var rng = Xoshiro256StarStar(seed: seed)
+        // float16-representable inputs, so the reference sees what the GPU sees.
+        let values = (0..<(rows * k)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        return Tensor(values, shape: [values.count]).converted(to: .f16).floats()
+    }
+
+    /// Every linear kernel (4-bit fast with and without act order, the generic 2/3/4/8-bit
+    /// GEMV, dequantize + cuBLAS, float16 GEMV and cuBLAS) against a double reference.
+    public static func linearKernels(backend: CUDABackend) throws -> [CUDACheckResult] {
+        let scratch = CUDAScratch(backend: backend)
+        var results: [CUDACheckResult] = []
+        let configs: [(bits: Int, group: Int, k: Int, n: Int, act: Bool, bias: Bool)] = [
+            (4, 128, 1024, 2048, false, false), (4, 128, 1024, 1024, true, true), (4, 32, 256, 512, false, true),
+            (4, 64, 512, 256, true, false), (4, -1, 512, 256, false, false), (4, 128, 384, 264, false, false),
+            (2, 32, 256, 512, false, false), (3, 128, 512, 256, true, false), (3, -1, 256, 128, false, true),
+            (8, 64, 512, 256, false, false), (2, -1, 256, 64, true, false),
+        ]
+        for (i, c) in configs.enumerated() {
+            let layer = try randomLayer(bits: c.bits, groupSize: c.group, inFeatures: c.k, outFeatures: c.n, actOrder: c.act, bias: c.bias, seed: UInt64(100 + i))
+            let linear = try CUDALinear(backend: backend, gptq: layer)
+            let w = layer.dequantized()
+            let bias = layer.bias.map { Tensor(bitPattern: $0, dtype: .f16, shape: [$0.count]).floats() }
+            for rows in [1, 2, 5, 8, 13, 24] {
+                let x = randomInput(rows: rows, k: c.k, seed: UInt64(1000 * i + rows))
+                let ref = referenceProduct(x: x, w: w, bias: bias, rows: rows, k: c.k, n: c.n)
+                let got = try runLinear(linear, backend: backend, x: x, rows: rows, scratch: scratch)
+                results.append(CUDACheckResult(name: "gptq \(linear.kernelDescription) [\(c.k)→\(c.n)]\(c.bias ? " bias" : "") rows \(rows)",
+                                               relativeError: relativeError(got, ref), bound: 2e-3))
+            }
+        }
+        // float16 weights: the warp GEMV (≤ 8 rows) and cuBLAS (more).
+        var rng = Xoshiro256StarStar(seed: 7)
+        let (k, n) = (768, 1000)
+        let wValues = Tensor((0..<(k * n)).map { _ in Float(rng.nextUnit() * 0.2 - 0.1) }, shape: [n, k]).converted(to: .f16)
+        let dense = try CUDALinear(backend: backend, weight: wValues)
+        let wf = wValues.floats()
+        var wkn = [Float](repeating: 0, count: k * n)
+        for j in 0..<n { for i in 0..<k { wkn[i * n + j] = wf[j * k + i] } }
+        for rows in [1, 4, 8, 33] {
+            let x = randomInput(rows: rows, k: k, seed: UInt64(77 + rows))
+            let ref = referenceProduct(x: x, w: wkn, bias: nil, rows: rows, k: k, n: n)
+            let got = try runLinear(dense, backend: backend, x: x, rows: rows, scratch: scratch)
+            results.append(CUDACheckResult(name: "fp16 [\(k)→\(n)] rows \(rows)", relativeError: relativeError(got, ref), bound: 2e-3))
+        }
+        return results
+    }
+
+    /// AutoGPTQ's packed layers of the gptq fixture (layer_reference.safetensors: every
+    /// KEY.packed.* applied to x_forward), against AutoGPTQ's own float16 output KEY.y.
+    public static func gptqFixture(backend: CUDABackend, path: String) throws -> [CUDACheckResult] {
+        let file = try SafetensorsFile(path: path)
+        let x = try file.tensor("x_forward")
+        let rows = x.shape[0]
+        let scratch = CUDAScratch(backend: backend)
+        var results: [CUDACheckResult] = []
+        let keys = file.names.filter { $0.hasSuffix(".packed.qweight") }.map { String($0.dropLast(".packed.qweight".count)) }.sorted()
+        for key in keys {
+            // KEY is b{bits}_g{group}_act{0|1}_sym{0|1}_static{0|1}
+            let parts = key.split(separator: "_")
+            guard let bits = Int(parts[0].dropFirst()), let group = Int(parts[1].dropFirst()) else { continue }
+            let layer = try GPTQPackedLayer(checkpoint: file, prefix: key + ".packed", bits: bits, groupSize: group, zeroOffset: 1)
+            let linear = try CUDALinear(backend: backend, gptq: layer)
+            let expected = try file.tensor(key + ".y").floats()
+            for r in [rows, 1] {
+                let got = try runLinear(linear, backend: backend, x: Array(x.floats().prefix(r * layer.inFeatures)), rows: r, scratch: scratch)
+                // KEY.y is AutoGPTQ's float16 output: itself up to ~2e-3 from the exact product.
+                results.append(CUDACheckResult(name: "AutoGPTQ \(key) (\(linear.kernelDescription)) rows \(r)",
+                                               relativeError: relativeError(got, Array(expected.prefix(r * layer.outFeatures))), bound: 5e-3))
+            }
+        }
+        return results
+    }
+}

@@ -1,0 +1,189 @@
+import CCUDA
+import Synchronization
+
+/// Device buffers reused across launches (dequantized weights, gathered inputs), grown
+/// on demand. Sized by a first, uncaptured run before a graph is captured.
+public final class CUDAScratch: @unchecked Sendable {
+    let backend: CUDABackend
+    private let buffers = Mutex<[String: DeviceBuffer]>([:])
+
+    public init(backend: CUDABackend) { self.backend = backend }
+
+    /// A buffer of at least `bytes` for `purpose` (its contents are not kept across calls).
+    public func buffer(_ purpose: String, bytes: Int) throws -> DeviceBuffer {
+        if let b = buffers.withLock({ $0[purpose] }), b.byteCount >= bytes { return b }
+        let b = try backend.device.allocate(bytes: bytes)
+        buffers.withLock { $0[purpose] = b }
+        return b
+    }
+}
+
+/// A linear layer on the GPU, y = x·Wᵀ (+ b) on float16 rows: float16 weights, or GPTQ
+/// weights read by the GEMV kernels (8 rows a launch) for up to `maxGEMVRows` rows and
+/// dequantized for cuBLAS above that.
+public final class CUDALinear: @unchecked Sendable {
+    public static let maxGEMVRows = 16
+
+    enum Weights {
+        /// float16 [outFeatures, inFeatures] (the Hugging Face layout).
+        case dense(DeviceBuffer)
+        case gptq(bits: Int, groupSize: Int, zeroOffset: Int, kernel: CUDAGPTQLayout.Kernel,
+                  qweight: DeviceBuffer, qzeros: DeviceBuffer, scales: DeviceBuffer, gIdx: DeviceBuffer, permutation: DeviceBuffer?)
+    }
+
+    let backend: CUDABackend
+    public let inFeatures: Int
+    public let outFeatures: Int
+    let weights: Weights
+    let bias: DeviceBuffer?
+
+    /// From a float tensor [outFeatures, inFeatures] (any float dtype; stored as float16).
+    public init(backend: CUDABackend, weight: Tensor, bias: Tensor? = nil) throws {
+        precondition(weight.rank == 2)
+        self.backend = backend
+        outFeatures = weight.shape[0]
+        inFeatures = weight.shape[1]
+        guard inFeatures % 8 == 0 else { throw GPTQError.unsupported("CUDA linear with \(inFeatures) inputs (a multiple of 8 is needed)") }
+        let half = weight.converted(to: .f16)
+        weights = .dense(try backend.device.upload(UnsafeRawBufferPointer(start: half.raw, count: half.byteCount)))
+        self.bias = try bias.map { b in
+            let h = b.converted(to: .f16)
+            return try backend.device.upload(UnsafeRawBufferPointer(start: h.raw, count: h.byteCount))
+        }
+    }
+
+    public init(backend: CUDABackend, gptq layer: GPTQPackedLayer) throws {
+        self.backend = backend
+        inFeatures = layer.inFeatures
+        outFeatures = layer.outFeatures
+        guard inFeatures % 8 == 0 else { throw GPTQError.unsupported("CUDA linear with \(inFeatures) inputs (a multiple of 8 is needed)") }
+        let layout = CUDAGPTQLayout(layer)
+        let device = backend.device
+        weights = .gptq(bits: layer.bits, groupSize: layer.groupSize, zeroOffset: layer.zeroOffset, kernel: layout.kernel,
+                        qweight: try device.upload(layout.qweight), qzeros: try device.upload(layer.qzeros),
+                        scales: try device.upload(layer.scales), gIdx: try device.upload(layout.gIdx),
+                        permutation: try layout.permutation.map { try device.upload($0) })
+        bias = try layer.bias.map { try device.upload($0) }
+    }
+
+    /// A 4-bit layer with pseudo-random packed weights, zeros and scales (benchmarks):
+    /// the fast layout, no act order.
+    public init(backend: CUDABackend, random4BitInFeatures k: Int, outFeatures n: Int, groupSize: Int, seed: UInt32) throws {
+        precondition(k % groupSize == 0 && groupSize % 32 == 0 && n % 8 == 0)
+        self.backend = backend
+        inFeatures = k
+        outFeatures = n
+        let device = backend.device
+        let groups = k / groupSize
+        let qweight = try device.allocate(bytes: k / 8 * n * 4)
+        let qzeros = try device.allocate(bytes: groups * n / 8 * 4)
+        let scales = try device.allocate(bytes: groups * n * 2)
+        try backend.fillRandomWords(qweight, seed: seed)
+        try backend.fillRandomWords(qzeros, seed: seed &+ 1)
+        try backend.fillRandomHalves(scales, seed: seed &+ 2, lo: 0.001, hi: 0.004)
+        weights = .gptq(bits: 4, groupSize: groupSize, zeroOffset: 1, kernel: .fast4, qweight: qweight,
+                        qzeros: qzeros, scales: scales, gIdx: try device.upload((0..<k).map { Int32($0 / groupSize) }), permutation: nil)
+        bias = nil
+    }
+
+    /// A float16 layer with pseudo-random weights uniform in ±`scale` (benchmarks).
+    public init(backend: CUDABackend, randomHalfInFeatures k: Int, outFeatures n: Int, scale: Float, seed: UInt32) throws {
+        self.backend = backend
+        inFeatures = k
+        outFeatures = n
+        let w = try backend.device.allocate(bytes: k * n * 2)
+        try backend.fillRandomHalves(w, seed: seed, lo: -scale, hi: scale)
+        weights = .dense(w)
+        bias = nil
+    }
+
+    /// Bytes a GEMV reads from the weights (packed values, zeros, scales, or float16 W).
+    public var weightBytes: Int {
+        switch weights {
+        case let .dense(w): return w.byteCount
+        case let .gptq(_, _, _, _, qweight, qzeros, scales, _, _): return qweight.byteCount + qzeros.byteCount + scales.byteCount
+        }
+    }
+
+    public var kernelDescription: String {
+        switch weights {
+        case .dense: return "fp16"
+        case let .gptq(bits, groupSize, _, kernel, _, _, _, _, permutation):
+            let k: String
+            switch kernel {
+            case .fast4: k = "fast4"
+            case .generic: k = "generic"
+            }
+            return "\(bits)-bit g\(groupSize) \(k)\(permutation != nil ? " act-order" : "")"
+        }
+    }
+
+    /// y[rows, outFeatures] (row stride ldy) from x[rows, inFeatures] (row stride ldx),
+    /// float16, queued on the device's stream. `f32Output` writes float32 y (dense only).
+    public func forward(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch, f32Output: Bool = false) throws {
+        precondition(rows > 0)
+        if rows <= Self.maxGEMVRows {
+            let yElement = f32Output ? 4 : 2
+            for start in stride(from: 0, to: rows, by: 8) {
+                try gemv(x: x + CUdeviceptr(start * ldx * 2), ldx: ldx, rows: min(8, rows - start),
+                         y: y + CUdeviceptr(start * ldy * yElement), ldy: ldy, scratch: scratch, f32Output: f32Output)
+            }
+            return
+        }
+        let (K, N) = (inFeatures, outFeatures)
+        switch weights {
+        case let .dense(w):
+            try backend.cublas.linear(x: x, ldx: ldx, weight: w.address, y: y, ldy: ldy, yType: f32Output ? .f32 : .f16,
+                                      rows: rows, inFeatures: K, outFeatures: N)
+        case let .gptq(bits, groupSize, zeroOffset, kernel, qweight, qzeros, scales, gIdx, permutation):
+            precondition(!f32Output, "GPTQ layers write float16")
+            // Larger batches are arithmetic-bound: dequantize once into float16 [K, N] (inputs in
+            // their original order) and let cuBLAS run the product on the tensor cores.
+            let w = try scratch.buffer("dequantized", bytes: K * N * 2)
+            let sortedGroups = kernel == .fast4
+            try backend.launch("dequantize_gptq", in: LinearKernels.source, grid: ((N + 127) / 128, (K + 7) / 8, 1), block: (128, 1, 1),
+                               [.buffer(qweight), .buffer(qzeros), .buffer(scales), .pointer(sortedGroups ? 0 : gIdx.address),
+                                .pointer(permutation?.address ?? 0), .buffer(w), .int(K), .int(N), .int(bits), .int(groupSize), .int(zeroOffset)])
+            try backend.cublas.linearKN(x: x, ldx: ldx, weight: w.address, y: y, ldy: ldy, rows: rows, inFeatures: K, outFeatures: N)
+            if let bias {
+                try backend.launch("add_bias", in: LinearKernels.source, grid: ((N + 255) / 256, rows, 1), block: (256, 1, 1),
+                                   [.pointer(y), .int(ldy), .buffer(bias), .int(rows), .int(N)])
+            }
+        }
+    }
+
+    /// One GEMV launch for up to 8 rows.
+    private func gemv(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch, f32Output: Bool) throws {
+        let source = LinearKernels.source
+        let (K, N) = (inFeatures, outFeatures)
+        let biasArg = KernelArg.pointer(bias?.address ?? 0)
+        switch weights {
+        case let .dense(w):
+            try backend.launch(f32Output ? "gemv_f16_f32out_b\(rows)" : "gemv_f16_b\(rows)", in: source,
+                               grid: ((N + 7) / 8, 1, 1), block: (256, 1, 1),
+                               [.buffer(w), .pointer(x), .int(ldx), .pointer(y), .int(ldy), biasArg, .int(K), .int(N)])
+        case let .gptq(bits, groupSize, zeroOffset, kernel, qweight, qzeros, scales, gIdx, permutation):
+            precondition(!f32Output, "GPTQ layers write float16")
+            switch kernel {
+            case .fast4:
+                var input = x, inputStride = ldx
+                if let permutation {
+                    let gathered = try scratch.buffer("gather", bytes: rows * K * 2)
+                    try backend.launch("gather_columns", in: source, grid: (min((K + 255) / 256, 1024), rows, 1), block: (256, 1, 1),
+                                       [.pointer(x), .int(ldx), .buffer(permutation), .buffer(gathered), .int(K)])
+                    input = gathered.address
+                    inputStride = K
+                }
+                let (tx, r) = CUDAGPTQLayout.fastLaunch(inFeatures: K, outFeatures: N, groupSize: groupSize,
+                                                        multiprocessors: backend.device.multiprocessorCount)
+                try backend.launch("gemv_q4_b\(rows)_r\(r)_t\(tx)", in: source, grid: ((N + 4 * tx - 1) / (4 * tx), 1, 1), block: (tx, 256 / tx, 1),
+                                   [.buffer(qweight), .buffer(qzeros), .buffer(scales), .pointer(input), .int(inputStride),
+                                    .pointer(y), .int(ldy), biasArg, .int(K), .int(N), .int(groupSize), .int(zeroOffset)])
+            case .generic:
+                try backend.launch("gemv_qn_b\(rows)", in: source, grid: ((N + 31) / 32, 1, 1), block: (32, 8, 1),
+                                   [.buffer(qweight), .buffer(qzeros), .buffer(scales), .buffer(gIdx), .pointer(x), .int(ldx),
+                                    .pointer(y), .int(ldy), biasArg, .int(K), .int(N), .int(bits), .int(zeroOffset)])
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+/// Matrix-vector kernels of the decode path (batch 1–8) and the GPTQ dequantizer that
+/// feeds cuBLAS for larger batches.
+///
+/// GPTQ tensors are AutoGPTQ's: qweight [K·bits/32, N] int32 packed along the input
+/// dimension as a little-endian bit stream (value k at bit k·bits of column n), qzeros
+/// [G, N·bits/32] packed the same way along the output dimension, scales [G, N] fp16.
+/// Zeros as AutoGPTQ's kernels read them: checkpoint format v1 stores zero−1, read back
+/// as stored+1 with no wrap (so a v1 zero field of all ones means 2^bits, which is what
+/// AutoGPTQ computes for layers whose zero was 0); format v2 stores the zero.
+enum LinearKernels {
+    static let source = KernelSource(name: "linear", code: KernelPrelude.source + #"""
+
+// ---- 4-bit GEMV, the decode fast path ------------------------------------------
+// y[b, n] = sum_k x[b, k] * scale[g, n] * (q[k, n] - zero[g, n]), for B rows of x.
+// Block: TX × (256/TX) threads over TX·4 columns; each thread owns 4 adjacent columns and
+// reads them as one 16-byte load per packed row (8 k × 4 n). threadIdx.y splits K in chunks
+// of R packed rows (R·8 k, inside one group), R loads in flight before the first use.
+// Narrow blocks (TX 2 or 4) give narrow layers enough blocks to fill the GPU.
+// Nibbles become half2 (k, k+4) pairs with the 0x6400 magic number; subtracting
+// (1024 + zero) leaves exact q − zero, scaled in fp16 like a dequantized weight; the
+// products of two packed rows (8 per half2 lane) are summed in half2, then in fp32.
+// Act-order checkpoints arrive with rows sorted by group (and x permuted to match).
+template <int B, int R, int TX>
+__device__ __forceinline__ void gemv_q4(const uint4 *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
+                                        const half_t *__restrict__ scales, const half_t *__restrict__ x, int ldx,
+                                        half_t *__restrict__ y, int ldy, const half_t *__restrict__ bias,
+                                        int K, int N, int group_size, int zero_offset) {
+    constexpr int TY = 256 / TX, COLS = TX * 4;
+    __shared__ float partial[TY][B][COLS];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int n0 = (blockIdx.x * TX + tx) * 4;
+    float acc[4][B];
+    #pragma unroll
+    for (int j = 0; j < 4; j++)
+        #pragma unroll
+        for (int b = 0; b < B; b++) acc[j][b] = 0.f;
+
+    if (n0 < N) {
+        const int chunks = K / (8 * R);
+        const int rows_per_group = group_size / 8;
+        const int row_uint4 = N / 4;
+        for (int c = ty; c < chunks; c += TY) {
+            const int row0 = c * R;
+            const int g = row0 / rows_per_group;
+            uint4 w[R];
+            #pragma unroll
+            for (int r = 0; r < R; r++) w[r] = __ldg(qweight + (size_t)(row0 + r) * row_uint4 + (n0 >> 2));
+            const uint2 sraw = __ldg((const uint2 *)(scales + (size_t)g * N + n0));
+            const uint32_t zw = __ldg(qzeros + (size_t)g * (N >> 3) + (n0 >> 3)) >> ((n0 & 7) * 4);
+            half2_t z2[4], s2[4];
+            #pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const uint32_t zh = 0x6400u + ((zw >> (4 * j)) & 0xFu) + zero_offset;
+                z2[j] = zh | (zh << 16);
+            }
+            s2[0] = (sraw.x & 0xffffu) * 0x10001u;
+            s2[1] = (sraw.x >> 16) * 0x10001u;
+            s2[2] = (sraw.y & 0xffffu) * 0x10001u;
+            s2[3] = (sraw.y >> 16) * 0x10001u;
+            #pragma unroll
+            for (int r2 = 0; r2 < R; r2 += 2) {
+                half2_t hacc[4][B];
+                #pragma unroll
+                for (int r = r2; r < r2 + 2; r++) {
+                    const int k0 = (row0 + r) * 8;
+                    half2_t xp[B][4];
+                    #pragma unroll
+                    for (int b = 0; b < B; b++) {
+                        const uint4 xv = *(const uint4 *)(x + (size_t)b * ldx + k0);
+                        xp[b][0] = prmt(xv.x, xv.z, 0x5410);  // (x0, x4)
+                        xp[b][1] = prmt(xv.x, xv.z, 0x7632);  // (x1, x5)
+                        xp[b][2] = prmt(xv.y, xv.w, 0x5410);  // (x2, x6)
+                        xp[b][3] = prmt(xv.y, xv.w, 0x7632);  // (x3, x7)
+                    }
+                    const uint32_t wc[4] = {w[r].x, w[r].y, w[r].z, w[r].w};
+                    #pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        const half2_t d0 = hmul2(hsub2(and_or(wc[j], 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
+                        const half2_t d1 = hmul2(hsub2(and_or(wc[j] >> 4, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
+                        const half2_t d2 = hmul2(hsub2(and_or(wc[j] >> 8, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
+                        const half2_t d3 = hmul2(hsub2(and_or(wc[j] >> 12, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
+                        #pragma unroll
+                        for (int b = 0; b < B; b++) {
+                            half2_t p = r == r2 ? hmul2(d0, xp[b][0]) : hfma2(d0, xp[b][0], hacc[j][b]);
+                            p = hfma2(d1, xp[b][1], p);
+                            p = hfma2(d2, xp[b][2], p);
+                            hacc[j][b] = hfma2(d3, xp[b][3], p);
+                        }
+                    }
+                }
+                #pragma unroll
+                for (int j = 0; j < 4; j++)
+                    #pragma unroll
+                    for (int b = 0; b < B; b++) {
+                        const float2 f = h22f2(hacc[j][b]);
+                        acc[j][b] += f.x + f.y;
+                    }
+            }
+        }
+    }
+    #pragma unroll
+    for (int j = 0; j < 4; j++)
+        #pragma unroll
+        for (int b = 0; b < B; b++) partial[ty][b][tx * 4 + j] = acc[j][b];
+    __syncthreads();
+    for (int o = ty * TX + tx; o < COLS * B; o += TX * TY) {
+        const int col = o % COLS, b = o / COLS;
+        float s = 0.f;
+        #pragma unroll 8
+        for (int i = 0; i < TY; i++) s += partial[i][b][col];
+        const int n = blockIdx.x * COLS + col;
+        if (n < N) {
+            if (bias) s += h2f(bias[n]);
+            y[(size_t)b * ldy + n] = f2h(s);
+        }
+    }
+}
+
+#define GEMV_Q4(B, R, TX)                                                                                     \
+extern "C" __global__ void __launch_bounds__(256) gemv_q4_b##B##_r##R##_t##TX(                                \
+    const uint4 *qweight, const uint32_t *qzeros, const half_t *scales, const half_t *x, int ldx,             \
+    half_t *y, int ldy, const half_t *bias, int K, int N, int group_size, int zero_offset) {                 \
+    gemv_q4<B, R, TX>(qweight, qzeros, scales, x, ldx, y, ldy, bias, K, N, group_size, zero_offset);        \
+}
+#define GEMV_Q4_R(B, TX) GEMV_Q4(B, 4, TX) GEMV_Q4(B, 8, TX) GEMV_Q4(B, 16, TX)
+#define GEMV_Q4_ALL(B) GEMV_Q4_R(B, 2) GEMV_Q4_R(B, 4) GEMV_Q4_R(B, 8)
+GEMV_Q4_ALL(1) GEMV_Q4_ALL(2) GEMV_Q4_ALL(3) GEMV_Q4_ALL(4)
+GEMV_Q4_ALL(5) GEMV_Q4_ALL(6) GEMV_Q4_ALL(7) GEMV_Q4_ALL(8)
+
+// ---- any-width GEMV (2, 3, 4, 8 bits, any g_idx): correct first ---------------
+// Block 32 × 8: threadIdx.x is the column, threadIdx.y splits K.
+template <int B>
+__device__ __forceinline__ void gemv_qn(const uint32_t *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
+                                        const half_t *__restrict__ scales, const int32_t *__restrict__ g_idx,
+                                        const half_t *__restrict__ x, int ldx, half_t *__restrict__ y, int ldy,
+                                        const half_t *__restrict__ bias, int K, int N, int bits, int zero_offset) {
+    __shared__ float partial[8][B][32];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int n = blockIdx.x * 32 + tx;
+    float acc[B];
+    #pragma unroll
+    for (int b = 0; b < B; b++) acc[b] = 0.f;
+    if (n < N) {
+        const uint32_t mask = (1u << bits) - 1;
+        const int zero_words = N * bits / 32;
+        const int zbit = n * bits, zword = zbit >> 5, zoff = zbit & 31;
+        for (int k = ty; k < K; k += 8) {
+            const int bit = k * bits, word = bit >> 5, off = bit & 31;
+            uint32_t v = qweight[(size_t)word * N + n] >> off;
+            if (off + bits > 32) v |= qweight[(size_t)(word + 1) * N + n] << (32 - off);
+            v &= mask;
+            const int g = g_idx[k];
+            uint32_t z = qzeros[(size_t)g * zero_words + zword] >> zoff;
+            if (zoff + bits > 32) z |= qzeros[(size_t)g * zero_words + zword + 1] << (32 - zoff);
+            z = (z & mask) + zero_offset;
+            const float w = h2f(scales[(size_t)g * N + n]) * ((float)v - (float)z);
+            #pragma unroll
+            for (int b = 0; b < B; b++) acc[b] += w * h2f(x[(size_t)b * ldx + k]);
+        }
+    }
+    #pragma unroll
+    for (int b = 0; b < B; b++) partial[ty][b][tx] = acc[b];
+    __syncthreads();
+    for (int o = ty * 32 + tx; o < 32 * B; o += 256) {
+        const int col = o % 32, b = o / 32;
+        float s = 0.f;
+        #pragma unroll
+        for (int i = 0; i < 8; i++) s += partial[i][b][col];
+        const int nn = blockIdx.x * 32 + col;
+        if (nn < N) {
+            if (bias) s += h2f(bias[nn]);
+            y[(size_t)b * ldy + nn] = f2h(s);
+        }
+    }
+}
+
+#define GEMV_QN(B)                                                                                            \
+extern "C" __global__ void __launch_bounds__(256) gemv_qn_b##B(                                               \
+    const uint32_t *qweight, const uint32_t *qzeros, const half_t *scales, const int32_t *g_idx,              \
+    const half_t *x, int ldx, half_t *y, int ldy, const half_t *bias, int K, int N, int bits, int zero_offset) { \
+    gemv_qn<B>(qweight, qzeros, scales, g_idx, x, ldx, y, ldy, bias, K, N, bits, zero_offset);               \
+}
+GEMV_QN(1) GEMV_QN(2) GEMV_QN(3) GEMV_QN(4) GEMV_QN(5) GEMV_QN(6) GEMV_QN(7) GEMV_QN(8)
+
+// ---- GPTQ → fp16 W [K, N] (row-major), for cuBLAS ---------------------------------
+// Row k of the stored tensor goes to row dest_row[k] (the act-order permutation of the
+// 4-bit fast layout), or k when dest_row is null. One thread per column and 8 rows.
+extern "C" __global__ void dequantize_gptq(const uint32_t *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
+                                           const half_t *__restrict__ scales, const int32_t *__restrict__ g_idx,
+                                           const int32_t *__restrict__ dest_row, half_t *__restrict__ w,
+                                           int K, int N, int bits, int group_size, int zero_offset) {
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= N) return;
+    const uint32_t mask = (1u << bits) - 1;
+    const int zero_words = N * bits / 32;
+    const int zbit = n * bits, zword = zbit >> 5, zoff = zbit & 31;
+    const int k_end = min(K, (int)(blockIdx.y + 1) * 8);
+    for (int k = blockIdx.y * 8; k < k_end; k++) {
+        const int bit = k * bits, word = bit >> 5, off = bit & 31;
+        uint32_t v = __ldg(qweight + (size_t)word * N + n) >> off;
+        if (off + bits > 32) v |= __ldg(qweight + (size_t)(word + 1) * N + n) << (32 - off);
+        v &= mask;
+        const int g = g_idx ? g_idx[k] : k / group_size;
+        uint32_t z = __ldg(qzeros + (size_t)g * zero_words + zword) >> zoff;
+        if (zoff + bits > 32) z |= __ldg(qzeros + (size_t)g * zero_words + zword + 1) << (32 - zoff);
+        z = (z & mask) + zero_offset;
+        const float value = h2f(scales[(size_t)g * N + n]) * ((float)v - (float)z);
+        const int row = dest_row ? dest_row[k] : k;
+        w[(size_t)row * N + n] = f2h(value);
+    }
+}
+
+// ---- x[:, perm] for act-order 4-bit layers -----------------------------------------
+extern "C" __global__ void gather_columns(const half_t *__restrict__ x, int ldx, const int32_t *__restrict__ perm,
+                                          half_t *__restrict__ out, int K) {
+    const int b = blockIdx.y;
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < K; k += gridDim.x * blockDim.x)
+        out[(size_t)b * K + k] = x[(size_t)b * ldx + perm[k]];
+}
+
+// ---- dense fp16 GEMV: y[b, n] = x[b, :] · W[n, :] (+ bias), W [N, K] row-major --------
+// One warp per output row, 16-byte loads of W along K, fp32 accumulation.
+// OUT_F32 selects a float32 output (logits).
+template <int B, bool OUT_F32>
+__device__ __forceinline__ void gemv_f16(const half_t *__restrict__ w, const half_t *__restrict__ x, int ldx,
+                                         void *__restrict__ y, int ldy, const half_t *__restrict__ bias, int K, int N) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (n >= N) return;
+    float acc[B];
+    #pragma unroll
+    for (int b = 0; b < B; b++) acc[b] = 0.f;
+    const uint4 *row = (const uint4 *)(w + (size_t)n * K);
+    const int chunks = K / 8;
+    #pragma unroll 4
+    for (int c = lane; c < chunks; c += 32) {
+        const uint4 wv = __ldg(row + c);
+        const float2 w01 = h22f2(wv.x), w23 = h22f2(wv.y), w45 = h22f2(wv.z), w67 = h22f2(wv.w);
+        #pragma unroll
+        for (int b = 0; b < B; b++) {
+            const uint4 xv = *(const uint4 *)(x + (size_t)b * ldx + c * 8);
+            const float2 x01 = h22f2(xv.x), x23 = h22f2(xv.y), x45 = h22f2(xv.z), x67 = h22f2(xv.w);
+            acc[b] += w01.x * x01.x + w01.y * x01.y + w23.x * x23.x + w23.y * x23.y
+                    + w45.x * x45.x + w45.y * x45.y + w67.x * x67.x + w67.y * x67.y;
+        }
+    }
+    #pragma unroll
+    for (int b = 0; b < B; b++) {
+        float s = warp_sum(acc[b]);
+        if (lane == 0) {
+            if (bias) s += h2f(bias[n]);
+            if (OUT_F32) ((float *)y)[(size_t)b * ldy + n] = s;
+            else ((half_t *)y)[(size_t)b * ldy + n] = f2h(s);
+        }
+    }
+}
+
+#define GEMV_F16(B)                                                                                           \
+extern "C" __global__ void gemv_f16_b##B(const half_t *w, const half_t *x, int ldx, half_t *y, int ldy,      \
+                                         const half_t *bias, int K, int N) {                                  \
+    gemv_f16<B, false>(w, x, ldx, y, ldy, bias, K, N);                                                        \
+}                                                                                                             \
+extern "C" __global__ void gemv_f16_f32out_b##B(const half_t *w, const half_t *x, int ldx, float *y, int ldy, \
+                                                const half_t *bias, int K, int N) {                           \
+    gemv_f16<B, true>(w, x, ldx, y, ldy, bias, K, N);                                                         \
+}
+GEMV_F16(1) GEMV_F16(2) GEMV_F16(3) GEMV_F16(4) GEMV_F16(5) GEMV_F16(6) GEMV_F16(7) GEMV_F16(8)
+
+// ---- bias add after cuBLAS: y[r, n] += bias[n] -----------------------------------------
+extern "C" __global__ void add_bias(half_t *y, int ldy, const half_t *bias, int rows, int N) {
+    const int n = blockIdx.x * blockDim.x + threadIdx.x, r = blockIdx.y;
+    if (n < N) y[(size_t)r * ldy + n] = f2h(h2f(y[(size_t)r * ldy + n]) + h2f(bias[n]));
+}
+
+// ---- deterministic pseudo-random fills (benchmark weights) -----------------------------
+__device__ __forceinline__ uint32_t mix32(uint64_t v) {
+    v ^= v >> 33; v *= 0xff51afd7ed558ccdull; v ^= v >> 33; v *= 0xc4ceb9fe1a85ec53ull; v ^= v >> 33;
+    return (uint32_t)v;
+}
+extern "C" __global__ void fill_random_u32(uint32_t *out, long long count, uint32_t seed) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
+        out[i] = mix32(((uint64_t)seed << 40) ^ (uint64_t)i);
+}
+// Uniform in [lo, hi).
+extern "C" __global__ void fill_random_f16(half_t *out, long long count, uint32_t seed, float lo, float hi) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
+        out[i] = f2h(lo + (hi - lo) * (mix32(((uint64_t)seed << 40) ^ (uint64_t)i) * 2.3283064e-10f));
+}
+"""#)
+}
