@@ -18,11 +18,14 @@ public enum CPUThreads {
         openblas_set_num_threads(Int32(max(1, n)))
     }
 
-    /// Runs body(start, end) over `count` consecutive chunks of 0..<total, one per
-    /// thread (fewer when the total is small), and returns when all are done.
+    /// Runs body(start, end) over consecutive chunks of 0..<total, in parallel, and returns
+    /// when all are done. There are a few chunks per thread (fewer when the total is small):
+    /// on a machine shared with other work, a thread that got less CPU then takes fewer
+    /// chunks instead of holding everyone at the barrier.
     public static func parallelRanges(_ total: Int, minimumChunk: Int = 1, _ body: (Int, Int) -> Void) {
         guard total > 0 else { return }
-        let chunks = max(1, min(count, total / max(1, minimumChunk)))
+        let threads = count
+        let chunks = max(1, min(threads == 1 ? 1 : 4 * threads, total / max(1, minimumChunk)))
         if chunks == 1 { body(0, total); return }
         // The chunks touch disjoint ranges and finish before we return, so sharing the
         // non-Sendable body (it captures raw pointers) across the pool is safe.
