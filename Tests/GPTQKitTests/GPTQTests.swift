@@ -106,8 +106,8 @@ import Testing
         #expect(throws: GPTQError.invalidArgument("bits 5 is not supported (use 2, 3, 4 or 8)")) {
             try GPTQ.quantize(weight: GPTQFixture.weight, hessian: GPTQFixture.hessian, config: QuantizeConfig(bits: 5))
         }
-        #expect(throws: GPTQError.invalidArgument("group size 100 does not divide in_features 256")) {
-            try GPTQ.quantize(weight: GPTQFixture.weight, hessian: GPTQFixture.hessian, config: QuantizeConfig(groupSize: 100))
+        #expect(throws: GPTQError.invalidArgument("group size 0 must be positive or -1 (one group per row)")) {
+            try GPTQ.quantize(weight: GPTQFixture.weight, hessian: GPTQFixture.hessian, config: QuantizeConfig(groupSize: 0))
         }
         #expect(throws: GPTQError.self) {
             try GPTQ.quantize(weight: [1, 2, 3], hessian: GPTQFixture.hessian, config: QuantizeConfig())

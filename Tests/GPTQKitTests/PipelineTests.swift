@@ -52,9 +52,10 @@ import GPTQKit
         }
     }
 
-    @Test(arguments: [("llama", QuantizationMethod.gptq), ("qwen2", .gptq), ("llama", .rtn)])
-    func savedFolderLoadsAndMatchesTheFakeQuantizedModel(arch: String, method: QuantizationMethod) throws {
-        let config = QuantizeConfig(bits: 4, groupSize: 32, sym: method == .gptq)
+    /// qwen2 has q/k/v biases; its group size 48 leaves partial last groups (64 = 48 + 16, 160 = 3·48 + 16).
+    @Test(arguments: [("llama", QuantizationMethod.gptq, 32), ("qwen2", .gptq, 48), ("llama", .rtn, 32)])
+    func savedFolderLoadsAndMatchesTheFakeQuantizedModel(arch: String, method: QuantizationMethod, groupSize: Int) throws {
+        let config = QuantizeConfig(bits: 4, groupSize: groupSize, sym: method == .gptq)
         let (quantized, q) = try Self.quantize(arch, config: config, method: method)
         let out = dir + "/\(arch)-\(method.rawValue)"
         try quantized.save(to: out)
@@ -62,7 +63,7 @@ import GPTQKit
         #expect(try FileIO.listDirectory(out) == ["config.json", "generation_config.json", "model.safetensors", "quantize_config.json"])
 
         let expectedConfig = JSON.object([
-            ("bits", .number(4)), ("group_size", .number(32)), ("damp_percent", .number(0.01)), ("desc_act", .bool(false)),
+            ("bits", .number(4)), ("group_size", .number(Double(groupSize))), ("damp_percent", .number(0.01)), ("desc_act", .bool(false)),
             ("static_groups", .bool(false)), ("sym", .bool(method == .gptq)), ("true_sequential", .bool(true)),
             ("model_name_or_path", .string(out)), ("model_file_base_name", .string("model")), ("quant_method", .string("gptq")),
             ("checkpoint_format", .string(quantized.config.checkpointFormat.rawValue)),
@@ -73,7 +74,7 @@ import GPTQKit
         let checkpoint = try Checkpoint(folder: out)
         #expect(!checkpoint.contains("model.layers.0.self_attn.q_proj.weight"))
         #expect(try checkpoint.tensor("model.layers.1.mlp.down_proj.qweight").shape == [160 * 4 / 32, 64])
-        #expect(try checkpoint.tensor("model.layers.1.mlp.down_proj.scales").shape == [5, 64])
+        #expect(try checkpoint.tensor("model.layers.1.mlp.down_proj.scales").shape == [(160 + groupSize - 1) / groupSize, 64])
         #expect(try checkpoint.tensor("model.embed_tokens.weight").dtype == .f16)
         #expect(checkpoint.contains("model.layers.0.self_attn.q_proj.bias") == (arch == "qwen2"))
 
@@ -117,8 +118,8 @@ import GPTQKit
 
     @Test func badConfigurationsNameTheCulprit() throws {
         let model = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
-        #expect(throws: GPTQError.invalidArgument("group size 48 does not divide in_features 64 of self_attn.q_proj")) {
-            try GPTQPipeline.quantize(model, config: QuantizeConfig(groupSize: 48), calibration: Self.samples())
+        #expect(throws: GPTQError.invalidArgument("group size -2 must be positive or -1 (one group per row)")) {
+            try GPTQPipeline.quantize(model, config: QuantizeConfig(groupSize: -2), calibration: Self.samples())
         }
         #expect(throws: GPTQError.invalidArgument("bits 5 is not supported (use 2, 3, 4 or 8)")) {
             try GPTQPipeline.quantize(model, config: QuantizeConfig(bits: 5), calibration: Self.samples())
@@ -158,8 +159,8 @@ import GPTQKit
         #expect(throws: GPTQError.invalidArgument("output folder \(model)/q4 is inside the model folder \(model); choose a folder outside it")) {
             try job(out: model + "/q4", calibration: ids).run()
         }
-        #expect(throws: GPTQError.invalidArgument("group size 128 does not divide in_features 64 of self_attn.q_proj")) {
-            try job(calibration: ids) { $0.config.groupSize = 128 }.run()
+        #expect(throws: GPTQError.invalidArgument("group size 0 must be positive or -1 (one group per row)")) {
+            try job(calibration: ids) { $0.config.groupSize = 0 }.run()
         }
         #expect(throws: GPTQError.invalidFile(path: empty, reason: "calibration file is empty")) {
             try job(calibration: empty).run()

@@ -64,7 +64,7 @@ public enum GPTQ {
             throw GPTQError.invalidArgument("weight of \(weight.count) values is not [rows, \(columns)] for a Hessian of \(columns) columns")
         }
         guard blockSize > 0 else { throw GPTQError.invalidArgument("block size \(blockSize) must be positive") }
-        try config.validate(columns: columns)
+        try config.validate()
         let rows = weight.count / columns
         let quantizer = try Quantizer(config: config)
         let groupSize = config.groupSize == -1 ? columns : config.groupSize

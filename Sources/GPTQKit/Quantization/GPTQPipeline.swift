@@ -129,9 +129,6 @@ public enum GPTQPipeline {
         for module in model.family.linears {
             let linear = model.layerLinear(0, module.name)
             let (inFeatures, outFeatures) = (linear.inFeatures, linear.outFeatures)
-            if config.groupSize > 0, inFeatures % config.groupSize != 0 {
-                throw GPTQError.invalidArgument("group size \(config.groupSize) does not divide in_features \(inFeatures) of \(module.name)")
-            }
             guard inFeatures * config.bits % 32 == 0, outFeatures * config.bits % 32 == 0 else {
                 throw GPTQError.invalidArgument("\(module.name) is [\(outFeatures), \(inFeatures)]: \(config.bits)-bit packing needs in_features and out_features × \(config.bits) to be multiples of 32")
             }

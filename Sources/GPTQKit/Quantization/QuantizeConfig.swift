@@ -57,17 +57,15 @@ public struct QuantizeConfig: Sendable, Equatable {
     /// Largest quantized value, 2^bits − 1.
     public var maxq: Int { (1 << bits) - 1 }
 
-    /// Checks the values a quantization run depends on; `columns` is the in_features of
-    /// the layer about to be quantized, when known.
-    public func validate(columns: Int? = nil) throws {
+    /// Checks the values a quantization run depends on. A group size need not divide
+    /// in_features: as in AutoGPTQ the last group is partial (SmolLM2's 576 columns make
+    /// 4½ groups of 128), with ⌈in_features / group_size⌉ scales.
+    public func validate() throws {
         guard Self.supportedBits.contains(bits) else {
             throw GPTQError.invalidArgument("bits \(bits) is not supported (use 2, 3, 4 or 8)")
         }
         guard groupSize == -1 || groupSize > 0 else {
             throw GPTQError.invalidArgument("group size \(groupSize) must be positive or -1 (one group per row)")
-        }
-        if let columns, groupSize > 0, columns % groupSize != 0 {
-            throw GPTQError.invalidArgument("group size \(groupSize) does not divide in_features \(columns)")
         }
         guard dampPercent > 0, dampPercent < 1 else {
             throw GPTQError.invalidArgument("damp percent \(dampPercent) must be in (0, 1)")

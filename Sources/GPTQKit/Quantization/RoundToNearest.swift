@@ -2,16 +2,17 @@
 /// (per-row min/max of the group) and every weight its nearest level, with no error
 /// feedback. The baseline that GPTQ's Hessian-aware rounding improves on.
 public enum RoundToNearest {
-    /// Quantizes `weight` ([rows, columns] row-major) with `config`'s bits, group size and symmetry.
+    /// Quantizes `weight` ([rows, columns] row-major) with `config`'s bits, group size and
+    /// symmetry; a group size that does not divide `columns` leaves a partial last group.
     public static func quantize(weight: [Float], columns: Int, config: QuantizeConfig) throws -> GPTQResult {
-        try config.validate(columns: columns)
+        try config.validate()
         guard columns > 0, weight.count % columns == 0, !weight.isEmpty else {
             throw GPTQError.invalidArgument("weight of \(weight.count) values is not [rows, \(columns)]")
         }
         let rows = weight.count / columns
         let quantizer = try Quantizer(config: config)
         let groupSize = config.groupSize == -1 ? columns : config.groupSize
-        let groups = columns / groupSize
+        let groups = (columns + groupSize - 1) / groupSize
         // Column-major copy: the quantizer reads a group's columns contiguously.
         var wt = [Float](repeating: 0, count: weight.count)
         for r in 0..<rows { for c in 0..<columns { wt[c * rows + r] = weight[r * columns + c] } }
@@ -20,11 +21,12 @@ public enum RoundToNearest {
         var zeros = scales
         wt.withUnsafeBufferPointer { w in
             for g in 0..<groups {
-                let params = quantizer.parameters(columns: w.baseAddress! + g * groupSize * rows, count: groupSize, rows: rows)
+                let first = g * groupSize, end = min(first + groupSize, columns)
+                let params = quantizer.parameters(columns: w.baseAddress! + first * rows, count: end - first, rows: rows)
                 for r in 0..<rows {
                     scales[r * groups + g] = params.scale[r]
                     zeros[r * groups + g] = params.zero[r]
-                    for c in g * groupSize..<(g + 1) * groupSize {
+                    for c in first..<end {
                         q[r * columns + c] = Quantizer.quantize(weight[r * columns + c], scale: params.scale[r], zero: params.zero[r], maxq: quantizer.maxq)
                     }
                 }

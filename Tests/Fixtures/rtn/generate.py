@@ -19,6 +19,7 @@ def find_params(x, bits, sym):
     zero = np.full_like(scale, (maxq + 1) / 2) if sym else np.round(-xmin / scale).astype(np.float32)
     return scale, zero, maxq
 
+# A group size that does not divide the columns leaves a partial last group (48, 48, 48, 16).
 def rtn(w, bits, group, sym):
     q = np.zeros_like(w)
     group = w.shape[1] if group == -1 else group
@@ -33,7 +34,7 @@ def rtn(w, bits, group, sym):
 
 w = load_file("../arch/llama/model.safetensors")["model.layers.0.mlp.down_proj.weight"].astype(np.float32)  # [64, 160]
 out = {"W": w}
-for bits, group, sym in [(4, 32, True), (3, -1, False), (2, 32, False), (8, 160, True)]:
+for bits, group, sym in [(4, 32, True), (3, -1, False), (2, 32, False), (8, 160, True), (4, 48, False)]:
     key = f"b{bits}_g{group}_sym{int(sym)}"
     q, s, z = rtn(w, bits, group, sym)
     out[key + ".Q"], out[key + ".scales"], out[key + ".zeros"] = q, s, z
