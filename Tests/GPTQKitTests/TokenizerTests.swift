@@ -4,7 +4,7 @@ import Testing
 /// Checks the tokenizer against the HF tokenizers library's outputs committed under
 /// Tests/Fixtures/tokenizers (made by scripts/fixtures/make_tokenizer_fixtures.py).
 @Suite struct TokenizerTests {
-    static let styles = ["smollm2", "spm-llama2", "spm-metaspace", "llama3", "qwen2", "o200k-regex", "misc-pieces", "bpe-suffix"]
+    static let styles = ["smollm2", "spm-llama2", "spm-unk", "spm-metaspace", "llama3", "qwen2", "o200k-regex", "misc-pieces", "bpe-suffix"]
 
     static func folder(_ style: String) -> String { Fixtures.path("tokenizers/" + style) }
 

@@ -35,8 +35,6 @@ struct AddedTokenMatcher: Sendable {
         patternsByFirst = byFirst.mapValues { $0.sorted { $0.scalars.count > $1.scalars.count } }
     }
 
-    var isEmpty: Bool { patternsByFirst.isEmpty }
-
     /// Splits a piece into added tokens and the text between them (empty text is dropped).
     func split(_ piece: TextPiece) -> [AddedTokenSegment] {
         let text = piece.scalars

@@ -24,7 +24,6 @@ final class BPEModel: Sendable {
     static let longestCachedWord = 256
 
     init(json: JSON, path: String) throws {
-        let field = "model"
         let type = json["type"]?.string ?? (json["merges"] != nil ? "BPE" : "")
         guard type == "BPE" else { throw GPTQError.unsupported("\(path): model type '\(type)' (only BPE is implemented)") }
         guard let vocabPairs = json["vocab"]?.object else {
@@ -85,7 +84,7 @@ final class BPEModel: Sendable {
 
         if let unknown = json["unk_token"]?.string {
             guard let id = vocab[unknown] else {
-                throw GPTQError.badConfig(field: "\(field).unk_token", path: path, reason: "'\(unknown)' is not in the vocabulary")
+                throw GPTQError.badConfig(field: "model.unk_token", path: path, reason: "'\(unknown)' is not in the vocabulary")
             }
             unknownId = id
         } else {
