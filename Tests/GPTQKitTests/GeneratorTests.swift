@@ -144,3 +144,28 @@ struct PieceDecoder: GeneratedTextDecoder {
         #expect(result.stopReason == .maxNewTokens && result.decodeSteps == 7)
     }
 }
+
+/// SmolLM2-135M-Instruct, when scripts/fetch-model.sh has fetched it.
+@Suite(.enabled(if: RealModel.folder != nil)) struct RealModelGenerationTests {
+    @Test func theCommittedSmolLM2TemplateIsTheModelsOwn() throws {
+        let config = try TokenizerConfig(folder: RealModel.folder!)
+        #expect(config.chatTemplate == (try FileIO.readText(path: Fixtures.path("chat_templates/smollm2.jinja"))))
+    }
+
+    @Test func streamedChatReplyIsTheDecodedTokensAndEndsAtTheTurnEnd() throws {
+        let folder = RealModel.folder!
+        let model = try LanguageModel.load(folder: folder)
+        let tokenizer = try Tokenizer(folder: folder)
+        let config = try TokenizerConfig(folder: folder)
+        let text = try ChatTemplate(config: config).render(
+            messages: [ChatMessage(role: "user", content: "What is the capital of France?")], addGenerationPrompt: true, specialTokens: config)
+        let endOfTurn = try #require(tokenizer.id(for: "<|im_end|>"))
+        var streamed = ""
+        let result = try Generator(session: model.makeSession(capacity: 256)).generate(
+            prompt: tokenizer.encode(text), options: GenerationOptions(maxNewTokens: 64, stopTokenIds: [endOfTurn]),
+            textDecoder: TokenStreamDecoder(tokenizer: tokenizer)) { streamed += $0 }
+        #expect(result.stopReason == .endOfSequence(endOfTurn))
+        #expect(streamed == result.text && result.text == tokenizer.decode(Array(result.tokens.dropLast())))
+        #expect(result.text.contains("Paris"))
+    }
+}

@@ -55,14 +55,15 @@ public struct Sampler: Sendable {
         var scores = logits
         applyRepetitionPenalty(&scores, history: history)
         if parameters.isGreedy { return Self.argmax(scores) }
-        let candidates = distribution(penalizedLogits: scores)
-        var u = Float(random.nextUnit())
-        for candidate in candidates {
-            u -= candidate.probability
-            if u < 0 { return candidate.token }
+        let (kept, weights) = candidates(penalizedLogits: scores)
+        let total = kept.reduce(Float(0)) { $0 + weights[Int($1)] }
+        var u = Float(random.nextUnit()) * total
+        for token in kept {
+            u -= weights[Int(token)]
+            if u < 0 { return token }
         }
-        // Rounding left a sliver of mass unassigned: it belongs to the least likely kept token.
-        return candidates[candidates.count - 1].token
+        // Rounding left a sliver of mass unassigned: it belongs to the last kept token.
+        return kept[kept.count - 1]
     }
 
     /// The distribution a sampled token is drawn from: the kept tokens, most likely first,
@@ -70,7 +71,10 @@ public struct Sampler: Sendable {
     public func distribution(logits: [Float], history: [Int32]) -> [(token: Int32, probability: Float)] {
         var scores = logits
         applyRepetitionPenalty(&scores, history: history)
-        return distribution(penalizedLogits: scores)
+        var (kept, weights) = candidates(penalizedLogits: scores)
+        kept.sort(by: Self.descending(weights))
+        let total = kept.reduce(Float(0)) { $0 + weights[Int($1)] }
+        return kept.map { (token: $0, probability: weights[Int($0)] / total) }
     }
 
     /// transformers' RepetitionPenaltyLogitsProcessor: each distinct earlier token's logit
@@ -85,7 +89,9 @@ public struct Sampler: Sendable {
         }
     }
 
-    private func distribution(penalizedLogits scores: [Float]) -> [(token: Int32, probability: Float)] {
+    /// The tokens temperature, top-k and top-p keep (in no particular order unless top-p
+    /// sorted them), with the unnormalised softmax weights of every token.
+    private func candidates(penalizedLogits scores: [Float]) -> (kept: [Int32], weights: [Float]) {
         let temperature = parameters.isGreedy ? 1 : parameters.temperature
         let maxScore = scores.max() ?? 0
         // Softmax numerators of scores / temperature, relative to the maximum.
@@ -109,7 +115,7 @@ public struct Sampler: Sendable {
                 if w < floor { cumulative += w; return false }
                 return true
             }
-            kept.sort { weights[Int($0)] > weights[Int($1)] || (weights[Int($0)] == weights[Int($1)] && $0 < $1) }
+            kept.sort(by: Self.descending(weights))
             var count = kept.count
             while count > 1 {
                 cumulative += weights[Int(kept[count - 1])]
@@ -117,11 +123,13 @@ public struct Sampler: Sendable {
                 count -= 1
             }
             kept.removeLast(kept.count - count)
-        } else {
-            kept.sort { weights[Int($0)] > weights[Int($1)] || (weights[Int($0)] == weights[Int($1)] && $0 < $1) }
         }
-        let total = kept.reduce(Float(0)) { $0 + weights[Int($1)] }
-        return kept.map { (token: $0, probability: weights[Int($0)] / total) }
+        return (kept, weights)
+    }
+
+    /// Most likely first; ties by id.
+    static func descending(_ weights: [Float]) -> (Int32, Int32) -> Bool {
+        { weights[Int($0)] > weights[Int($1)] || (weights[Int($0)] == weights[Int($1)] && $0 < $1) }
     }
 
     static func argmax(_ scores: [Float]) -> Int32 {
