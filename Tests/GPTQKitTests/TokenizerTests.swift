@@ -125,6 +125,29 @@ import Testing
         }
     }
 
+    /// \p{L}, \p{N}, \s and \w equal the library's over every code point.
+    @Test func characterClassesMatchHF() throws {
+        let fixture = try JSON.read(path: Fixtures.path("tokenizers/character-classes.json"))
+        let classes: [(String, (Unicode.Scalar) -> Bool)] = [
+            ("L", CharacterClasses.isLetter), ("N", CharacterClasses.isNumber),
+            ("s", CharacterClasses.isWhitespace), ("w", CharacterClasses.isWord),
+        ]
+        for (name, predicate) in classes {
+            var members = Set<UInt32>()
+            for range in fixture[name]?.array ?? [] {
+                let lower = try #require(range[0]?.int), upper = try #require(range[1]?.int)
+                for code in lower...upper { members.insert(UInt32(code)) }
+            }
+            #expect(members.count > 20)
+            var mismatches: [String] = []
+            for code in UInt32(0)...0x10FFFF {
+                guard let scalar = Unicode.Scalar(code) else { continue }
+                if predicate(scalar) != members.contains(code) { mismatches.append(String(code, radix: 16)) }
+            }
+            #expect(mismatches.isEmpty, "\(name): \(mismatches.count) code points differ, e.g. \(mismatches.prefix(8))")
+        }
+    }
+
     @Test func configFlagsDecideTheAddedSpecialTokens() throws {
         let dir = "/tmp/gptq-tokenizer-tests-\(UInt32.random(in: 0...UInt32.max))"
         try FileIO.makeDirectory(dir)

@@ -1,8 +1,8 @@
 /// The character classes of the Hugging Face tokenizers library's regular expressions
 /// (\s, \p{L}, \p{N}, \w) and character predicates, with its Unicode version: HF's tables
 /// are Unicode 16.0; the Swift runtime may know newer characters, which HF treats as
-/// unassigned (neither letters nor numbers), so the classes stop at that version. \s, \p{L}
-/// and \p{N} were checked against the library over every code point.
+/// unassigned (neither letters nor numbers), so the classes stop at that version. The tests
+/// compare \s, \p{L}, \p{N} and \w with the library's over every code point.
 enum CharacterClasses {
     private static let letterFlag: UInt8 = 1, numberFlag: UInt8 = 2, whitespaceFlag: UInt8 = 4, wordFlag: UInt8 = 8
 
