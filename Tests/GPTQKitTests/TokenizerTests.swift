@@ -65,6 +65,14 @@ import Testing
         #expect(tokenizer.decode(ids) == Self.wikitext)
     }
 
+    /// The folder scripts/fetch-model.sh converts (with `gptq convert-gguf`) tokenizes as HF does.
+    @Test(.enabled(if: RealModel.folder != nil)) func fetchedModelTokenizesWikitextAsHF() throws {
+        let tokenizer = try Tokenizer(folder: try #require(RealModel.folder))
+        let expected = try Self.readIds(Self.folder("smollm2") + "/wikitext2-test.ids.bin")
+        #expect(tokenizer.encode(Self.wikitext) == expected)
+        #expect(tokenizer.encode("Hi", addSpecialTokens: true) == tokenizer.encode("Hi"))  // add_bos_token is false
+    }
+
     @Test(arguments: styles.dropFirst()) func wikitextHeadMatchesHF(style: String) throws {
         let tokenizer = try Tokenizer(folder: Self.folder(style))
         let expected = try Self.readIds(Self.folder(style) + "/wikitext2-head.ids.bin")
