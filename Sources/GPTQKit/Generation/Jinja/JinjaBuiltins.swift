@@ -409,7 +409,11 @@ enum JinjaBuiltins {
         case "divisibleby":
             guard let i = value.integer, let d = try other().integer, d != 0 else { throw .runtime("'divisibleby' test needs integers") }
             return i % d == 0
-        case "equalto", "eq", "==", "sameas": return value.equals(try other())
+        case "equalto", "eq", "==": return value.equals(try other())
+        case "sameas":
+            // Python's `is`: same type and value for the constants templates compare with.
+            let o = try other()
+            return value.typeName == o.typeName && value.equals(o)
         case "ne", "!=": return !value.equals(try other())
         case "lt", "<": return try value.lessThan(try other())
         case "gt", ">": return try other().lessThan(value)
@@ -570,7 +574,8 @@ enum JinjaBuiltins {
             let precision = try arguments.int(0, "precision") ?? 0
             let method = try arguments.string(1, "method") ?? "common"
             let scale = pow(10, Double(precision))
-            let rule: FloatingPointRoundingRule = method == "ceil" ? .up : method == "floor" ? .down : .toNearestOrAwayFromZero
+            // "common" is Python's round(), which breaks ties to even.
+            let rule: FloatingPointRoundingRule = method == "ceil" ? .up : method == "floor" ? .down : .toNearestOrEven
             return .double((d * scale).rounded(rule) / scale)
         case "sum":
             var total = arguments.optional(1, "start") ?? .int(0)

@@ -251,10 +251,10 @@ struct JinjaArguments {
         self.callee = callee
     }
 
-    /// The argument at `index` or named `name`, or nil when not given.
+    /// The argument at `index` (-1: keyword only) or named `name`, or nil when not given.
     func optional(_ index: Int, _ name: String) -> JinjaValue? {
         if let kw = keywords.first(where: { $0.0 == name }) { return kw.1 }
-        return index < positional.count ? positional[index] : nil
+        return positional.indices.contains(index) ? positional[index] : nil
     }
 
     func required(_ index: Int, _ name: String) throws(JinjaError) -> JinjaValue {
