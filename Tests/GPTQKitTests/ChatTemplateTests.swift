@@ -1,5 +1,8 @@
 import Testing
 import GPTQKit
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct ChatTemplateTests {
     struct Case: CustomStringConvertible {
@@ -100,6 +103,16 @@ import GPTQKit
                 #expect(message.contains(reason), "\(message)")
             }
         }
+    }
+
+    @Test func strftimeNowFormatsTheLocalDate() throws {
+        // Llama-3.2's template dates its system prompt with strftime_now("%d %b %Y").
+        var now = time(nil)
+        var parts = tm()
+        localtime_r(&now, &parts)
+        let rendered = try ChatTemplate("{{ strftime_now('%Y-%m') }}|{{ strftime_now('%d %b %Y')|length }}").render(context: [])
+        let month = parts.tm_mon + 1
+        #expect(rendered == "\(parts.tm_year + 1900)-\(month < 10 ? "0" : "")\(month)|11")
     }
 
     @Test func modelFolderWithoutTemplateIsReported() throws {

@@ -168,4 +168,45 @@ struct PieceDecoder: GeneratedTextDecoder {
         #expect(streamed == result.text && result.text == tokenizer.decode(Array(result.tokens.dropLast())))
         #expect(result.text.contains("Paris"))
     }
+
+    @Test func aTurnReusingTheCacheRepliesAsAFreshSessionDoes() throws {
+        let folder = RealModel.folder!
+        let model = try LanguageModel.load(folder: folder)
+        let tokenizer = try Tokenizer(folder: folder)
+        let config = try TokenizerConfig(folder: folder)
+        let template = try ChatTemplate(config: config)
+        let options = GenerationOptions(maxNewTokens: 24, stopTokenIds: [tokenizer.id(for: "<|im_end|>")!])
+        func prompt(_ messages: [ChatMessage]) throws -> [Int32] {
+            tokenizer.encode(try template.render(messages: messages, addGenerationPrompt: true, specialTokens: config))
+        }
+        var messages = [ChatMessage(role: "user", content: "Name a color.")]
+        let chat = Generator(session: model.makeSession(capacity: 256))
+        let first = try chat.generate(prompt: try prompt(messages), options: options, textDecoder: TokenStreamDecoder(tokenizer: tokenizer))
+        messages += [ChatMessage(role: "assistant", content: first.text), ChatMessage(role: "user", content: "Another one.")]
+        let secondPrompt = try prompt(messages)
+        let second = try chat.generate(prompt: secondPrompt, options: options)
+        #expect(second.prefillTokens < secondPrompt.count - 10)
+        let fresh = try Generator(session: model.makeSession(capacity: 256)).generate(prompt: secondPrompt, options: options)
+        #expect(second.tokens == fresh.tokens)
+    }
+
+    @Test func theGenerateCommandPrintsWhatTheGeneratorGenerates() throws {
+        let folder = RealModel.folder!
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let run = try CommandLineTool.run(binary, ["generate", "--model", folder, "--prompt", "What is 2+2?", "--chat",
+                                                   "--max-new-tokens", "12", "--temperature", "0", "--stop", "4"])
+        #expect(run.status == 0)
+        let tokenizer = try Tokenizer(folder: folder)
+        let config = try TokenizerConfig(folder: folder)
+        let text = try ChatTemplate(config: config).render(
+            messages: [ChatMessage(role: "user", content: "What is 2+2?")], addGenerationPrompt: true, specialTokens: config)
+        let model = try LanguageModel.load(folder: folder)
+        let result = try Generator(session: model.makeSession(capacity: 64)).generate(
+            prompt: tokenizer.encode(text), options: GenerationOptions(maxNewTokens: 12, stopTokenIds: [2], stopStrings: ["4"]),
+            textDecoder: TokenStreamDecoder(tokenizer: tokenizer))
+        #expect(run.standardOutput == result.text + "\n")
+        #expect(run.standardError.hasPrefix("prefill: \(tokenizer.encode(text).count) tokens"))
+        let bad = try CommandLineTool.run(binary, ["generate", "--model", folder, "--prompt", "x", "--top-p", "0"])
+        #expect(bad.status != 0 && bad.standardError.contains("top-p must be in (0, 1], got 0.0"))
+    }
 }
