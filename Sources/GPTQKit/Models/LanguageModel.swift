@@ -122,8 +122,10 @@ public final class LanguageModel: @unchecked Sendable {
 
     /// Runs decoder layer `layer` on hidden states [tokens, hidden] of one sequence at positions
     /// 0..<tokens (causal, no cache), in place, calling observe(module, input rows, rows)
-    /// before each linear in execution order.
-    public func layerForward(_ layer: Int, hidden: UnsafeMutablePointer<Float>, tokens: Int,
+    /// before each linear in execution order. With `stopAfter`, the layer stops once that
+    /// module's input has been observed (GPTQ needs nothing further; `hidden` is then left
+    /// partly updated).
+    public func layerForward(_ layer: Int, hidden: UnsafeMutablePointer<Float>, tokens: Int, stopAfter: String? = nil,
                              observe: ((String, UnsafePointer<Float>, Int) -> Void)?) {
         let kvCount = shape.kvHeads * tokens * shape.headDim
         let keys = UnsafeMutablePointer<Float>.allocate(capacity: max(1, kvCount))
@@ -135,7 +137,8 @@ public final class LanguageModel: @unchecked Sendable {
                 layers[layer].forward(hidden, tokens: tokens, position: 0,
                                       cache: KVCacheLayer(keys: keys, values: values, capacity: tokens),
                                       cos: c.baseAddress!, sin: s.baseAddress!, shape: shape,
-                                      workspace: DecoderWorkspace(shape: shape, tokens: tokens), observe: observe)
+                                      workspace: DecoderWorkspace(shape: shape, tokens: tokens), observe: observe,
+                                      stopAfter: stopAfter)
             }
         }
     }

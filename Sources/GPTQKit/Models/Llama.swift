@@ -82,11 +82,14 @@ final class DecoderLayer: @unchecked Sendable {
     /// appending their keys and values to `cache` (which holds the earlier positions).
     func forward(_ x: UnsafeMutablePointer<Float>, tokens: Int, position: Int, cache: KVCacheLayer,
                  cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, shape: DecoderShape,
-                 workspace ws: DecoderWorkspace, observe: LinearObserver?) {
+                 workspace ws: DecoderWorkspace, observe: LinearObserver?, stopAfter: String? = nil) {
         let h = shape.hidden
-        func linear(_ name: String, _ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>) {
+        /// false: `name` is `stopAfter`, observed but not run, and the layer stops here.
+        func linear(_ name: String, _ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>) -> Bool {
             observe?(name, input, tokens)
+            if name == stopAfter { return false }
             linears[name]!.forward(input, rows: tokens, into: output)
+            return true
         }
         func normRows(_ weight: [Float], _ src: UnsafeMutablePointer<Float>, _ dst: UnsafeMutablePointer<Float>, width: Int, rows: Int) {
             weight.withUnsafeBufferPointer { w in
@@ -97,9 +100,8 @@ final class DecoderLayer: @unchecked Sendable {
         }
 
         normRows(inputNorm, x, ws.normed, width: h, rows: tokens)
-        linear("self_attn.q_proj", ws.normed, ws.query)
-        linear("self_attn.k_proj", ws.normed, ws.key)
-        linear("self_attn.v_proj", ws.normed, ws.value)
+        guard linear("self_attn.q_proj", ws.normed, ws.query), linear("self_attn.k_proj", ws.normed, ws.key),
+              linear("self_attn.v_proj", ws.normed, ws.value) else { return }
         if let queryNorm, let keyNorm {
             normRows(queryNorm, ws.query, ws.query, width: shape.headDim, rows: tokens * shape.heads)
             normRows(keyNorm, ws.key, ws.key, width: shape.headDim, rows: tokens * shape.kvHeads)
@@ -116,16 +118,15 @@ final class DecoderLayer: @unchecked Sendable {
         }
         Attention.run(queries: ws.query, tokens: tokens, position: position, cache: cache,
                       window: slidingWindow, shape: shape, into: ws.attention)
-        linear("self_attn.o_proj", ws.attention, ws.output)
+        guard linear("self_attn.o_proj", ws.attention, ws.output) else { return }
         ck_add(x, ws.output, tokens * h)
 
         normRows(postAttentionNorm, x, ws.normed, width: h, rows: tokens)
-        linear("mlp.gate_proj", ws.normed, ws.gate)
-        linear("mlp.up_proj", ws.normed, ws.up)
+        guard linear("mlp.gate_proj", ws.normed, ws.gate), linear("mlp.up_proj", ws.normed, ws.up) else { return }
         CPUThreads.parallelRanges(tokens * shape.intermediate, minimumChunk: 1 << 14) { a, b in
             ck_silu_mul(ws.gate + a, ws.up + a, ws.gate + a, b - a)
         }
-        linear("mlp.down_proj", ws.gate, ws.output)
+        guard linear("mlp.down_proj", ws.gate, ws.output) else { return }
         ck_add(x, ws.output, tokens * h)
     }
 }

@@ -159,11 +159,13 @@ public enum GPTQPipeline {
     }
 
     /// Runs layer `layer` on every sample and accumulates the Hessian of each of `modules`.
-    /// Modules that read the very same input (q/k/v, gate/up) share one accumulator: their
-    /// Hessians would be identical. Sharing is decided on the first sample by comparing the
-    /// inputs themselves.
+    /// The forward stops at the input of the group's last module in execution order (for
+    /// q/k/v that is before attention). Modules that read the very same input (q/k/v,
+    /// gate/up) share one accumulator: their Hessians would be identical. Sharing is decided
+    /// on the first sample by comparing the inputs themselves.
     static func collectHessians(_ model: LanguageModel, layer: Int, modules: [String], hidden: [[Float]]) -> [String: HessianAccumulator] {
         let wanted = Set(modules)
+        let last = model.family.linears.last { wanted.contains($0.name) }?.name
         let hiddenSize = model.hiddenSize
         var owner: [String: String] = [:]
         var accumulators: [String: HessianAccumulator] = [:]
@@ -173,7 +175,7 @@ public enum GPTQPipeline {
             sample.withUnsafeBufferPointer { scratch.update(from: $0.baseAddress!, count: $0.count) }
             // (module, input, a copy of it) seen so far in this sample's forward.
             var seen: [(module: String, input: UnsafePointer<Float>, copy: [Float])] = []
-            model.layerForward(layer, hidden: scratch, tokens: sample.count / hiddenSize) { module, input, rows in
+            model.layerForward(layer, hidden: scratch, tokens: sample.count / hiddenSize, stopAfter: last) { module, input, rows in
                 guard wanted.contains(module) else { return }
                 let columns = model.layerLinear(layer, module).inFeatures
                 let count = rows * columns
