@@ -38,25 +38,32 @@ public enum CUDAChecks {
     /// A random GPTQ layer: random packed values and zeros, scales in [0.001, 0.01),
     /// act order as a random permutation of the groups' members.
     public static func randomLayer(bits: Int, groupSize: Int, inFeatures k: Int, outFeatures n: Int, actOrder: Bool,
-                                   bias: Bool, seed: UInt64) throws -> GPTQPackedLayer {
+                                   bias: Bool, seed: UInt64) throws -> PackedLinear {
         var rng = Xoshiro256StarStar(seed: seed)
         let gs = groupSize <= 0 ? k : groupSize
         let groups = (k + gs - 1) / gs
         let qweight = (0..<(k * bits / 32 * n)).map { _ in Int32(truncatingIfNeeded: rng.next()) }
         let qzeros = (0..<(groups * n * bits / 32)).map { _ in Int32(truncatingIfNeeded: rng.next()) }
-        let scales = Tensor((0..<(groups * n)).map { _ in Float(0.001 + 0.009 * rng.nextUnit()) }, shape: [groups * n]).converted(to: .f16)
-        var gIdx: [Int32]? = nil
+        let scales = Tensor((0..<(groups * n)).map { _ in Float(0.001 + 0.009 * rng.nextUnit()) }, shape: [groups, n]).converted(to: .f16)
+        var gIdx = (0..<k).map { Int32($0 / gs) }
         if actOrder {
             var order = Array(0..<k)
             order.shuffle(using: &rng)
-            var g = [Int32](repeating: 0, count: k)
-            for (position, input) in order.enumerated() { g[input] = Int32(position / gs) }
-            gIdx = g
+            for (position, input) in order.enumerated() { gIdx[input] = Int32(position / gs) }
         }
         let biasValues = bias ? Tensor((0..<n).map { _ in Float(rng.nextUnit() - 0.5) }, shape: [n]).converted(to: .f16) : nil
-        return try GPTQPackedLayer(bits: bits, groupSize: groupSize, inFeatures: k, outFeatures: n, qweight: qweight, qzeros: qzeros,
-                                   scales: GPTQPackedLayer.halfBits(scales), gIdx: gIdx, bias: biasValues.map(GPTQPackedLayer.halfBits),
-                                   zeroOffset: 1)
+        return try PackedLinear(name: "random", path: "random \(bits)-bit layer", bits: bits, format: .gptq, inFeatures: k, outFeatures: n,
+                                qweight: Tensor(bitPattern: qweight, dtype: .i32, shape: [k * bits / 32, n]),
+                                qzeros: Tensor(bitPattern: qzeros, dtype: .i32, shape: [groups, n * bits / 32]),
+                                scales: scales, gIdx: Tensor(bitPattern: gIdx, dtype: .i32, shape: [k]), bias: biasValues)
+    }
+
+    /// PackedLinear's own dequantization (W [out, in]) as [in, out].
+    static func dequantizedKN(_ layer: PackedLinear) -> [Float] {
+        let w = layer.dequantized(), (k, n) = (layer.inFeatures, layer.outFeatures)
+        var t = [Float](repeating: 0, count: k * n)
+        for j in 0..<n { for i in 0..<k { t[i * n + j] = w[j * k + i] } }
+        return t
     }
 
     /// y = x · W (+ bias) in double, W [k, n] row-major, x [rows, k].
@@ -114,8 +121,8 @@ public enum CUDAChecks {
         for (i, c) in configs.enumerated() {
             let layer = try randomLayer(bits: c.bits, groupSize: c.group, inFeatures: c.k, outFeatures: c.n, actOrder: c.act, bias: c.bias, seed: UInt64(100 + i))
             let linear = try CUDALinear(backend: backend, gptq: layer)
-            let w = layer.dequantized()
-            let bias = layer.bias.map { Tensor(bitPattern: $0, dtype: .f16, shape: [$0.count]).floats() }
+            let w = dequantizedKN(layer)
+            let bias = layer.bias?.floats()
             for rows in [1, 2, 5, 8, 13, 24] {
                 let x = randomInput(rows: rows, k: c.k, seed: UInt64(1000 * i + rows))
                 let ref = referenceProduct(x: x, w: w, bias: bias, rows: rows, k: c.k, n: c.n)
@@ -154,7 +161,7 @@ public enum CUDAChecks {
             // KEY is b{bits}_g{group}_act{0|1}_sym{0|1}_static{0|1}
             let parts = key.split(separator: "_")
             guard let bits = Int(parts[0].dropFirst()), let group = Int(parts[1].dropFirst()) else { continue }
-            let layer = try GPTQPackedLayer(checkpoint: file, prefix: key + ".packed", bits: bits, groupSize: group, zeroOffset: 1)
+            let layer = try PackedLinear.load(from: file, prefix: key + ".packed", bits: bits, groupSize: group, format: .gptq)
             let linear = try CUDALinear(backend: backend, gptq: layer)
             let expected = try file.tensor(key + ".y").floats()
             for r in [rows, 1] {

@@ -52,18 +52,23 @@ public final class CUDALinear: @unchecked Sendable {
         }
     }
 
-    public init(backend: CUDABackend, gptq layer: GPTQPackedLayer) throws {
+    public init(backend: CUDABackend, gptq layer: PackedLinear) throws {
         self.backend = backend
         inFeatures = layer.inFeatures
         outFeatures = layer.outFeatures
-        guard inFeatures % 8 == 0 else { throw GPTQError.unsupported("CUDA linear with \(inFeatures) inputs (a multiple of 8 is needed)") }
+        guard inFeatures % 8 == 0 else { throw GPTQError.unsupported("\(layer.name): CUDA linear with \(inFeatures) inputs (a multiple of 8 is needed)") }
         let layout = CUDAGPTQLayout(layer)
         let device = backend.device
-        weights = .gptq(bits: layer.bits, groupSize: layer.groupSize, zeroOffset: layer.zeroOffset, kernel: layout.kernel,
-                        qweight: try device.upload(layout.qweight), qzeros: try device.upload(layer.qzeros),
-                        scales: try device.upload(layer.scales), gIdx: try device.upload(layout.gIdx),
-                        permutation: try layout.permutation.map { try device.upload($0) })
-        bias = try layer.bias.map { try device.upload($0) }
+        let scales = layer.scales.converted(to: .f16)
+        weights = .gptq(bits: layer.bits, groupSize: layout.groupSize, zeroOffset: layer.format == .gptq ? 1 : 0, kernel: layout.kernel,
+                        qweight: try device.upload(layout.qweight),
+                        qzeros: try device.upload(UnsafeRawBufferPointer(start: layer.qzeros.raw, count: layer.qzeros.byteCount)),
+                        scales: try device.upload(UnsafeRawBufferPointer(start: scales.raw, count: scales.byteCount)),
+                        gIdx: try device.upload(layout.gIdx), permutation: try layout.permutation.map { try device.upload($0) })
+        bias = try layer.bias.map { b in
+            let h = b.converted(to: .f16)
+            return try device.upload(UnsafeRawBufferPointer(start: h.raw, count: h.byteCount))
+        }
     }
 
     /// A 4-bit layer with pseudo-random packed weights, zeros and scales (benchmarks):
