@@ -23,20 +23,26 @@ enum CommandLineTool {
         return access(candidate, X_OK) == 0 ? candidate : nil
     }
 
-    /// Runs to completion with stdin closed, collecting stdout and stderr.
-    static func run(_ executable: String, _ arguments: [String]) throws -> Run {
-        var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
-        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw CommandLineToolError.spawn(errno) }
+    /// Runs to completion with `input` (small: it must fit a pipe's buffer) on stdin,
+    /// collecting stdout and stderr.
+    static func run(_ executable: String, _ arguments: [String], input: String = "") throws -> Run {
+        var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+        guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw CommandLineToolError.spawn(errno) }
+        var bytes = Array(input.utf8)
+        precondition(bytes.count < 60_000, "stdin input larger than a pipe buffer")
+        if !bytes.isEmpty { _ = write(inPipe[1], &bytes, bytes.count) }
+        close(inPipe[1])
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        close(inPipe[0])
         close(outPipe[1])
         close(errPipe[1])
         guard spawned == 0 else { throw CommandLineToolError.spawn(spawned) }

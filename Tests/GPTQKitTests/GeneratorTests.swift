@@ -209,4 +209,34 @@ struct PieceDecoder: GeneratedTextDecoder {
         let bad = try CommandLineTool.run(binary, ["generate", "--model", folder, "--prompt", "x", "--top-p", "0"])
         #expect(bad.status != 0 && bad.standardError.contains("top-p must be in (0, 1], got 0.0"))
     }
+
+    @Test func theChatCommandKeepsTheConversationAndReusesTheCache() throws {
+        let folder = RealModel.folder!
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let turns = ["What is the capital of Italy?", "", "And of Spain?"]
+        let run = try CommandLineTool.run(binary, ["chat", "--model", folder, "--system", "Answer in one sentence.", "--max-new-tokens", "16"],
+                                          input: turns.joined(separator: "\n") + "\n")
+        #expect(run.status == 0)
+        // The same conversation through the library (greedy: generation_config.json has no do_sample).
+        let tokenizer = try Tokenizer(folder: folder)
+        let config = try TokenizerConfig(folder: folder)
+        let template = try ChatTemplate(config: config)
+        let generator = Generator(session: try LanguageModel.load(folder: folder).makeSession(capacity: 512))
+        var messages = [ChatMessage(role: "system", content: "Answer in one sentence.")]
+        var expected = ""
+        var prefills: [Int] = []
+        for turn in turns where !turn.isEmpty {
+            messages.append(ChatMessage(role: "user", content: turn))
+            let prompt = tokenizer.encode(try template.render(messages: messages, addGenerationPrompt: true, specialTokens: config))
+            let reply = try generator.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 16, stopTokenIds: [2]),
+                                               textDecoder: TokenStreamDecoder(tokenizer: tokenizer))
+            expected += reply.text + "\n"
+            prefills.append(reply.prefillTokens)
+            messages.append(ChatMessage(role: "assistant", content: reply.text))
+        }
+        #expect(run.standardOutput == expected)
+        let statistics = run.standardError.split(separator: "\n").filter { $0.hasPrefix("prefill: ") }
+        #expect(statistics.map { $0.split(separator: " ")[1] } == prefills.map { "\($0)"[...] })
+        #expect(prefills.count == 2 && prefills[1] < prefills[0])
+    }
 }
