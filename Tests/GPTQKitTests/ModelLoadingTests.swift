@@ -111,3 +111,29 @@ import GPTQKit
         #expect(relativeError(unwindowed, full) > 1e-3)
     }
 }
+
+/// Half-precision checkpoints run straight from their stored bits: a float16 or bfloat16
+/// copy of the llama fixture gives the logits of a float32 copy holding the same rounded
+/// values, through both the matrix-vector (decode) and the tiled sgemm (prefill) paths.
+@Suite struct StoredDTypeTests {
+    @Test(arguments: [DType.f16, .bf16])
+    func halfPrecisionWeightsMatchTheirFloat32Values(dtype: DType) throws {
+        let dir = "/tmp/gptq-stored-dtype-\(UInt32.random(in: 0...UInt32.max))"
+        let source = Fixtures.path("arch/llama")
+        let file = try SafetensorsFile(path: source + "/model.safetensors")
+        let rounded = try file.names.map { ($0, try file.tensor($0).converted(to: dtype)) }
+        var outputs: [[Float]] = []
+        for (name, tensors) in [("half", rounded), ("widened", rounded.map { ($0.0, $0.1.converted(to: .f32)) })] {
+            let folder = dir + "/" + name
+            try FileIO.makeDirectory(folder)
+            try FileIO.writeAtomically(path: folder + "/config.json", bytes: try FileIO.readAll(path: source + "/config.json"))
+            try SafetensorsWriter.write(path: folder + "/model.safetensors", tensors: tensors)
+            let model = try LanguageModel.load(folder: folder)
+            #expect(model.embedding.dtype == (name == "half" ? dtype : .f32))
+            let session = model.makeSession(capacity: 16)
+            let ids: [Int32] = [3, 141, 59, 26, 5, 35, 89, 79, 323, 84]
+            outputs.append(try session.forward(ids, allLogits: true) + session.forward([46], allLogits: false))
+        }
+        #expect(relativeError(outputs[0], outputs[1]) < 1e-6)
+    }
+}
