@@ -88,13 +88,3 @@ enum GPTQFixture {
 func roundedToHalf(_ values: [Float]) -> [Float] {
     Tensor(values, shape: [values.count]).converted(to: .f16).floats()
 }
-
-/// ‖a − b‖ / ‖b‖.
-func relativeDistance(_ a: [Float], _ b: [Float]) -> Double {
-    var num = 0.0, den = 0.0
-    for (x, y) in zip(a, b) {
-        num += Double(x - y) * Double(x - y)
-        den += Double(y) * Double(y)
-    }
-    return (num / den).squareRoot()
-}

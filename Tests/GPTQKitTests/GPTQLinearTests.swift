@@ -19,8 +19,8 @@ import GPTQKit
             var single = [Float](repeating: 0, count: out)
             x.withUnsafeBufferPointer { layer.forward($0.baseAddress! + r * n, rows: 1, into: &single) }
             let reference = Array(expected[(r * out)..<((r + 1) * out)])
-            #expect(relativeDistance(single, reference) < 1e-3, "\(c.key) row \(r), GEMV")
-            #expect(relativeDistance(Array(batched[(r * out)..<((r + 1) * out)]), reference) < 1e-3, "\(c.key) row \(r), prefill")
+            #expect(relativeError(single, reference) < 1e-3, "\(c.key) row \(r), GEMV")
+            #expect(relativeError(Array(batched[(r * out)..<((r + 1) * out)]), reference) < 1e-3, "\(c.key) row \(r), prefill")
         }
     }
 
@@ -44,7 +44,7 @@ import GPTQKit
                     dense[r * out + o] = Float(sum)
                 }
             }
-            #expect(relativeDistance(y, dense) < 1e-5, "\(key), \(rows) rows")
+            #expect(relativeError(y, dense) < 1e-5, "\(key), \(rows) rows")
         }
     }
 }

@@ -36,7 +36,7 @@ import GPTQKit
                 #expect(level == back, "\(c.key) [\(r), \(col)]")
             }
         }
-        #expect(relativeDistance(dequantized, result.q) < 1e-3)
+        #expect(relativeError(dequantized, result.q) < 1e-3)
     }
 
     @Test func formatsConvertBothWays() throws {

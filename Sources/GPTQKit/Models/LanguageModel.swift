@@ -31,10 +31,14 @@ public final class LanguageModel: @unchecked Sendable {
         rope = RotaryEmbedding(config: config)
     }
 
+    /// Loads float and GPTQ-quantized folders alike (see QuantizedCheckpoint).
     public static func load(folder: String, linearFactory: LinearFactory? = nil) throws -> LanguageModel {
         let config = try ModelConfig(folder: folder)
         let family = try ModelFamily.forConfig(config)
         let checkpoint = try Checkpoint(folder: folder)
+        // A GPTQ folder's quantized linears load as GPTQLinear unless the caller chose a factory.
+        let linearFactory = try linearFactory
+            ?? QuantizedCheckpoint(folder: folder, checkpoint: checkpoint)?.linearFactory(family: family)
         let weights = WeightReader(checkpoint: checkpoint)
         let (hidden, vocab) = (config.hiddenSize, config.vocabSize)
         guard config.headDim % 2 == 0 else {

@@ -1,0 +1,53 @@
+/// The GPTQ side of a quantized model folder (AutoGPTQ / GPTQModel layout): its
+/// quantization settings, and the linear layers stored as qweight/qzeros/scales/g_idx.
+/// LanguageModel.load uses `linearFactory` so that quantized folders load transparently;
+/// a module saved with `.weight` instead of `.qweight` stays a float layer.
+public struct QuantizedCheckpoint: Sendable {
+    public let config: QuantizeConfig
+    /// The file the settings came from (quantize_config.json or config.json).
+    public let configPath: String
+    public let checkpoint: Checkpoint
+
+    /// The folder's GPTQ settings: quantize_config.json, else config.json's
+    /// `quantization_config`; nil when the folder has neither (a float model).
+    public static func config(folder: String) throws -> (config: QuantizeConfig, path: String)? {
+        let quantizePath = FileIO.join(folder, "quantize_config.json")
+        if FileIO.exists(quantizePath) { return (try QuantizeConfig(path: quantizePath), quantizePath) }
+        let configPath = FileIO.join(folder, "config.json")
+        guard FileIO.exists(configPath), let settings = try JSON.read(path: configPath)["quantization_config"], !settings.isNull else {
+            return nil
+        }
+        return (try QuantizeConfig(json: settings, path: configPath), configPath)
+    }
+
+    /// nil when the folder is not GPTQ-quantized.
+    public init?(folder: String, checkpoint: Checkpoint) throws {
+        guard let (config, path) = try Self.config(folder: folder) else { return nil }
+        self.config = config
+        configPath = path
+        self.checkpoint = checkpoint
+    }
+
+    /// The packed tensors of module `name` (e.g. "model.layers.0.mlp.up_proj"), nil when
+    /// the checkpoint stores it unquantized. The qweight must be the `bits`-bit packing of
+    /// the model's [outFeatures, inFeatures].
+    public func packedLinear(_ name: String, inFeatures: Int, outFeatures: Int) throws -> PackedLinear? {
+        guard checkpoint.contains(name + ".qweight") else { return nil }
+        let expected = [inFeatures * config.bits / 32, outFeatures]
+        let shape = checkpoint.entry(name + ".qweight")?.shape ?? []
+        guard inFeatures * config.bits % 32 == 0, shape == expected else {
+            throw GPTQError.badTensor(name: name + ".qweight", path: checkpoint.folder,
+                                      reason: "shape \(shape); \(config.bits)-bit packing of [\(outFeatures), \(inFeatures)] needs \(expected)")
+        }
+        return try PackedLinear.load(from: checkpoint, prefix: name, bits: config.bits, groupSize: config.groupSize,
+                                     format: config.checkpointFormat)
+    }
+
+    /// Makes a GPTQLinear for every quantized module of `family`, nil (float) for the others.
+    public func linearFactory(family: ModelFamily) -> LinearFactory {
+        { layer, module, inFeatures, outFeatures in
+            let name = layer.map { family.layerModule($0, module) } ?? module
+            return try packedLinear(name, inFeatures: inFeatures, outFeatures: outFeatures).map { GPTQLinear($0) }
+        }
+    }
+}
