@@ -30,6 +30,9 @@ struct GPUCheckCommand: ParsableCommand {
     @Option(help: "The gptq fixture (layer_reference.safetensors with AutoGPTQ's packed layers and outputs).")
     var gptqFixture: String?
 
+    @Option(help: "The test fixtures folder (arch/ and autogptq_ckpt/ models with their references).")
+    var fixtures = "Tests/Fixtures"
+
     @Option(help: "Write the report to this file too.")
     var log: String?
 
@@ -39,6 +42,7 @@ struct GPUCheckCommand: ParsableCommand {
         report("device: \(backend.summary)")
         var results = try CUDAChecks.linearKernels(backend: backend)
         if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
+        results += try CUDAChecks.models(backend: backend, fixtures: fixtures)
         for r in results { report(r.line) }
         let failed = results.filter { !$0.passed }
         report("gpu-check: \(results.count - failed.count)/\(results.count) passed")
@@ -60,6 +64,9 @@ struct GPUBenchCommand: ParsableCommand {
     @Flag(help: "Time the linear kernels and the copy bandwidth.")
     var kernels = false
 
+    @Flag(help: "Time decode (batch 1 and 8, 32-token prompt) and a 2048-token prefill of a Llama-2-7B-shaped 4-bit model with random weights.")
+    var model = false
+
     @Option(help: "Write the report to this file too.")
     var log: String?
 
@@ -75,6 +82,18 @@ struct GPUBenchCommand: ParsableCommand {
             report("4-bit GB/s as a fraction of the copy: " + rows.filter { $0.batch == 1 }.map {
                 "\($0.inFeatures)x\($0.outFeatures) \(Int(($0.quantizedGBs / copy * 100).rounded()))%"
             }.joined(separator: ", "))
+        }
+        if model {
+            let m = try CUDAModel.random4Bit(backend: backend, hidden: 4096, layers: 32, heads: 32, kvHeads: 32, intermediate: 11008, vocab: 32000)
+            report("Llama-2-7B shape, \(m.weightsDescription): \(m.weightBytes / 1_000_000) MB of weights read per decode step")
+            for batch in [1, 8] {
+                let t = try CUDABenchmarks.decode(model: m, batch: batch)
+                let perStep = t.seconds / Double(t.steps)
+                report("decode batch \(batch): \(Int(t.tokensPerSecond.rounded())) tokens/s (\(Int((Double(t.steps) / t.seconds).rounded())) steps/s, "
+                       + "\(Int((Double(m.weightBytes) / perStep / 1e9).rounded())) GB/s of weights) after a \(t.promptTokens)-token prompt")
+            }
+            let prefill = try CUDABenchmarks.prefill(model: m, tokens: 2048)
+            report("prefill 2048 tokens: \(Int(prefill.rounded())) tokens/s")
         }
         try report.save()
     }

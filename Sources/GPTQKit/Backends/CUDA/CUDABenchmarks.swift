@@ -84,6 +84,42 @@ public enum CUDABenchmarks {
     }
 }
 
+extension CUDABenchmarks {
+    public struct DecodeTiming: Sendable {
+        public let batch: Int, promptTokens: Int, steps: Int
+        public let seconds: Double
+        /// Tokens of all sequences per second.
+        public var tokensPerSecond: Double { Double(batch * steps) / seconds }
+    }
+
+    /// Greedy decode of `steps` tokens after a `promptTokens`-token prompt for each of
+    /// `batch` sequences (graph replays, timed by device events).
+    public static func decode(model: CUDAModel, batch: Int, promptTokens: Int = 32, steps: Int = 128) throws -> DecodeTiming {
+        let session = try model.makeSession(capacity: promptTokens + steps + 2, batch: batch)
+        var rng = Xoshiro256StarStar(seed: 3)
+        for s in 0..<batch {
+            try session.prefill(sequence: s, ids: (0..<promptTokens).map { _ in Int32(rng.next() % UInt64(model.vocab)) })
+        }
+        _ = try session.decodeGreedy(steps: 2)  // graph capture and warm-up
+        for s in 0..<batch {
+            try session.prefill(sequence: s, ids: (0..<promptTokens).map { _ in Int32(rng.next() % UInt64(model.vocab)) })
+        }
+        let seconds = try session.decodeGreedy(steps: steps)
+        return DecodeTiming(batch: batch, promptTokens: promptTokens, steps: steps, seconds: seconds)
+    }
+
+    /// Prefill tokens per second for a `tokens`-token prompt (median of `runs`).
+    public static func prefill(model: CUDAModel, tokens: Int, runs: Int = 3) throws -> Double {
+        let session = try model.makeSession(capacity: tokens + 1, batch: 1)
+        var rng = Xoshiro256StarStar(seed: 4)
+        let ids = (0..<tokens).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
+        _ = try session.prefill(sequence: 0, ids: ids)  // warm-up: kernels, cuBLAS, scratch
+        var times: [Double] = []
+        for _ in 0..<runs { times.append(try session.prefill(sequence: 0, ids: ids)) }
+        return Double(tokens) / times.sorted()[runs / 2]
+    }
+}
+
 func format1(_ v: Double) -> String {
     guard v.isFinite else { return "\(v)" }
     let scaled = (v * 10).rounded()

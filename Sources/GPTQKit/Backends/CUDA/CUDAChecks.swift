@@ -174,3 +174,106 @@ public enum CUDAChecks {
         return results
     }
 }
+
+extension CUDAChecks {
+    /// Whole models on the GPU (float16 weights and activations) against references: the
+    /// arch fixtures against transformers' float32 logits through the prefill path and
+    /// through the decode graph one token at a time, their greedy ids; longer prompts
+    /// (cuBLAS prefill, chunked) and perplexity against the CPU backend; a batch of prompts
+    /// of different lengths against batch-1 greedy decoding; one decoder layer
+    /// (`layerForward`) against transformers' hidden state; AutoGPTQ's checkpoints against
+    /// AutoGPTQ's logits and the CPU backend.
+    public static func models(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
+        var results: [CUDACheckResult] = []
+        for arch in ["llama", "mistral", "qwen2", "qwen3"] {
+            let folder = FileIO.join(fixtures, "arch", arch)
+            let model = try CUDAModel.load(folder: folder, backend: backend)
+            let cpu = try LanguageModel.load(folder: folder)
+            let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
+            let ids = try reference.tensor("input_ids"), expected = try reference.tensor("logits").floats()
+            let (sequences, length) = (ids.shape[0], ids.shape[1])
+            let prompts = (0..<sequences).map { s in Array(ids.ints()[(s * length)..<((s + 1) * length)]) }
+            var prefill: [Float] = [], decode: [Float] = []
+            for prompt in prompts {
+                let session = try model.makeSession(capacity: 32)
+                prefill += try session.forward(prompt, allLogits: true)
+                session.rewind(to: 0)
+                for token in prompt { decode += try session.forward([token], allLogits: false) }
+            }
+            results.append(CUDACheckResult(name: "\(arch) fixture logits, prefill (fp16 vs transformers fp32)", relativeError: relativeError(prefill, expected), bound: 1e-3))
+            results.append(CUDACheckResult(name: "\(arch) fixture logits, decode graph", relativeError: relativeError(decode, expected), bound: 1e-3))
+
+            let greedy = try reference.tensor("greedy_ids").ints()
+            let session = try model.makeSession(capacity: 32)
+            var generated = [try session.forwardGreedy(prompts[0])]
+            while prompts[0].count + generated.count < greedy.count { generated.append(try session.forwardGreedy([generated.last!])) }
+            let mismatches = zip(generated, greedy.dropFirst(length)).filter { $0 != $1 }.count
+            results.append(CUDACheckResult(name: "\(arch) fixture greedy ids on the GPU (\(generated.count) tokens, mismatches)", relativeError: Double(mismatches), bound: 0))
+
+            // 100 random tokens: the cuBLAS prefill path, in chunks of 40 and whole, against the CPU.
+            var rng = Xoshiro256StarStar(seed: 7)
+            let long = (0..<100).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
+            let cpuLogits = try cpu.makeSession(capacity: 128).forward(long, allLogits: true)
+            let whole = try model.makeSession(capacity: 128).forward(long, allLogits: true)
+            let chunked = try model.makeSession(capacity: 128, prefillChunk: 40).forward(long, allLogits: true)
+            results.append(CUDACheckResult(name: "\(arch) 100-token prefill vs CPU", relativeError: relativeError(whole, cpuLogits), bound: 1e-3))
+            results.append(CUDACheckResult(name: "\(arch) 100-token prefill in chunks of 40 vs CPU", relativeError: relativeError(chunked, cpuLogits), bound: 1e-3))
+
+            let text = (0..<400).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
+            let gpuPerplexity = try Perplexity.evaluate(tokens: text, session: model.makeSession(capacity: 64), seqlen: 64).perplexity
+            let cpuPerplexity = try Perplexity.evaluate(tokens: text, session: cpu.makeSession(capacity: 64), seqlen: 64).perplexity
+            results.append(CUDACheckResult(name: "\(arch) perplexity, 6 windows of 64 (GPU \(format6(gpuPerplexity)), CPU \(format6(cpuPerplexity)))",
+                                           relativeError: abs(gpuPerplexity - cpuPerplexity) / cpuPerplexity, bound: 1e-3))
+
+            // Three prompts of different lengths decoded together, against each alone.
+            let batchPrompts = [Array(long[0..<12]), Array(long[20..<27]), Array(long[40..<50])]
+            let batched = try model.makeSession(capacity: 32, batch: 3)
+            for (s, p) in batchPrompts.enumerated() { try batched.prefill(sequence: s, ids: p) }
+            let together = try batched.greedyTokens(steps: 8)
+            var batchMismatches = 0
+            for (s, p) in batchPrompts.enumerated() {
+                let alone = try model.makeSession(capacity: 32)
+                var token = try alone.forwardGreedy(p)
+                for step in 0..<8 {
+                    token = try alone.forwardGreedy([token])
+                    if together[step][s] != token { batchMismatches += 1 }
+                }
+            }
+            results.append(CUDACheckResult(name: "\(arch) batch of 3 prompts (12, 7, 10 tokens) vs batch 1, greedy mismatches in 24", relativeError: Double(batchMismatches), bound: 0))
+
+            // Layer 0 from transformers' embedding output, for layer-by-layer callers.
+            let embedded = try reference.tensor("hidden_after_embed"), after = try reference.tensor("hidden_after_layer0").floats()
+            let hidden = try backend.device.upload(UnsafeRawBufferPointer(start: embedded.converted(to: .f16).raw, count: embedded.count * 2))
+            var layerOut: [Float] = []
+            for s in 0..<sequences {
+                let one = try backend.device.allocate(bytes: length * model.hidden * 2)
+                try one.copy(from: hidden, bytes: length * model.hidden * 2, sourceOffset: s * length * model.hidden * 2, stream: backend.stream)
+                try model.makeSession(capacity: 32).layerForward(0, hidden: one, rows: length)
+                let half = try backend.device.download(one, as: UInt16.self, count: length * model.hidden)
+                layerOut += Tensor(bitPattern: half, dtype: .f16, shape: [half.count]).floats()
+            }
+            results.append(CUDACheckResult(name: "\(arch) layerForward(0) vs transformers' hidden state", relativeError: relativeError(layerOut, after), bound: 2e-3))
+        }
+        for variant in ["w4_g32_descact_asym", "w3_perchannel_sym", "w8_g32_sym", "w2_g32_asym"] {
+            let folder = FileIO.join(fixtures, "autogptq_ckpt", variant)
+            let model = try CUDAModel.load(folder: folder, backend: backend)
+            let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
+            let ids = try reference.tensor("input_ids"), expected = try reference.tensor("logits").floats()
+            let length = ids.shape[1]
+            var got: [Float] = []
+            for s in 0..<ids.shape[0] {
+                let session = try model.makeSession(capacity: 32)
+                got += try session.forward(Array(ids.ints()[(s * length)..<((s + 1) * length)]), allLogits: true)
+            }
+            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) logits (\(model.weightsDescription))",
+                                           relativeError: relativeError(got, expected), bound: 1e-3))
+            var rng = Xoshiro256StarStar(seed: 8)
+            let long = (0..<100).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
+            let cpuLogits = try LanguageModel.load(folder: folder).makeSession(capacity: 128).forward(long, allLogits: true)
+            let gpuLogits = try model.makeSession(capacity: 128).forward(long, allLogits: true)
+            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU",
+                                           relativeError: relativeError(gpuLogits, cpuLogits), bound: 1e-3))
+        }
+        return results
+    }
+}

@@ -91,6 +91,16 @@ public final class CUDALinear: @unchecked Sendable {
         bias = nil
     }
 
+    /// A float16 layer over weights already on the device ([outFeatures, inFeatures]; e.g. a
+    /// tied embedding).
+    init(backend: CUDABackend, halfWeight: DeviceBuffer, inFeatures: Int, outFeatures: Int) {
+        self.backend = backend
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        weights = .dense(halfWeight)
+        bias = nil
+    }
+
     /// A float16 layer with pseudo-random weights uniform in ±`scale` (benchmarks).
     public init(backend: CUDABackend, randomHalfInFeatures k: Int, outFeatures n: Int, scale: Float, seed: UInt32) throws {
         self.backend = backend
@@ -150,10 +160,11 @@ public final class CUDALinear: @unchecked Sendable {
                                [.buffer(qweight), .buffer(qzeros), .buffer(scales), .pointer(sortedGroups ? 0 : gIdx.address),
                                 .pointer(permutation?.address ?? 0), .buffer(w), .int(K), .int(N), .int(bits), .int(groupSize), .int(zeroOffset)])
             try backend.cublas.linearKN(x: x, ldx: ldx, weight: w.address, y: y, ldy: ldy, rows: rows, inFeatures: K, outFeatures: N)
-            if let bias {
-                try backend.launch("add_bias", in: LinearKernels.source, grid: ((N + 255) / 256, rows, 1), block: (256, 1, 1),
-                                   [.pointer(y), .int(ldy), .buffer(bias), .int(rows), .int(N)])
-            }
+        }
+        if let bias {
+            precondition(!f32Output, "bias on float32 outputs")
+            try backend.launch("add_bias", in: LinearKernels.source, grid: ((N + 255) / 256, rows, 1), block: (256, 1, 1),
+                               [.pointer(y), .int(ldy), .buffer(bias), .int(rows), .int(N)])
         }
     }
 

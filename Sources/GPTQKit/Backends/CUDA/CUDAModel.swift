@@ -1,0 +1,183 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A linear whose output lands at column `column` of a wider row (q, k and v share one
+/// row; so do gate and up), so separately stored projections still feed one buffer.
+struct PlacedLinear {
+    let linear: CUDALinear
+    let column: Int
+}
+
+/// One llama-style decoder layer's weights on the GPU.
+final class CUDADecoderLayer: @unchecked Sendable {
+    let inputNorm: DeviceBuffer, postAttentionNorm: DeviceBuffer
+    let queryNorm: DeviceBuffer?, keyNorm: DeviceBuffer?
+    let qkv: [PlacedLinear]
+    let output: CUDALinear
+    let gateUp: [PlacedLinear]
+    let down: CUDALinear
+    let window: Int?
+
+    init(inputNorm: DeviceBuffer, postAttentionNorm: DeviceBuffer, queryNorm: DeviceBuffer?, keyNorm: DeviceBuffer?,
+         qkv: [PlacedLinear], output: CUDALinear, gateUp: [PlacedLinear], down: CUDALinear, window: Int?) {
+        self.inputNorm = inputNorm
+        self.postAttentionNorm = postAttentionNorm
+        self.queryNorm = queryNorm
+        self.keyNorm = keyNorm
+        self.qkv = qkv
+        self.output = output
+        self.gateUp = gateUp
+        self.down = down
+        self.window = window
+    }
+}
+
+/// A llama-family model (llama, mistral, qwen2, qwen3) on the GPU: float16 weights or
+/// GPTQ layers, float16 embedding and LM head, float32 norms.
+public final class CUDAModel: @unchecked Sendable {
+    public let backend: CUDABackend
+    public let hidden: Int, heads: Int, kvHeads: Int, headDim: Int, intermediate: Int, vocab: Int
+    let eps: Float
+    let embedding: DeviceBuffer
+    let finalNorm: DeviceBuffer
+    let lmHead: CUDALinear
+    let layers: [CUDADecoderLayer]
+    let inverseFrequencies: DeviceBuffer
+    /// How the layers are stored, e.g. "4-bit g128 fast4".
+    public let weightsDescription: String
+
+    init(backend: CUDABackend, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, intermediate: Int, vocab: Int, eps: Float,
+         embedding: DeviceBuffer, finalNorm: DeviceBuffer, lmHead: CUDALinear, layers: [CUDADecoderLayer],
+         inverseFrequencies: [Float], weightsDescription: String) throws {
+        self.backend = backend
+        self.hidden = hidden
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.intermediate = intermediate
+        self.vocab = vocab
+        self.eps = eps
+        self.embedding = embedding
+        self.finalNorm = finalNorm
+        self.lmHead = lmHead
+        self.layers = layers
+        self.inverseFrequencies = try backend.device.upload(inverseFrequencies)
+        self.weightsDescription = weightsDescription
+    }
+
+    public var numLayers: Int { layers.count }
+    var qkvWidth: Int { (heads + 2 * kvHeads) * headDim }
+
+    /// Bytes one decode step reads from the weights (every linear and the LM head).
+    public var weightBytes: Int {
+        layers.reduce(lmHead.weightBytes) { sum, l in
+            sum + (l.qkv + l.gateUp).reduce(0) { $0 + $1.linear.weightBytes } + l.output.weightBytes + l.down.weightBytes
+        }
+    }
+
+    /// A session holding `capacity` positions for each of `batch` sequences.
+    public func makeSession(capacity: Int, batch: Int = 1, prefillChunk: Int = 2048) throws -> CUDASession {
+        try CUDASession(model: self, capacity: capacity, batch: batch, prefillChunk: prefillChunk)
+    }
+
+    // MARK: loading
+
+    /// Loads a Hugging Face folder: float weights, or a GPTQ checkpoint (quantization_config in
+    /// config.json, or quantize_config.json) whose linears are AutoGPTQ's packed tensors.
+    public static func load(folder: String, backend: CUDABackend) throws -> CUDAModel {
+        let config = try ModelConfig(folder: folder)
+        let family = try ModelFamily.forConfig(config)
+        let checkpoint = try Checkpoint(folder: folder)
+        var quantization: QuantizeConfig?
+        if let q = config.json["quantization_config"], !q.isNull {
+            quantization = try QuantizeConfig(json: q, path: config.path)
+        } else if FileIO.exists(FileIO.join(folder, "quantize_config.json")) {
+            quantization = try QuantizeConfig(path: FileIO.join(folder, "quantize_config.json"))
+        }
+        let device = backend.device
+        func floats(_ name: String, _ count: Int) throws -> DeviceBuffer {
+            try device.upload(try checkpoint.tensor(name, shape: [count]).floats())
+        }
+        func halves(_ name: String, _ shape: [Int]) throws -> DeviceBuffer {
+            let t = try checkpoint.tensor(name, shape: shape).converted(to: .f16)
+            return try device.upload(UnsafeRawBufferPointer(start: t.raw, count: t.byteCount))
+        }
+        func host(_ name: String, _ module: LinearModule) throws -> HostLinear {
+            if checkpoint.contains(name + ".qweight") {
+                guard let q = quantization else {
+                    throw GPTQError.badConfig(field: "quantization_config", path: config.path, reason: "\(name).qweight is GPTQ-packed but no quantization config says how")
+                }
+                let packed = try PackedLinear.load(from: checkpoint, prefix: name, bits: q.bits, groupSize: q.groupSize, format: q.checkpointFormat)
+                guard packed.inFeatures == module.inFeatures(config), packed.outFeatures == module.outFeatures(config) else {
+                    throw GPTQError.badTensor(name: name + ".qweight", path: checkpoint.folder,
+                                              reason: "packs [\(packed.outFeatures), \(packed.inFeatures)], the config needs [\(module.outFeatures(config)), \(module.inFeatures(config))]")
+                }
+                return .packed(packed)
+            }
+            let w = try checkpoint.tensor(name + ".weight", shape: [module.outFeatures(config), module.inFeatures(config)])
+            let b = module.hasBias(config) ? try checkpoint.tensor(name + ".bias", shape: [module.outFeatures(config)]) : nil
+            return .dense(w, b)
+        }
+        func linears(_ layer: Int, _ names: [String]) throws -> [HostLinear] {
+            try names.map { name in try host(family.layerModule(layer, name), family.linear(name)!) }
+        }
+        var layers: [CUDADecoderLayer] = []
+        var description = "float16"
+        for i in 0..<config.numLayers {
+            let qkv = try linears(i, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])
+            let gateUp = try linears(i, ["mlp.gate_proj", "mlp.up_proj"])
+            let output = try HostLinear.fused(try linears(i, ["self_attn.o_proj"]), backend: backend)[0].linear
+            let down = try HostLinear.fused(try linears(i, ["mlp.down_proj"]), backend: backend)[0].linear
+            description = down.kernelDescription
+            layers.append(CUDADecoderLayer(
+                inputNorm: try floats(family.layerModule(i, "input_layernorm.weight"), config.hiddenSize),
+                postAttentionNorm: try floats(family.layerModule(i, "post_attention_layernorm.weight"), config.hiddenSize),
+                queryNorm: family.options.qkNorm ? try floats(family.layerModule(i, "self_attn.q_norm.weight"), config.headDim) : nil,
+                keyNorm: family.options.qkNorm ? try floats(family.layerModule(i, "self_attn.k_norm.weight"), config.headDim) : nil,
+                qkv: try HostLinear.fused(qkv, backend: backend), output: output,
+                gateUp: try HostLinear.fused(gateUp, backend: backend), down: down,
+                window: family.slidingWindow(layer: i, config: config)))
+        }
+        let embedding = try halves(family.embedding + ".weight", [config.vocabSize, config.hiddenSize])
+        let tied = config.tieWordEmbeddings || !checkpoint.contains(family.lmHead + ".weight")
+        let lmHead = tied ? CUDALinear(backend: backend, halfWeight: embedding, inFeatures: config.hiddenSize, outFeatures: config.vocabSize)
+            : try CUDALinear(backend: backend, weight: try checkpoint.tensor(family.lmHead + ".weight", shape: [config.vocabSize, config.hiddenSize]))
+        return try CUDAModel(backend: backend, hidden: config.hiddenSize, heads: config.numHeads, kvHeads: config.numKVHeads,
+                             headDim: config.headDim, intermediate: config.intermediateSize, vocab: config.vocabSize,
+                             eps: Float(config.rmsNormEps), embedding: embedding,
+                             finalNorm: try floats(family.finalNorm + ".weight", config.hiddenSize), lmHead: lmHead, layers: layers,
+                             inverseFrequencies: RotaryEmbedding(config: config).inverseFrequencies, weightsDescription: description)
+    }
+
+    /// A model of the given shape with pseudo-random 4-bit group-`groupSize` layers and
+    /// float16 embedding and LM head, built on the GPU (benchmarks: Llama-2-7B is hidden
+    /// 4096, 32 layers, 32 heads, intermediate 11008, vocab 32000).
+    public static func random4Bit(backend: CUDABackend, hidden: Int, layers count: Int, heads: Int, kvHeads: Int,
+                                  intermediate: Int, vocab: Int, groupSize: Int = 128) throws -> CUDAModel {
+        let headDim = hidden / heads
+        let device = backend.device
+        var seed: UInt32 = 1
+        func next() -> UInt32 { seed &+= 7; return seed }
+        func q4(_ k: Int, _ n: Int) throws -> CUDALinear {
+            try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: next())
+        }
+        var rng = Xoshiro256StarStar(seed: 5)
+        func norm(_ n: Int) throws -> DeviceBuffer { try device.upload((0..<n).map { _ in Float(0.5 + rng.nextUnit()) }) }
+        let layers = try (0..<count).map { _ in
+            CUDADecoderLayer(inputNorm: try norm(hidden), postAttentionNorm: try norm(hidden), queryNorm: nil, keyNorm: nil,
+                             qkv: [PlacedLinear(linear: try q4(hidden, (heads + 2 * kvHeads) * headDim), column: 0)],
+                             output: try q4(heads * headDim, hidden),
+                             gateUp: [PlacedLinear(linear: try q4(hidden, 2 * intermediate), column: 0)],
+                             down: try q4(intermediate, hidden), window: nil)
+        }
+        let embedding = try device.allocate(bytes: vocab * hidden * 2)
+        try backend.fillRandomHalves(embedding, seed: next(), lo: -1, hi: 1)
+        let lmHead = try CUDALinear(backend: backend, randomHalfInFeatures: hidden, outFeatures: vocab, scale: 0.05, seed: next())
+        let inv = stride(from: 0, to: headDim, by: 2).map { 1 / Float(pow(10000, Double($0) / Double(headDim))) }
+        return try CUDAModel(backend: backend, hidden: hidden, heads: heads, kvHeads: kvHeads, headDim: headDim,
+                             intermediate: intermediate, vocab: vocab, eps: 1e-5, embedding: embedding, finalNorm: try norm(hidden),
+                             lmHead: lmHead, layers: layers, inverseFrequencies: inv,
+                             weightsDescription: layers[0].down.kernelDescription + " (random)")
+    }
+}

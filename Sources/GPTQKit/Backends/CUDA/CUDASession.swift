@@ -1,0 +1,402 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCUDA
+
+/// A CUDA model with its KV cache: `batch` sequences of up to `capacity` positions each.
+/// As an InferenceSession it runs sequence 0 of a batch-1 session. One token per sequence
+/// runs the decode path, whose launches are captured once into a CUDA graph and replayed:
+/// the graph reads each sequence's token and position from device memory and leaves the
+/// next ones there (the argmax, the position plus one), so greedy decoding needs no
+/// re-capture and no upload between steps. Several tokens run the prefill path (cuBLAS
+/// products), in chunks of at most `prefillChunk` tokens (the cuBLAS attention scores of a chunk take
+/// heads · chunk · (cached + chunk) floats).
+public final class CUDASession: InferenceSession, @unchecked Sendable {
+    public let model: CUDAModel
+    public let batch: Int
+    public let capacity: Int
+    /// Tokens cached for each sequence.
+    public private(set) var positions: [Int]
+    public var position: Int { positions[0] }
+    public var vocabSize: Int { model.vocab }
+    /// The most tokens one prefill pass takes (longer inputs run in chunks).
+    public let prefillChunk: Int
+
+    let backend: CUDABackend
+    /// Scratch of the prefill path. The decode graph has its own: a prefill that grows a
+    /// buffer frees the old one, which a captured launch must never point at.
+    let prefillScratch: CUDAScratch, decodeScratch: CUDAScratch
+    let maxRows: Int
+    let x: DeviceBuffer, normed: DeviceBuffer, qkv: DeviceBuffer, attention: DeviceBuffer, projected: DeviceBuffer
+    let gateUp: DeviceBuffer, activated: DeviceBuffer, logits: DeviceBuffer
+    /// int32 [maxRows]: the tokens to embed; after a decode step, each sequence's argmax.
+    let tokens: DeviceBuffer
+    /// int32 [batch]: each sequence's position (the decode graph advances them).
+    let positionBuffer: DeviceBuffer
+    let keys: [DeviceBuffer], values: [DeviceBuffer]
+    private var decodeGraph: CUDAGraph?
+    /// What the token and position buffers are known to hold (nil: unknown), so that a
+    /// greedy loop feeding back the device's own argmax uploads nothing.
+    private var deviceTokens: [Int32]?, devicePositions: [Int]?
+    /// Each sequence's greedy next token after `prefill(sequence:ids:)`.
+    private var nextTokens: [Int32]
+
+    init(model: CUDAModel, capacity: Int, batch: Int, prefillChunk: Int) throws {
+        guard batch >= 1, batch <= CUDALinear.maxGEMVRows else {
+            throw GPTQError.invalidArgument("CUDA session batch \(batch) must be in 1...\(CUDALinear.maxGEMVRows)")
+        }
+        guard capacity >= 1, prefillChunk >= 2 else {
+            throw GPTQError.invalidArgument("CUDA session capacity \(capacity) and prefill chunk \(prefillChunk) must be at least 1 and 2")
+        }
+        // Decode attention holds a query and every key's score in shared memory.
+        let attentionBytes = (model.headDim + capacity) * 4
+        guard attentionBytes <= model.backend.device.maxSharedMemoryPerBlock else {
+            throw GPTQError.unsupported("CUDA session capacity \(capacity): decode attention keeps one score per position in shared memory, "
+                                        + "\(attentionBytes) bytes; this GPU allows \(model.backend.device.maxSharedMemoryPerBlock)")
+        }
+        self.model = model
+        self.batch = batch
+        self.capacity = capacity
+        self.prefillChunk = prefillChunk
+        positions = [Int](repeating: 0, count: batch)
+        backend = model.backend
+        prefillScratch = CUDAScratch(backend: backend)
+        decodeScratch = CUDAScratch(backend: backend)
+        let device = backend.device
+        maxRows = max(batch, min(prefillChunk, capacity))
+        x = try device.allocate(bytes: maxRows * model.hidden * 4)
+        normed = try device.allocate(bytes: maxRows * model.hidden * 2)
+        qkv = try device.allocate(bytes: maxRows * model.qkvWidth * 2)
+        attention = try device.allocate(bytes: maxRows * model.heads * model.headDim * 2)
+        projected = try device.allocate(bytes: maxRows * model.hidden * 2)
+        gateUp = try device.allocate(bytes: maxRows * 2 * model.intermediate * 2)
+        activated = try device.allocate(bytes: maxRows * model.intermediate * 2)
+        logits = try device.allocate(bytes: maxRows * model.vocab * 4)
+        tokens = try device.allocate(bytes: maxRows * 4)
+        positionBuffer = try device.allocate(bytes: batch * 4)
+        let cacheBytes = batch * model.kvHeads * capacity * model.headDim * 2
+        keys = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
+        values = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
+        nextTokens = [Int32](repeating: 0, count: batch)
+    }
+
+    public func rewind(to position: Int) { positions[0] = min(max(0, position), positions[0]) }
+
+    // MARK: InferenceSession (sequence 0 of a batch-1 session)
+
+    public func forward(_ tokenIDs: [Int32], allLogits: Bool) throws -> [Float] {
+        var result: [Float] = []
+        try feed(tokenIDs) { rows, last in
+            if allLogits {
+                result += try backend.device.download(logits, as: Float.self, count: rows * model.vocab)
+            } else if last {
+                result = try backend.device.download(logits, as: Float.self, count: model.vocab)
+            }
+        }
+        return result
+    }
+
+    /// The argmax of the last token's logits (the lowest id among equal maxima), found on the
+    /// GPU: 4 bytes come back instead of the logits.
+    public func forwardGreedy(_ tokenIDs: [Int32]) throws -> Int32 {
+        let decoded = try feed(tokenIDs, logitsForAllRows: false) { _, _ in }
+        // A decode step leaves its argmax in the token buffer; a prefill leaves logits only.
+        if !decoded { try launch("argmax_rows", grid: (1, 1, 1), block: (1024, 1, 1), [.buffer(logits), .int(model.vocab), .buffer(tokens)]) }
+        let token = try backend.device.download(tokens, as: Int32.self, count: 1)[0]
+        deviceTokens = [token]
+        return token
+    }
+
+    /// Runs `tokenIDs` after sequence 0's cached tokens, in chunks; `afterChunk(rows, last)`
+    /// sees each chunk's logits in `logits` (every row's when `logitsForAllRows`, else the last
+    /// chunk's last row). Returns whether the last chunk ran the decode graph.
+    @discardableResult
+    private func feed(_ tokenIDs: [Int32], logitsForAllRows: Bool = true, afterChunk: (Int, Bool) throws -> Void) throws -> Bool {
+        guard batch == 1 else { throw GPTQError.invalidArgument("forward runs batch-1 sessions (this one holds \(batch) sequences)") }
+        guard !tokenIDs.isEmpty else { throw GPTQError.invalidArgument("forward needs at least one token") }
+        guard position + tokenIDs.count <= capacity else {
+            throw GPTQError.invalidArgument("\(tokenIDs.count) tokens after \(position) exceed the session's capacity of \(capacity)")
+        }
+        if let bad = tokenIDs.first(where: { $0 < 0 || Int($0) >= model.vocab }) {
+            throw GPTQError.invalidArgument("token \(bad) outside the vocabulary of \(model.vocab)")
+        }
+        try backend.device.makeCurrent()
+        var start = 0, decoded = false
+        while start < tokenIDs.count {
+            let chunk = Array(tokenIDs[start..<min(tokenIDs.count, start + maxRows)])
+            let last = start + chunk.count == tokenIDs.count
+            decoded = chunk.count == 1
+            if decoded {
+                try decode(chunk)
+            } else {
+                try prefill(sequence: 0, ids: chunk, logitRows: logitsForAllRows ? chunk.count : (last ? 1 : 0))
+            }
+            try afterChunk(chunk.count, last)
+            start += chunk.count
+        }
+        return decoded
+    }
+
+    // MARK: decode (one token for each of the `batch` sequences)
+
+    /// One decode step: `ids[s]` at position `positions[s]` for every sequence s. Leaves the
+    /// float32 logits [batch, vocab], each row's argmax in the token buffer and the device's
+    /// positions advanced. The first step captures the graph.
+    func decode(_ ids: [Int32]) throws {
+        precondition(ids.count == batch)
+        if let full = positions.firstIndex(where: { $0 >= capacity }) {
+            throw GPTQError.invalidArgument("sequence \(full) is full: the session holds \(capacity) positions")
+        }
+        if decodeGraph == nil {
+            // An uncaptured step first sizes the scratch buffers and loads every kernel; the
+            // captured one then writes the same cache entries again.
+            try upload(ids, positions)
+            try queueDecode()
+            try upload(ids, positions)
+            decodeGraph = try backend.stream.capture { try queueDecode() }
+        } else {
+            if deviceTokens != ids { try uploadTokens(ids) }
+            if devicePositions != positions { try uploadPositions(positions) }
+        }
+        try decodeGraph!.launch(on: backend.stream)
+        for s in positions.indices { positions[s] += 1 }
+        devicePositions = positions
+        deviceTokens = nil
+    }
+
+    /// `steps` greedy decode steps for every sequence after `prefill(sequence:ids:)`: graph
+    /// replays back to back, each step's argmax feeding the next with no host round trip.
+    /// Returns the seconds per `steps` steps (device events around all replays but the first,
+    /// which may capture the graph).
+    public func decodeGreedy(steps: Int) throws -> Double {
+        guard steps >= 2, positions.allSatisfy({ $0 + steps <= capacity }) else {
+            throw GPTQError.invalidArgument("\(steps) decode steps after positions \(positions) (at least 2, within the capacity \(capacity))")
+        }
+        try backend.device.makeCurrent()
+        let start = try CUDAEvent(device: backend.device), end = try CUDAEvent(device: backend.device)
+        try decode(nextTokens)
+        try start.record(on: backend.stream)
+        for _ in 1..<steps { try decodeGraph!.launch(on: backend.stream) }
+        try end.record(on: backend.stream)
+        for s in positions.indices { positions[s] += steps - 1 }
+        devicePositions = positions
+        return try end.milliseconds(since: start) / 1000 * Double(steps) / Double(steps - 1)
+    }
+
+    /// `steps` greedy tokens for every sequence after `prefill(sequence:ids:)`, one step at a
+    /// time ([step][sequence]).
+    public func greedyTokens(steps: Int) throws -> [[Int32]] {
+        try backend.device.makeCurrent()
+        var step = nextTokens, out: [[Int32]] = []
+        for _ in 0..<steps {
+            try decode(step)
+            step = try backend.device.download(tokens, as: Int32.self, count: batch)
+            deviceTokens = step
+            out.append(step)
+        }
+        return out
+    }
+
+    /// Prefills sequence `sequence` with `ids` from position 0 (one sequence at a time; the
+    /// prompts may differ in length) and keeps its greedy next token for `decodeGreedy` and
+    /// `greedyTokens`. Returns the seconds the prefill took on the GPU.
+    @discardableResult
+    public func prefill(sequence: Int, ids: [Int32]) throws -> Double {
+        guard sequence >= 0, sequence < batch, !ids.isEmpty, ids.count <= maxRows, ids.count <= capacity else {
+            throw GPTQError.invalidArgument("prefill of \(ids.count) tokens into sequence \(sequence) (batch \(batch), at most \(min(maxRows, capacity)) tokens)")
+        }
+        if let bad = ids.first(where: { $0 < 0 || Int($0) >= model.vocab }) {
+            throw GPTQError.invalidArgument("token \(bad) outside the vocabulary of \(model.vocab)")
+        }
+        try backend.device.makeCurrent()
+        positions[sequence] = 0
+        let start = try CUDAEvent(device: backend.device), end = try CUDAEvent(device: backend.device)
+        try start.record(on: backend.stream)
+        try prefill(sequence: sequence, ids: ids, logitRows: 1)
+        try end.record(on: backend.stream)
+        let seconds = try end.milliseconds(since: start) / 1000
+        try launch("argmax_rows", grid: (1, 1, 1), block: (1024, 1, 1), [.buffer(logits), .int(model.vocab), .buffer(tokens)])
+        nextTokens[sequence] = try backend.device.download(tokens, as: Int32.self, count: 1)[0]
+        deviceTokens = nil
+        return seconds
+    }
+
+    private func queueDecode() throws {
+        let m = model
+        try launch("embed", grid: (batch, 1, 1), block: (256, 1, 1), [.buffer(tokens), .buffer(m.embedding), .buffer(x), .int(m.hidden)])
+        for (i, layer) in m.layers.enumerated() {
+            try attentionInput(i, layer, rows: batch, scratch: decodeScratch)
+            try launch("rope_qkv", grid: (batch, m.heads + m.kvHeads, 1), block: (64, 1, 1), ropeArgs(layer: i, decodeRows: true, sequence: 0))
+            try launch("attention_decode", grid: (m.heads, batch, 1), block: (128, 1, 1), sharedBytes: (m.headDim + capacity) * 4,
+                       [.buffer(qkv), .int(m.qkvWidth), .buffer(keys[i]), .buffer(values[i]), .buffer(attention), .int(m.heads * m.headDim),
+                        .buffer(positionBuffer), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .int(capacity),
+                        .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0)])
+            try attentionOutputAndMLP(layer, rows: batch, scratch: decodeScratch)
+        }
+        try finalLogits(rows: batch, firstRow: 0, scratch: decodeScratch)
+        try launch("argmax_rows", grid: (batch, 1, 1), block: (1024, 1, 1), [.buffer(logits), .int(m.vocab), .buffer(tokens)])
+        try launch("advance_positions", grid: (1, 1, 1), block: (32, 1, 1), [.buffer(positionBuffer), .int(batch)])
+    }
+
+    // MARK: prefill (the tokens of one sequence)
+
+    /// `ids` of `sequence` from its cached position on; float32 logits of the last
+    /// `logitRows` rows in logits rows 0..<logitRows.
+    private func prefill(sequence: Int, ids: [Int32], logitRows: Int) throws {
+        let rows = ids.count
+        try uploadTokens(ids)
+        try uploadPositions(positions)
+        try launch("embed", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(tokens), .buffer(model.embedding), .buffer(x), .int(model.hidden)])
+        for i in model.layers.indices {
+            try prefillLayer(i, rows: rows, sequence: sequence, startPosition: positions[sequence], previous: i > 0, observe: nil)
+        }
+        if logitRows > 0 { try finalLogits(rows: logitRows, firstRow: rows - logitRows, scratch: prefillScratch) }
+        positions[sequence] += rows
+        deviceTokens = nil
+    }
+
+    /// The inputs of a decoder layer's linears, for `layerForward`'s observer.
+    public enum LinearInput: Sendable {
+        /// The normed hidden state, input of q_proj, k_proj and v_proj.
+        case attention
+        /// The attention output, input of o_proj.
+        case outputProjection
+        /// The normed hidden state, input of gate_proj and up_proj.
+        case mlp
+        /// silu(gate)·up, input of down_proj.
+        case downProjection
+    }
+
+    /// Decoder layer `layer`'s prefill forward over `rows` positions 0..<rows of sequence 0,
+    /// in place on `hidden` (float16 [rows, model.hidden], e.g. calibration activations: the
+    /// layer's input before, its output with the residual after). `observe` sees each
+    /// linear's float16 input before the linear reads it: [rows, width] at `input`, rows
+    /// `stride` elements apart. Runs on the device's stream; the KV cache of sequence 0 is
+    /// overwritten. For layer-by-layer work such as GPTQ on the GPU.
+    public func layerForward(_ layer: Int, hidden: DeviceBuffer, rows: Int,
+                             observe: ((_ what: LinearInput, _ input: CUdeviceptr, _ stride: Int) throws -> Void)? = nil) throws {
+        guard model.layers.indices.contains(layer), rows >= 1, rows <= maxRows, rows <= capacity, hidden.byteCount >= rows * model.hidden * 2 else {
+            throw GPTQError.invalidArgument("layerForward of layer \(layer) over \(rows) rows (the model has \(model.numLayers) layers; "
+                                            + "the session takes at most \(min(maxRows, capacity)) rows; hidden holds \(hidden.byteCount) bytes)")
+        }
+        try backend.device.makeCurrent()
+        positions[0] = 0
+        try uploadPositions(positions)
+        try launch("half_to_float", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(hidden), .buffer(x), .int(model.hidden)])
+        try prefillLayer(layer, rows: rows, sequence: 0, startPosition: 0, previous: false, observe: observe)
+        try launch("residual_to_half", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(x), .buffer(projected), .buffer(hidden), .int(model.hidden)])
+        positions[0] = 0
+        devicePositions = nil
+    }
+
+    /// One layer of the prefill path: `rows` tokens of `sequence` from position `p0` (which
+    /// the position buffer holds), attention through cuBLAS over the cached keys and values.
+    private func prefillLayer(_ i: Int, rows: Int, sequence: Int, startPosition p0: Int, previous: Bool,
+                              observe: ((LinearInput, CUdeviceptr, Int) throws -> Void)?) throws {
+        let m = model, layer = m.layers[i]
+        try attentionInput(i, layer, rows: rows, scratch: prefillScratch, previous: previous) { try observe?(.attention, $0, $1) }
+        try launch("rope_qkv", grid: (rows, m.heads + m.kvHeads, 1), block: (64, 1, 1), ropeArgs(layer: i, decodeRows: false, sequence: sequence))
+        let L = p0 + rows
+        let scores = try prefillScratch.buffer("scores", bytes: m.heads * rows * L * 4)
+        let probabilities = try prefillScratch.buffer("probabilities", bytes: m.heads * rows * L * 2)
+        let group = m.heads / m.kvHeads
+        let cacheBase = sequence * m.kvHeads * capacity * m.headDim * 2
+        let headBytes = m.headDim * 2
+        for g in 0..<group {
+            // S[h] (L × rows, column-major) = K_kvh · Q_h for h = kvh·group + g, every kv head at once.
+            try backend.cublas.gemm(transA: true, transB: false, m: L, n: rows, k: m.headDim,
+                                    a: keys[i].address + CUdeviceptr(cacheBase), aType: .f16, lda: m.headDim, strideA: capacity * m.headDim,
+                                    b: qkv.address + CUdeviceptr(g * headBytes), bType: .f16, ldb: m.qkvWidth, strideB: group * m.headDim,
+                                    c: scores.address + CUdeviceptr(g * rows * L * 4), cType: .f32, ldc: L, strideC: group * rows * L,
+                                    count: m.kvHeads)
+        }
+        try launch("softmax_causal", grid: (rows, m.heads, 1), block: (256, 1, 1),
+                   [.buffer(scores), .buffer(probabilities), .int(rows), .int(L), .int(p0),
+                    .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0)])
+        for g in 0..<group {
+            // O_h (D × rows) = V_kvh (D × L) · P_h (L × rows).
+            try backend.cublas.gemm(transA: false, transB: false, m: m.headDim, n: rows, k: L,
+                                    a: values[i].address + CUdeviceptr(cacheBase), aType: .f16, lda: m.headDim, strideA: capacity * m.headDim,
+                                    b: probabilities.address + CUdeviceptr(g * rows * L * 2), bType: .f16, ldb: L, strideB: group * rows * L,
+                                    c: attention.address + CUdeviceptr(g * headBytes), cType: .f16, ldc: m.heads * m.headDim, strideC: group * m.headDim,
+                                    count: m.kvHeads)
+        }
+        try attentionOutputAndMLP(layer, rows: rows, scratch: prefillScratch) { try observe?($0, $1, $2) }
+    }
+
+    // MARK: pieces both paths share
+
+    /// Input norm (adding the previous layer's down projection first unless this is the
+    /// first layer) and the q/k/v projections.
+    private func attentionInput(_ index: Int, _ layer: CUDADecoderLayer, rows: Int, scratch: CUDAScratch, previous: Bool? = nil,
+                                observe: (CUdeviceptr, Int) throws -> Void = { _, _ in }) throws {
+        let m = model
+        try launch("add_rmsnorm", grid: (rows, 1, 1), block: (normThreads, 1, 1),
+                   [.buffer(x), .pointer((previous ?? (index > 0)) ? projected.address : 0), .int(m.hidden), .buffer(layer.inputNorm),
+                    .buffer(normed), .int(m.hidden), .float32(m.eps)])
+        try observe(normed.address, m.hidden)
+        for part in layer.qkv {
+            try part.linear.forward(x: normed.address, ldx: m.hidden, rows: rows, y: qkv.address + CUdeviceptr(part.column * 2),
+                                    ldy: m.qkvWidth, scratch: scratch)
+        }
+    }
+
+    /// Output projection, residual, norm, SwiGLU MLP (its down projection left in `projected`).
+    private func attentionOutputAndMLP(_ layer: CUDADecoderLayer, rows: Int, scratch: CUDAScratch,
+                                       observe: (LinearInput, CUdeviceptr, Int) throws -> Void = { _, _, _ in }) throws {
+        let m = model
+        try observe(.outputProjection, attention.address, m.heads * m.headDim)
+        try layer.output.forward(x: attention.address, ldx: m.heads * m.headDim, rows: rows, y: projected.address, ldy: m.hidden, scratch: scratch)
+        try launch("add_rmsnorm", grid: (rows, 1, 1), block: (normThreads, 1, 1),
+                   [.buffer(x), .buffer(projected), .int(m.hidden), .buffer(layer.postAttentionNorm), .buffer(normed), .int(m.hidden), .float32(m.eps)])
+        try observe(.mlp, normed.address, m.hidden)
+        for part in layer.gateUp {
+            try part.linear.forward(x: normed.address, ldx: m.hidden, rows: rows, y: gateUp.address + CUdeviceptr(part.column * 2),
+                                    ldy: 2 * m.intermediate, scratch: scratch)
+        }
+        try launch("silu_mul", grid: (min((m.intermediate + 255) / 256, 64), rows, 1), block: (256, 1, 1),
+                   [.buffer(gateUp), .int(2 * m.intermediate), .int(m.intermediate), .buffer(activated)])
+        try observe(.downProjection, activated.address, m.intermediate)
+        try layer.down.forward(x: activated.address, ldx: m.intermediate, rows: rows, y: projected.address, ldy: m.hidden, scratch: scratch)
+    }
+
+    /// Final norm (after the last residual add) of rows 0..<firstRow+rows, then the LM head
+    /// of rows firstRow..<firstRow+rows into float32 logits rows 0..<rows.
+    private func finalLogits(rows: Int, firstRow: Int, scratch: CUDAScratch) throws {
+        let m = model
+        try launch("add_rmsnorm", grid: (firstRow + rows, 1, 1), block: (normThreads, 1, 1),
+                   [.buffer(x), .buffer(projected), .int(m.hidden), .buffer(m.finalNorm), .buffer(normed), .int(m.hidden), .float32(m.eps)])
+        try m.lmHead.forward(x: normed.address + CUdeviceptr(firstRow * m.hidden * 2), ldx: m.hidden, rows: rows, y: logits.address,
+                             ldy: m.vocab, scratch: scratch, f32Output: true)
+    }
+
+    private var normThreads: Int { min(1024, max(32, (model.hidden / 4 + 31) / 32 * 32)) }
+
+    private func ropeArgs(layer i: Int, decodeRows: Bool, sequence: Int) -> [KernelArg] {
+        let m = model, layer = m.layers[i]
+        return [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(decodeRows ? 1 : 0),
+                .int(sequence), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
+                .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(m.eps)]
+    }
+
+    private func upload(_ ids: [Int32], _ positions: [Int]) throws {
+        try uploadTokens(ids)
+        try uploadPositions(positions)
+    }
+
+    private func uploadTokens(_ ids: [Int32]) throws {
+        try ids.withUnsafeBytes { try tokens.copy(from: $0.baseAddress!, bytes: $0.count, stream: backend.stream) }
+        deviceTokens = ids
+    }
+
+    private func uploadPositions(_ values: [Int]) throws {
+        try values.map { Int32($0) }.withUnsafeBytes { try positionBuffer.copy(from: $0.baseAddress!, bytes: $0.count, stream: backend.stream) }
+        devicePositions = values
+    }
+
+    private func launch(_ name: String, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, _ args: [KernelArg]) throws {
+        let kernel = try backend.kernel(name, in: DecoderKernels.source)
+        if sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(sharedBytes) }
+        try kernel.launch(grid: grid, block: block, sharedBytes: sharedBytes, stream: backend.stream, args)
+    }
+}

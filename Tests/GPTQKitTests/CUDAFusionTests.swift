@@ -1,0 +1,69 @@
+import Testing
+@testable import GPTQKit
+
+/// The host side of CUDAModel's fused projections (q/k/v and gate/up as one linear),
+/// checked on the CPU: a fused layer computes exactly its parts, stacked along outputs.
+@Suite struct CUDAFusionTests {
+    func denseParts(_ arch: String, layer: Int, _ names: [String]) throws -> [HostLinear] {
+        let folder = Fixtures.path("arch/" + arch)
+        let config = try ModelConfig(folder: folder)
+        let family = try ModelFamily.forConfig(config)
+        let checkpoint = try Checkpoint(folder: folder)
+        return try names.map { name in
+            let module = family.linear(name)!, full = family.layerModule(layer, name)
+            let w = try checkpoint.tensor(full + ".weight", shape: [module.outFeatures(config), module.inFeatures(config)])
+            let b = module.hasBias(config) ? try checkpoint.tensor(full + ".bias", shape: [module.outFeatures(config)]) : nil
+            return .dense(w, b)
+        }
+    }
+
+    func packedParts(_ variant: String, _ names: [String]) throws -> [PackedLinear] {
+        let folder = Fixtures.path("autogptq_ckpt/" + variant)
+        let config = try ModelConfig(folder: folder)
+        let q = try QuantizeConfig(json: config.json["quantization_config"]!, path: config.path)
+        let checkpoint = try Checkpoint(folder: folder)
+        return try names.map {
+            try PackedLinear.load(from: checkpoint, prefix: "model.layers.0." + $0, bits: q.bits, groupSize: q.groupSize, format: q.checkpointFormat)
+        }
+    }
+
+    @Test(arguments: ["llama", "qwen2", "qwen3"])
+    func denseQKVStacksWeightsAndBiases(arch: String) throws {
+        let parts = try denseParts(arch, layer: 1, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])
+        #expect(HostLinear.canFuse(parts))
+        guard case let .dense(w, b) = try HostLinear.concatenated(parts) else { Issue.record("not dense"); return }
+        var expectedW: [Float] = [], expectedB: [Float] = []
+        for case let .dense(pw, pb) in parts {
+            expectedW += pw.converted(to: .f16).floats()
+            expectedB += pb?.converted(to: .f16).floats() ?? []
+        }
+        #expect(w.shape == [parts.reduce(0) { $0 + $1.outFeatures }, parts[0].inFeatures])
+        #expect(w.floats() == expectedW)
+        #expect((b?.floats() ?? []) == expectedB)
+        #expect((b == nil) == (arch != "qwen2"))
+    }
+
+    @Test func packedGateUpDequantizesToItsPartsStacked() throws {
+        let parts = try packedParts("w8_g32_sym", ["mlp.gate_proj", "mlp.up_proj"])
+        #expect(HostLinear.canFuse(parts.map { .packed($0) }))
+        guard case let .packed(fused) = try HostLinear.concatenated(parts.map { .packed($0) }) else { Issue.record("not packed"); return }
+        #expect(fused.outFeatures == parts[0].outFeatures + parts[1].outFeatures)
+        // W is [out, in]: the fused rows are the parts' rows one after the other.
+        #expect(fused.dequantized() == parts[0].dequantized() + parts[1].dequantized())
+    }
+
+    @Test func actOrderQKVShareTheirGroupOrderAndFuse() throws {
+        // AutoGPTQ orders q, k and v by one Hessian (their shared input), so they fuse.
+        let parts = try packedParts("w4_g32_descact_asym", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])
+        #expect(HostLinear.canFuse(parts.map { .packed($0) }))
+        guard case let .packed(fused) = try HostLinear.concatenated(parts.map { .packed($0) }) else { Issue.record("not packed"); return }
+        #expect(fused.dequantized() == parts.flatMap { $0.dequantized() })
+    }
+
+    @Test func partsWithDifferentGroupOrdersStaySeparate() throws {
+        let inOrder = try CUDAChecks.randomLayer(bits: 4, groupSize: 32, inFeatures: 64, outFeatures: 32, actOrder: false, bias: false, seed: 1)
+        let actOrder = try CUDAChecks.randomLayer(bits: 4, groupSize: 32, inFeatures: 64, outFeatures: 32, actOrder: true, bias: false, seed: 2)
+        #expect(!HostLinear.canFuse([.packed(inOrder), .packed(actOrder)]))
+        #expect(HostLinear.canFuse([.packed(inOrder), .packed(inOrder)]))
+    }
+}
