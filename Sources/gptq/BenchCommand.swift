@@ -27,6 +27,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "CPU threads (default: all cores).")
     var threads: Int?
 
+    @OptionGroup var device: DeviceFlags
+
     func validate() throws {
         guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -34,6 +36,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         CPUThreads.set(threads ?? CPUThreads.count)
+        if device.device == .cuda { return try runCUDA() }
         let loaded = try LanguageModel.load(folder: model)
         let session = loaded.makeSession(capacity: promptTokens + decodeTokens + 1)
         let linears = loaded.allLinears
@@ -43,12 +46,8 @@ struct BenchCommand: ParsableCommand {
         print("model: \(model) (\(loaded.family.name), \(loaded.numLayers) layers, hidden \(loaded.hiddenSize), \(dtypes.joined(separator: "/")))")
         print("backend: cpu, \(CPUThreads.count) threads")
 
-        // A fixed pseudo-random prompt; one warm-up token pages the mapped weights in.
-        var state: UInt64 = 0x9E3779B97F4A7C15
-        let prompt = (0..<promptTokens).map { _ -> Int32 in
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Int32((state >> 33) % UInt64(loaded.vocabSize))
-        }
+        // One warm-up token pages the mapped weights in.
+        let prompt = Self.prompt(tokens: promptTokens, vocabulary: loaded.vocabSize)
         _ = try session.forward([prompt[0]], allLogits: false)
         session.rewind(to: 0)
 
@@ -75,6 +74,43 @@ struct BenchCommand: ParsableCommand {
         let copy = MemoryBandwidth.measure(bytes: 256 << 20)
         print("memcpy: \(fixed(copy.oneThread / 1e9, 2)) GB/s one thread, \(fixed(copy.allThreads / 1e9, 2)) GB/s \(CPUThreads.count) threads (bytes read + written, 256 MB buffers)")
         print("peak RSS: \(fixed(Double(peak) / 1e6, 1)) MB (before the memcpy test)")
+    }
+
+    /// The same on the GPU: prefill and greedy decode as `gptq generate --device cuda` runs
+    /// them (the decode graph replayed each token, the argmax found on the GPU, one id
+    /// copied back), after a warm-up pass that compiles the kernels and captures the graph.
+    func runCUDA() throws {
+        let backend = try CUDABackend()
+        let loaded = try CUDAModel.load(folder: model, backend: backend)
+        let config = try ModelConfig(folder: model)
+        print("model: \(model) (\(config.modelType), \(loaded.numLayers) layers, hidden \(loaded.hidden), \(loaded.weightsDescription))")
+        print("backend: cuda, \(backend.summary)")
+        let session = try loaded.makeSession(capacity: promptTokens + decodeTokens + 1)
+        let prompt = Self.prompt(tokens: promptTokens, vocabulary: loaded.vocab)
+        var token = try session.forwardGreedy(prompt)
+        for _ in 0..<2 { token = try session.forwardGreedy([token]) }
+        session.rewind(to: 0)
+
+        let clock = ContinuousClock()
+        let prefill = try clock.measure { token = try session.forwardGreedy(prompt) }.seconds
+        print("prefill: \(promptTokens) tokens in \(fixed(prefill, 4)) s = \(fixed(Double(promptTokens) / prefill, 1)) tokens/s")
+        let decode = try clock.measure {
+            for _ in 0..<decodeTokens { token = try session.forwardGreedy([token]) }
+        }.seconds
+        let rate = Double(decodeTokens) / decode
+        print("decode: \(decodeTokens) tokens in \(fixed(decode, 4)) s = \(fixed(rate, 1)) tokens/s (\(fixed(1000 / rate, 3)) ms/token)")
+        let copy = try CUDABenchmarks.copyBandwidth(backend: backend)
+        print("weights streamed per decode token: \(fixed(Double(loaded.weightBytes) / 1e6, 1)) MB -> \(fixed(Double(loaded.weightBytes) * rate / 1e9, 1)) GB/s "
+              + "(device-to-device copy: \(fixed(copy, 0)) GB/s read + written)")
+    }
+
+    /// A fixed pseudo-random prompt.
+    static func prompt(tokens: Int, vocabulary: Int) -> [Int32] {
+        var state: UInt64 = 0x9E3779B97F4A7C15
+        return (0..<tokens).map { _ -> Int32 in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int32((state >> 33) % UInt64(vocabulary))
+        }
     }
 
     static func peakResidentBytes() -> Int {

@@ -28,16 +28,18 @@ struct ChatCommand: ParsableCommand {
 
     @OptionGroup var sampling: SamplingFlags
 
+    @OptionGroup var device: DeviceFlags
+
     func validate() throws {
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
     }
 
     func run() throws {
         CPUThreads.set(sampling.threads ?? CPUThreads.count)
-        let loaded = try GenerationModel(folder: model)
+        let loaded = try GenerationModel(folder: model, device: device.device)
         let template = try ChatTemplate(config: loaded.tokenizerConfig)
         var options = try sampling.options(for: loaded)
-        let generator = Generator(session: loaded.model.makeSession(capacity: context ?? min(loaded.model.config.maxPositionEmbeddings, 4096)))
+        let generator = Generator(session: try loaded.model.makeSession(capacity: context ?? min(loaded.model.config.maxPositionEmbeddings, 4096)))
         var messages = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         let interactive = isatty(0) != 0
         while true {

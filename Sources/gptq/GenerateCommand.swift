@@ -28,15 +28,17 @@ struct GenerateCommand: ParsableCommand {
 
     @OptionGroup var sampling: SamplingFlags
 
+    @OptionGroup var device: DeviceFlags
+
     func run() throws {
         CPUThreads.set(sampling.threads ?? CPUThreads.count)
-        let loaded = try GenerationModel(folder: model)
+        let loaded = try GenerationModel(folder: model, device: device.device)
         let options = try sampling.options(for: loaded)
         let ids = chat
             ? try loaded.chatPrompt([ChatMessage(role: "user", content: prompt)], template: ChatTemplate(config: loaded.tokenizerConfig))
             : loaded.tokenizer.encode(prompt, addSpecialTokens: true)
         let capacity = min(loaded.model.config.maxPositionEmbeddings, ids.count + options.maxNewTokens)
-        let generator = Generator(session: loaded.model.makeSession(capacity: max(capacity, ids.count)))
+        let generator = Generator(session: try loaded.model.makeSession(capacity: max(capacity, ids.count)))
         let result = try loaded.generate(generator, prompt: ids, options: options)
         writeToStandardOutput("\n")
         printToStandardError(result.statistics)

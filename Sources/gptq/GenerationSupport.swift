@@ -55,14 +55,14 @@ struct SamplingFlags: ParsableArguments {
 
 /// What generation needs from a model folder: the network, its tokenizer and the configs.
 struct GenerationModel {
-    let model: LanguageModel
+    let model: DeviceModel
     let tokenizer: Tokenizer
     let tokenizerConfig: TokenizerConfig
     let generationConfig: GenerationConfig
     let endOfSequenceIds: Set<Int32>
 
-    init(folder: String) throws {
-        model = try LanguageModel.load(folder: folder)
+    init(folder: String, device: ComputeDevice) throws {
+        model = try DeviceModel(folder: folder, device: device)
         tokenizer = try Tokenizer(folder: folder)
         tokenizerConfig = try TokenizerConfig(folder: folder)
         generationConfig = try GenerationConfig(folder: folder)

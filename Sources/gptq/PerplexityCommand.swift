@@ -37,6 +37,8 @@ struct PerplexityCommand: ParsableCommand {
     @Option(help: "CPU threads (default: all cores).")
     var threads: Int?
 
+    @OptionGroup var device: DeviceFlags
+
     func validate() throws {
         guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2") }
         if let windows, windows < 1 { throw ValidationError("--windows must be at least 1") }
@@ -45,8 +47,8 @@ struct PerplexityCommand: ParsableCommand {
 
     func run() throws {
         CPUThreads.set(threads ?? CPUThreads.count)
+        let loaded = try DeviceModel(folder: model, device: device.device)
         let tokenizer = try Tokenizer(folder: model)
-        let loaded = try LanguageModel.load(folder: model)
         guard FileIO.exists(text) else { throw GPTQError.invalidFile(path: text, reason: "text file not found") }
         let clock = ContinuousClock()
         var tokens: [Int32] = []

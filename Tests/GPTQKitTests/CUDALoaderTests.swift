@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 import GPTQKit
 
@@ -80,5 +83,19 @@ import GPTQKit
         }
         #expect(DeviceAllocator.bucketSize(5000) == 5120)
         #expect(DeviceAllocator.bucketSize(1 << 20) == 1 << 20)
+    }
+
+    @Test(arguments: [
+        ["generate", "--prompt", "Hello"], ["chat"], ["perplexity", "--text", "/dev/null"], ["bench", "--prompt-tokens", "4"],
+    ])
+    func deviceCudaWithoutTheDriverNamesIt(command: [String]) throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        // The override makes the driver missing on GPU machines too.
+        setenv("GPTQ_CUDA_DRIVER", "/nonexistent/libcuda.so.1", 1)
+        let run = try CommandLineTool.run(binary, [command[0], "--model", Fixtures.path("arch/llama"), "--device", "cuda"] + command.dropFirst())
+        #expect(run.status != 0)
+        #expect(run.standardError.contains("libcuda"))
+        #expect(run.standardError.contains("/nonexistent/libcuda.so.1"))
+        #expect(run.standardOutput.isEmpty)
     }
 }

@@ -100,15 +100,21 @@ public final class Generator {
                                       prefillSeconds: 0, decodeSteps: 0, decodeSeconds: 0)
         guard options.maxNewTokens > 0 else { return result }
 
+        var history = prompt
+        // Greedy decoding without a penalty needs only the argmax, which the session may find
+        // on its device (no logits copied back).
+        let argmaxOnly = options.sampling.isGreedy && options.sampling.repetitionPenalty == 1
+        func run(_ tokens: [Int32]) throws -> Int32 {
+            if argmaxOnly { return try session.forwardGreedy(tokens) }
+            return sampler.next(logits: try session.forward(tokens, allLogits: false), history: history)
+        }
         let start = clock.now
-        var logits = try session.forward(Array(prompt[reused...]), allLogits: false)
+        var token = try run(Array(prompt[reused...]))
         cachedTokens = prompt
         result.prefillSeconds = (clock.now - start).seconds
 
-        var history = prompt
         let decodeStart = clock.now
         while true {
-            let token = sampler.next(logits: logits, history: history)
             result.tokens.append(token)
             history.append(token)
             if options.stopTokenIds.contains(token) {
@@ -124,8 +130,9 @@ public final class Generator {
                 result.stopReason = .capacity
                 break
             }
-            logits = try session.forward([token], allLogits: false)
-            cachedTokens.append(token)
+            let fed = token
+            token = try run([fed])
+            cachedTokens.append(fed)
             result.decodeSteps += 1
         }
         result.decodeSeconds = (clock.now - decodeStart).seconds

@@ -9,6 +9,14 @@ public protocol InferenceSession: AnyObject {
     /// Feeds `tokens` after those already seen and returns float32 logits: the last
     /// token's ([vocabSize]) or, with `allLogits`, every token's ([tokens.count × vocabSize]).
     func forward(_ tokens: [Int32], allLogits: Bool) throws -> [Float]
+    /// Feeds `tokens` like `forward` and returns the greedy next token: the argmax of the last
+    /// token's logits (the lowest id among equal maxima). A GPU session finds it on the device
+    /// and sends back one id instead of the logits.
+    func forwardGreedy(_ tokens: [Int32]) throws -> Int32
     /// Forgets every cached position from `position` on (0 clears the cache).
     func rewind(to position: Int)
+}
+
+extension InferenceSession {
+    public func forwardGreedy(_ tokens: [Int32]) throws -> Int32 { Sampler.argmax(try forward(tokens, allLogits: false)) }
 }

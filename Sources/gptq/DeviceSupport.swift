@@ -1,0 +1,40 @@
+import ArgumentParser
+import GPTQKit
+
+/// Where a command runs the model.
+enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
+    case cpu, cuda
+}
+
+/// The `--device` option of the commands that run a model.
+struct DeviceFlags: ParsableArguments {
+    @Option(help: "Where the model runs: cpu, or cuda (an NVIDIA GPU; the CUDA driver, NVRTC and cuBLAS are opened at run time).")
+    var device: ComputeDevice = .cpu
+}
+
+/// A model folder loaded on the device a command asked for; it makes the sessions that
+/// generation, chat, perplexity and bench talk to.
+struct DeviceModel {
+    let config: ModelConfig
+    let device: ComputeDevice
+    let cpu: LanguageModel?
+    let cuda: CUDAModel?
+
+    init(folder: String, device: ComputeDevice) throws {
+        self.device = device
+        switch device {
+        case .cpu:
+            let model = try LanguageModel.load(folder: folder)
+            (config, cpu, cuda) = (model.config, model, nil)
+        case .cuda:
+            // The libraries first: where they are missing this fails at once, naming the library.
+            let backend = try CUDABackend()
+            (config, cpu, cuda) = (try ModelConfig(folder: folder), nil, try CUDAModel.load(folder: folder, backend: backend))
+        }
+    }
+
+    func makeSession(capacity: Int) throws -> InferenceSession {
+        if let cuda { return try cuda.makeSession(capacity: capacity) }
+        return cpu!.makeSession(capacity: capacity)
+    }
+}
