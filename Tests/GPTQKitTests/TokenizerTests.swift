@@ -65,6 +65,18 @@ import Testing
         #expect(tokenizer.decode(ids) == Self.wikitext)
     }
 
+    /// `gptq tokenize --text FILE` prints HF's ids for the whole wikitext file as one JSON line.
+    @Test func theTokenizeCommandPrintsTheIdsAsJSON() throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let expected = try Self.readIds(Self.folder("smollm2") + "/wikitext2-test.ids.bin")
+        let run = try CommandLineTool.run(binary, ["tokenize", "--model", Self.folder("smollm2"), "--text", Fixtures.path("data/wikitext2-test.txt")])
+        #expect(run.status == 0)
+        #expect(run.standardOutput.filter { $0 == "\n" }.count == 1)
+        #expect(Self.ids(try JSON.parse(run.standardOutput)) == expected)
+        let missing = try CommandLineTool.run(binary, ["tokenize", "--model", Self.folder("smollm2")])
+        #expect(missing.status != 0 && missing.standardError.contains("give either --text FILE or an inline TEXT"))
+    }
+
     /// The folder scripts/fetch-model.sh converts (with `gptq convert-gguf`) tokenizes as HF does.
     @Test(.enabled(if: RealModel.folder != nil)) func fetchedModelTokenizesWikitextAsHF() throws {
         let tokenizer = try Tokenizer(folder: try #require(RealModel.folder))
