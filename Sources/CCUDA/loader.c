@@ -119,6 +119,9 @@ static int resolve_all(ccuda_api *api, void *libcuda, void *libnvrtc, void *libc
     RESOLVE(libcublas, cublasSetMathMode, "cublasSetMathMode");
     RESOLVE(libcublas, cublasGemmEx, "cublasGemmEx");
     RESOLVE(libcublas, cublasGemmStridedBatchedEx, "cublasGemmStridedBatchedEx");
+    RESOLVE(libcublas, cublasSsyrk, "cublasSsyrk_v2");
+    RESOLVE(libcublas, cublasDsyrk, "cublasDsyrk_v2");
+    RESOLVE(libcublas, cublasDtrsm, "cublasDtrsm_v2");
     void *workspace = dlsym(libcublas, "cublasSetWorkspace_v2");
     memcpy(&api->cublasSetWorkspace, &workspace, sizeof workspace);
     return 0;

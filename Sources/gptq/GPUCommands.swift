@@ -33,6 +33,9 @@ struct GPUCheckCommand: ParsableCommand {
     @Option(help: "The test fixtures folder (arch/ and autogptq_ckpt/ models with their references).")
     var fixtures = "Tests/Fixtures"
 
+    @Option(help: "The GPTQ cases fixture folder (AutoGPTQ's quantizations of one layer), for GPTQ on the GPU; skipped where missing.")
+    var gptqCases = "Tests/Fixtures/gptq"
+
     @Option(help: "Write the report to this file too.")
     var log: String?
 
@@ -43,6 +46,7 @@ struct GPUCheckCommand: ParsableCommand {
         var results = try CUDAChecks.linearKernels(backend: backend)
         if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
         results += try CUDAChecks.models(backend: backend, fixtures: fixtures)
+        if FileIO.exists(gptqCases + "/cases.json") { results += try CUDAChecks.gptqQuantization(backend: backend, fixtureFolder: gptqCases) }
         for r in results { report(r.line) }
         let failed = results.filter { !$0.passed }
         report("gpu-check: \(results.count - failed.count)/\(results.count) passed")
@@ -66,6 +70,21 @@ struct GPUBenchCommand: ParsableCommand {
 
     @Flag(help: "Time decode (batch 1 and 8, 32-token prompt) and a 2048-token prefill of a Llama-2-7B-shaped 4-bit model with random weights.")
     var model = false
+
+    @Flag(help: "Time GPTQ on the GPU for Llama-2-7B-shaped layers (random weights and activations): Hessians and the 7 linears.")
+    var quantize = false
+
+    @Option(help: "--quantize: calibration sequences per Hessian.")
+    var samples = 128
+
+    @Option(help: "--quantize: tokens per calibration sequence.")
+    var tokens = 2048
+
+    @Option(help: "--quantize: layers to time.")
+    var layers = 2
+
+    @Flag(help: "--quantize: act-order (desc_act).")
+    var actOrder = false
 
     @Option(help: "Write the report to this file too.")
     var log: String?
@@ -94,6 +113,16 @@ struct GPUBenchCommand: ParsableCommand {
             }
             let prefill = try CUDABenchmarks.prefill(model: m, tokens: 2048)
             report("prefill 2048 tokens: \(Int(prefill.rounded())) tokens/s")
+        }
+        if quantize {
+            let config = QuantizeConfig(bits: 4, groupSize: 128, descAct: actOrder)
+            report("GPTQ, Llama-2-7B layer shape (hidden 4096, intermediate 11008), 4-bit group 128\(actOrder ? " act-order" : ""), "
+                   + "\(samples) x \(tokens) calibration tokens; random weights and activations (no layer forward)")
+            let timings = try CUDAGPTQBenchmark.layers(backend: backend, samples: samples, tokens: tokens, layers: layers, config: config,
+                                                       log: { report($0) })
+            let perLayer = timings.map(\.totalSeconds).sorted()[timings.count / 2]
+            report("GPTQ per layer (median of \(timings.count)): \((perLayer * 1000).rounded() / 1000) s; 32 layers: \((perLayer * 32 / 60 * 100).rounded() / 100) min "
+                   + "(AutoGPTQ on an H100: 16.8 s per layer, about 9.0 min, layer forwards included)")
         }
         try report.save()
     }

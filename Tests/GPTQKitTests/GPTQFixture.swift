@@ -1,4 +1,3 @@
-import COpenBLAS
 import GPTQKit
 
 /// AutoGPTQ's results on one float16 linear layer (Tests/Fixtures/gptq, split from
@@ -72,15 +71,7 @@ enum GPTQFixture {
 
     /// ‖(Q − W)Xᵀ‖² / ‖WXᵀ‖² over the calibration inputs.
     static func relativeOutputError(_ q: [Float]) -> Double {
-        let n = calibration.count / columns
-        let delta = zip(q, weight).map { $0 - $1 }
-        func squaredNorm(_ w: [Float]) -> Double {
-            var out = [Float](repeating: 0, count: rows * n)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(columns), 1, w, Int32(columns),
-                        calibration, Int32(columns), 0, &out, Int32(n))
-            return out.reduce(0) { $0 + Double($1) * Double($1) }
-        }
-        return squaredNorm(delta) / squaredNorm(weight)
+        GPTQAgreement.relativeOutputError(q: q, weight: weight, inputs: calibration, columns: columns)
     }
 }
 

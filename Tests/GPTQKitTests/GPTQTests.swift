@@ -13,23 +13,12 @@ import Testing
         #expect(result.groups == reference.groups)
         #expect(result.warnings.isEmpty)
 
-        let ours = roundedToHalf(result.q), theirs = reference.q
-        let groups = reference.groups
-        var identical = 0, farther = 0
-        for r in 0..<GPTQFixture.rows {
-            for col in 0..<GPTQFixture.columns {
-                let i = r * GPTQFixture.columns + col
-                if ours[i] == theirs[i] { identical += 1; continue }
-                let step = reference.scales[r * groups + Int(reference.gIdx[col])]
-                if abs(ours[i] - theirs[i]) > step * 1.01 + 1e-3 * abs(theirs[i]) { farther += 1 }
-            }
-        }
-        let fraction = Double(identical) / Double(ours.count)
-        #expect(fraction >= 0.98, "\(c.key): \(identical) of \(ours.count) identical")
-        #expect(farther == 0, "\(c.key): \(farther) values more than one step from AutoGPTQ's")
+        let agreement = GPTQAgreement(result.q, reference: reference)
+        #expect(agreement.identicalFraction >= GPTQAgreement.minimumIdentical, "\(c.key): \(agreement.identical) of \(agreement.total) identical")
+        #expect(agreement.fartherThanOneStep == 0, "\(c.key): \(agreement.fartherThanOneStep) values more than one step from AutoGPTQ's")
 
-        let error = GPTQFixture.relativeOutputError(ours)
-        #expect(abs(error / c.relOutputError - 1) <= 0.01, "\(c.key): output error \(error) vs AutoGPTQ's \(c.relOutputError)")
+        let error = GPTQFixture.relativeOutputError(roundedToHalf(result.q))
+        #expect(abs(error / c.relOutputError - 1) <= GPTQAgreement.outputErrorTolerance, "\(c.key): output error \(error) vs AutoGPTQ's \(c.relOutputError)")
     }
 
     /// Our metric agrees with the fixture's own figure for AutoGPTQ's Q.

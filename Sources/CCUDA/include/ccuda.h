@@ -108,6 +108,14 @@ typedef struct ccuda_api {
                                                  const void *b, int b_type, int ldb, long long stride_b, const void *beta,
                                                  void *c, int c_type, int ldc, long long stride_c,
                                                  int batch_count, int compute_type, int algo);
+    // GPTQ on the GPU: Hessian accumulation (C = alpha·A·Aᵀ + beta·C, one triangle) and the
+    // blocked float64 Cholesky factorisation and triangular inverse of the damped Hessian.
+    cublasStatus_t (* _Nonnull cublasSsyrk)(cublasHandle_t handle, int uplo, int trans, int n, int k,
+                                  const float *alpha, const float *a, int lda, const float *beta, float *c, int ldc);
+    cublasStatus_t (* _Nonnull cublasDsyrk)(cublasHandle_t handle, int uplo, int trans, int n, int k,
+                                  const double *alpha, const double *a, int lda, const double *beta, double *c, int ldc);
+    cublasStatus_t (* _Nonnull cublasDtrsm)(cublasHandle_t handle, int side, int uplo, int trans, int diag, int m, int n,
+                                  const double *alpha, const double *a, int lda, double *b, int ldb);
 } ccuda_api;
 
 /// Opens the three libraries and resolves every entry point into a table that lives

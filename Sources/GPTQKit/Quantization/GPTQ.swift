@@ -60,12 +60,7 @@ public enum GPTQ {
     public static func quantize(weight: [Float], hessian: HessianAccumulator, config: QuantizeConfig,
                                 blockSize: Int = 128) throws -> GPTQResult {
         let columns = hessian.columns
-        guard weight.count % columns == 0, weight.count > 0 else {
-            throw GPTQError.invalidArgument("weight of \(weight.count) values is not [rows, \(columns)] for a Hessian of \(columns) columns")
-        }
-        guard blockSize > 0 else { throw GPTQError.invalidArgument("block size \(blockSize) must be positive") }
-        try config.validate()
-        let rows = weight.count / columns
+        let rows = try validate(weightCount: weight.count, columns: columns, blockSize: blockSize, config: config)
         let quantizer = try Quantizer(config: config)
         let groupSize = config.groupSize == -1 ? columns : config.groupSize
 
@@ -92,11 +87,8 @@ public enum GPTQ {
             }
             : []
 
-        // perm[j]: the original column quantized j-th.
-        var perm = Array(0..<columns)
+        let perm = quantizationOrder(diagonal: (0..<columns).map { h[$0 * columns + $0] }, config: config)
         if config.descAct {
-            let diag = (0..<columns).map { h[$0 * columns + $0] }
-            perm.sort { diag[$0] > diag[$1] || (diag[$0] == diag[$1] && $0 < $1) }
             var permuted = [Float](repeating: 0, count: wt.count)
             var hp = [Double](repeating: 0, count: h.count)
             for (j, c) in perm.enumerated() {
@@ -181,24 +173,60 @@ public enum GPTQ {
                 zeros[r * groups + g] = p.zero[r]
             }
         }
-        // g_idx numbers groups in quantization order: for act-order without static groups a
-        // column's group is its position in perm; otherwise its own index.
-        var gIdx = [Int32](repeating: 0, count: columns)
+        return GPTQResult(rows: rows, columns: columns, bits: config.bits, groupSize: config.groupSize, q: q, scales: scales,
+                          zeros: zeros, gIdx: groupIndex(order: perm, config: config), loss: loss, dampPercent: dampPercent,
+                          warnings: warnings)
+    }
+
+    /// The number of rows of a [rows, columns] weight, after checking the arguments of a quantization.
+    static func validate(weightCount: Int, columns: Int, blockSize: Int, config: QuantizeConfig) throws -> Int {
+        guard weightCount % columns == 0, weightCount > 0 else {
+            throw GPTQError.invalidArgument("weight of \(weightCount) values is not [rows, \(columns)] for a Hessian of \(columns) columns")
+        }
+        guard blockSize > 0 else { throw GPTQError.invalidArgument("block size \(blockSize) must be positive") }
+        try config.validate()
+        return weightCount / columns
+    }
+
+    /// perm[j]: the original column quantized j-th. Act-order sorts by decreasing Hessian
+    /// diagonal (stable: ties keep column order); otherwise the columns' own order.
+    public static func quantizationOrder(diagonal: [Double], config: QuantizeConfig) -> [Int] {
+        var perm = Array(diagonal.indices)
+        if config.descAct { perm.sort { diagonal[$0] > diagonal[$1] || (diagonal[$0] == diagonal[$1] && $0 < $1) } }
+        return perm
+    }
+
+    /// g_idx numbers groups in quantization order: for act-order without static groups a
+    /// column's group is its position in `order`; otherwise its own index.
+    public static func groupIndex(order perm: [Int], config: QuantizeConfig) -> [Int32] {
+        let groupSize = config.groupSize == -1 ? perm.count : config.groupSize
+        var gIdx = [Int32](repeating: 0, count: perm.count)
         for (j, c) in perm.enumerated() {
             gIdx[c] = Int32((config.descAct && !config.staticGroups ? j : c) / groupSize)
         }
-        return GPTQResult(rows: rows, columns: columns, bits: config.bits, groupSize: config.groupSize, q: q, scales: scales,
-                          zeros: zeros, gIdx: gIdx, loss: loss, dampPercent: dampPercent, warnings: warnings)
+        return gIdx
+    }
+
+    /// How many groups of scales and zeros a layer of `columns` inputs has.
+    public static func groupCount(columns: Int, config: QuantizeConfig) -> Int {
+        config.groupSize == -1 ? 1 : (columns + config.groupSize - 1) / config.groupSize
     }
 
     /// The upper Cholesky factor of (H + damp·I)⁻¹, raising the damping `dampGrowth`-fold
     /// (at most `dampRetries` times) while the factorisation fails; the warnings say so.
     static func dampedInverseFactor(_ h: [Double], columns: Int, dampPercent: Double) throws
         -> (factor: [Float], dampPercent: Double, warnings: [String]) {
+        try withDampingRetries(dampPercent: dampPercent) { inverseCholeskyUpper(h, columns: columns, dampPercent: $0) }
+    }
+
+    /// Runs `factor` with `dampPercent`, then with damping `dampGrowth` times larger (at most
+    /// `dampRetries` times) while it returns nil (a failed factorisation); the warnings say so.
+    static func withDampingRetries<Factor>(dampPercent: Double, _ factor: (Double) throws -> Factor?) throws
+        -> (factor: Factor, dampPercent: Double, warnings: [String]) {
         var damp = dampPercent
         var warnings: [String] = []
         for attempt in 0...dampRetries {
-            if let factor = inverseCholeskyUpper(h, columns: columns, dampPercent: damp) { return (factor, damp, warnings) }
+            if let result = try factor(damp) { return (result, damp, warnings) }
             if attempt < dampRetries {
                 warnings.append("Cholesky factorisation failed with damp_percent \(damp); retrying with \(damp * dampGrowth)")
                 damp *= dampGrowth

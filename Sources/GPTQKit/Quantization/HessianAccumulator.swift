@@ -20,13 +20,17 @@ public struct HessianAccumulator: Sendable {
     /// Adds `count` input rows of `columns` floats each (row-major) coming from `samples` samples.
     public mutating func add(_ rows: UnsafePointer<Float>, count: Int, samples batch: Int = 1) {
         precondition(batch > 0 && count >= 0)
-        let beta = Float(Double(samples) / Double(samples + batch))
+        let (beta, alpha) = Self.batchFactors(samples: samples, batch: batch)
         samples += batch
-        let alpha = Float(2 / Double(samples))
         let n = Int32(columns)
         upper.withUnsafeMutableBufferPointer { h in
             cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, Int32(count), alpha, rows, n, beta, h.baseAddress, n)
         }
+    }
+
+    /// add_batch's factors for `batch` more samples after `samples`: H ← beta·H + alpha·XᵀX.
+    static func batchFactors(samples: Int, batch: Int) -> (beta: Float, alpha: Float) {
+        (Float(Double(samples) / Double(samples + batch)), Float(2 / Double(samples + batch)))
     }
 
     public mutating func add(_ rows: [Float], samples batch: Int = 1) {

@@ -19,6 +19,7 @@ public enum KernelArg {
     case pointer(CUdeviceptr)
     case int32(Int32)
     case float32(Float)
+    case float64(Double)
 
     public static func buffer(_ b: DeviceBuffer, offset bytes: Int = 0) -> KernelArg { .pointer(b.address + CUdeviceptr(bytes)) }
     public static func int(_ v: Int) -> KernelArg { .int32(Int32(v)) }
@@ -52,6 +53,7 @@ public final class CUDAKernel: @unchecked Sendable {
             case let .pointer(p): slots[i] = p
             case let .int32(v): slots[i] = UInt64(UInt32(bitPattern: v))
             case let .float32(v): slots[i] = UInt64(v.bitPattern)
+            case let .float64(v): slots[i] = v.bitPattern
             }
         }
         let result = slots.withUnsafeMutableBytes { raw -> CUresult in

@@ -286,5 +286,9 @@ extern "C" __global__ void fill_random_f16(half_t *out, long long count, uint32_
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
         out[i] = f2h(lo + (hi - lo) * (mix32(((uint64_t)seed << 40) ^ (uint64_t)i) * 2.3283064e-10f));
 }
+extern "C" __global__ void fill_random_f32(float *out, long long count, uint32_t seed, float lo, float hi) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
+        out[i] = lo + (hi - lo) * (mix32(((uint64_t)seed << 40) ^ (uint64_t)i) * 2.3283064e-10f);
+}
 """#)
 }
