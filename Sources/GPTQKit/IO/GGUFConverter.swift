@@ -157,56 +157,43 @@ struct GGUFFields {
     var path: String { file.path }
     func has(_ key: String) -> Bool { file[key] != nil }
 
-    func int(_ key: String, default fallback: Int? = nil) throws -> Int {
+    /// The value of `key` converted by `convert` (nil: not of the `expected` kind), or `fallback` when absent.
+    private func value<T>(_ key: String, _ fallback: T?, expected: String, _ convert: (GGUFValue) -> T?) throws -> T {
         guard let value = file[key] else {
             if let fallback { return fallback }
             throw GPTQError.badConfig(field: key, path: path, reason: "missing")
         }
-        guard let i = value.int, i >= 0 else {
-            throw GPTQError.badConfig(field: key, path: path, reason: "\(value) is not a non-negative integer")
-        }
-        return i
+        guard let converted = convert(value) else { throw GPTQError.badConfig(field: key, path: path, reason: "\(value) is not \(expected)") }
+        return converted
+    }
+
+    func int(_ key: String, default fallback: Int? = nil) throws -> Int {
+        try value(key, fallback, expected: "a non-negative integer") { $0.int.flatMap { $0 >= 0 ? $0 : nil } }
     }
 
     func double(_ key: String, default fallback: Double? = nil) throws -> Double {
-        guard let value = file[key] else {
-            if let fallback { return fallback }
-            throw GPTQError.badConfig(field: key, path: path, reason: "missing")
-        }
-        guard let d = value.double else { throw GPTQError.badConfig(field: key, path: path, reason: "\(value) is not a number") }
-        return d
+        try value(key, fallback, expected: "a number") { $0.double }
     }
 
     func bool(_ key: String, default fallback: Bool) throws -> Bool {
-        guard let value = file[key] else { return fallback }
-        guard let b = value.bool else { throw GPTQError.badConfig(field: key, path: path, reason: "\(value) is not a bool") }
-        return b
+        try value(key, fallback, expected: "a bool") { $0.bool }
     }
 
     func string(_ key: String, default fallback: String? = nil) throws -> String {
-        guard let value = file[key] else {
-            if let fallback { return fallback }
-            throw GPTQError.badConfig(field: key, path: path, reason: "missing")
-        }
-        guard let s = value.string else { throw GPTQError.badConfig(field: key, path: path, reason: "not a string") }
-        return s
+        try value(key, fallback, expected: "a string") { $0.string }
     }
 
-    func strings(_ key: String) throws -> [String] {
+    /// The array at `key`, each item converted by `convert` (nil: not of the `expected` kind).
+    private func array<T>(_ key: String, expected: String, _ convert: (GGUFValue) -> T?) throws -> [T] {
         guard let value = file[key] else { throw GPTQError.badConfig(field: key, path: path, reason: "missing") }
         guard let items = value.array else { throw GPTQError.badConfig(field: key, path: path, reason: "not an array") }
         return try items.enumerated().map { i, item in
-            guard let s = item.string else { throw GPTQError.badConfig(field: "\(key)[\(i)]", path: path, reason: "not a string") }
-            return s
+            guard let converted = convert(item) else { throw GPTQError.badConfig(field: "\(key)[\(i)]", path: path, reason: "not \(expected)") }
+            return converted
         }
     }
 
-    func ints(_ key: String) throws -> [Int] {
-        guard let value = file[key] else { throw GPTQError.badConfig(field: key, path: path, reason: "missing") }
-        guard let items = value.array else { throw GPTQError.badConfig(field: key, path: path, reason: "not an array") }
-        return try items.enumerated().map { i, item in
-            guard let n = item.int else { throw GPTQError.badConfig(field: "\(key)[\(i)]", path: path, reason: "not an integer") }
-            return n
-        }
-    }
+    func strings(_ key: String) throws -> [String] { try array(key, expected: "a string") { $0.string } }
+
+    func ints(_ key: String) throws -> [Int] { try array(key, expected: "an integer") { $0.int } }
 }

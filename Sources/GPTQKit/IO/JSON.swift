@@ -125,7 +125,13 @@ public enum JSON: Equatable, Sendable {
         return "\(d)"
     }
 
-    static func writeString(_ s: String, into out: inout String) {
+    /// Python json.dumps's escaping; `ensureASCII` writes every non-ASCII scalar as \u escapes
+    /// (surrogate pairs past the BMP), as its ensure_ascii does.
+    static func writeString(_ s: String, into out: inout String, ensureASCII: Bool = false) {
+        func hex4(_ v: UInt32) -> String {
+            let h = String(v, radix: 16)
+            return "\\u" + String(repeating: "0", count: 4 - h.count) + h
+        }
         out += "\""
         for scalar in s.unicodeScalars {
             switch scalar {
@@ -134,10 +140,18 @@ public enum JSON: Equatable, Sendable {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
             default:
                 if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                    out += hex4(scalar.value)
+                } else if ensureASCII && scalar.value > 0x7E {
+                    if scalar.value >= 0x10000 {
+                        let v = scalar.value - 0x10000
+                        out += hex4(0xD800 + (v >> 10)) + hex4(0xDC00 + (v & 0x3FF))
+                    } else {
+                        out += hex4(scalar.value)
+                    }
                 } else {
                     out.unicodeScalars.append(scalar)
                 }

@@ -649,7 +649,7 @@ enum JinjaBuiltins {
         case let .int(i): out += String(i)
         case let .double(d):
             out += d.isNaN ? "NaN" : d.isInfinite ? (d < 0 ? "-Infinity" : "Infinity") : JinjaValue.pythonRepr(d)
-        case let .string(s): writeJSONString(s, into: &out, ensureASCII: ensureASCII)
+        case let .string(s): JSON.writeString(s, into: &out, ensureASCII: ensureASCII)
         case let .list(items), let .tuple(items):
             if items.isEmpty { out += "[]"; return }
             out += "[" + newline(level + 1)
@@ -665,7 +665,7 @@ enum JinjaBuiltins {
             let keys = sortKeys ? d.keys.sorted { $0.unicodeScalars.lexicographicallyPrecedes($1.unicodeScalars) } : d.keys
             for (i, key) in keys.enumerated() {
                 if i > 0 { out += itemSeparator + newline(level + 1) }
-                writeJSONString(key, into: &out, ensureASCII: ensureASCII)
+                JSON.writeString(key, into: &out, ensureASCII: ensureASCII)
                 out += keySeparator
                 try writeJSON(d[key]!, into: &out, indent: indent, level: level + 1, itemSeparator: itemSeparator,
                               keySeparator: keySeparator, ensureASCII: ensureASCII, sortKeys: sortKeys)
@@ -673,38 +673,5 @@ enum JinjaBuiltins {
             out += newline(level) + "}"
         default: throw .runtime("Object of type \(value.typeName) is not JSON serializable")
         }
-    }
-
-    private static func writeJSONString(_ s: String, into out: inout String, ensureASCII: Bool) {
-        func hex4(_ v: UInt32) -> String {
-            let h = String(v, radix: 16)
-            return "\\u" + String(repeating: "0", count: 4 - h.count) + h
-        }
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if scalar.value < 0x20 {
-                    out += hex4(scalar.value)
-                } else if ensureASCII && scalar.value > 0x7E {
-                    if scalar.value >= 0x10000 {
-                        let v = scalar.value - 0x10000
-                        out += hex4(0xD800 + (v >> 10)) + hex4(0xDC00 + (v & 0x3FF))
-                    } else {
-                        out += hex4(scalar.value)
-                    }
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
     }
 }
