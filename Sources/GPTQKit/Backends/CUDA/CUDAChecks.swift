@@ -91,7 +91,7 @@ public enum CUDAChecks {
         var xPadded = [Float](repeating: 0, count: rows * ldx)
         for r in 0..<rows { for i in 0..<k { xPadded[r * ldx + i] = x[r * k + i] } }
         let xHalf = Tensor(xPadded, shape: [rows * ldx]).converted(to: .f16)
-        let xBuffer = try backend.device.upload(UnsafeRawBufferPointer(start: xHalf.raw, count: xHalf.byteCount))
+        let xBuffer = try backend.device.upload(xHalf)
         let yBuffer = try backend.device.allocate(bytes: rows * ldy * 2)
         try yBuffer.fill(byte: 0xFF, stream: backend.stream)  // NaN
         try linear.forward(x: xBuffer.address, ldx: ldx, rows: rows, y: yBuffer.address, ldy: ldy, scratch: scratch)
@@ -183,6 +183,15 @@ extension CUDAChecks {
     /// of different lengths against batch-1 greedy decoding; one decoder layer
     /// (`layerForward`) against transformers' hidden state; AutoGPTQ's checkpoints against
     /// AutoGPTQ's logits and the CPU backend.
+    /// The bound for float16 logits against float32 ones. scripts/fixtures/fp16_logit_error.py
+    /// runs the llama fixture in numpy with the session's float16 roundings and gets 1.45e-3
+    /// (weights alone 0.84e-3, activations alone 1.03e-3): the precision itself, not the
+    /// kernels, puts that error there, so 1e-3 is out of reach. The bound is twice it.
+    static let float16Bound = 3e-3
+    /// A prefill in chunks against the same prefill whole: the same roundings, other cuBLAS
+    /// shapes (measured 0 to 3.6e-4 on an H100).
+    static let chunkBound = 1e-3
+
     public static func models(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
         var results: [CUDACheckResult] = []
         for arch in ["llama", "mistral", "qwen2", "qwen3"] {
@@ -200,8 +209,11 @@ extension CUDAChecks {
                 session.rewind(to: 0)
                 for token in prompt { decode += try session.forward([token], allLogits: false) }
             }
-            results.append(CUDACheckResult(name: "\(arch) fixture logits, prefill (fp16 vs transformers fp32)", relativeError: relativeError(prefill, expected), bound: 1e-3))
-            results.append(CUDACheckResult(name: "\(arch) fixture logits, decode graph", relativeError: relativeError(decode, expected), bound: 1e-3))
+            results.append(CUDACheckResult(name: "\(arch) fixture logits, prefill (fp16 vs transformers fp32)", relativeError: relativeError(prefill, expected), bound: float16Bound))
+            results.append(CUDACheckResult(name: "\(arch) fixture logits, decode graph (fp16 vs transformers fp32)", relativeError: relativeError(decode, expected), bound: float16Bound))
+            // The two paths round differently (prefill stores the attention probabilities in
+            // float16), so they differ by about one float16 design's error (measured 0.97e-3 to 1.18e-3).
+            results.append(CUDACheckResult(name: "\(arch) fixture logits, decode graph vs prefill", relativeError: relativeError(decode, prefill), bound: float16Bound))
 
             let greedy = try reference.tensor("greedy_ids").ints()
             let session = try model.makeSession(capacity: 32)
@@ -216,8 +228,8 @@ extension CUDAChecks {
             let cpuLogits = try cpu.makeSession(capacity: 128).forward(long, allLogits: true)
             let whole = try model.makeSession(capacity: 128).forward(long, allLogits: true)
             let chunked = try model.makeSession(capacity: 128, prefillChunk: 40).forward(long, allLogits: true)
-            results.append(CUDACheckResult(name: "\(arch) 100-token prefill vs CPU", relativeError: relativeError(whole, cpuLogits), bound: 1e-3))
-            results.append(CUDACheckResult(name: "\(arch) 100-token prefill in chunks of 40 vs CPU", relativeError: relativeError(chunked, cpuLogits), bound: 1e-3))
+            results.append(CUDACheckResult(name: "\(arch) 100-token prefill vs CPU fp32", relativeError: relativeError(whole, cpuLogits), bound: float16Bound))
+            results.append(CUDACheckResult(name: "\(arch) 100-token prefill in chunks of 40 vs whole", relativeError: relativeError(chunked, whole), bound: chunkBound))
 
             let text = (0..<400).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
             let gpuPerplexity = try Perplexity.evaluate(tokens: text, session: model.makeSession(capacity: 64), seqlen: 64).perplexity
@@ -243,7 +255,7 @@ extension CUDAChecks {
 
             // Layer 0 from transformers' embedding output, for layer-by-layer callers.
             let embedded = try reference.tensor("hidden_after_embed"), after = try reference.tensor("hidden_after_layer0").floats()
-            let hidden = try backend.device.upload(UnsafeRawBufferPointer(start: embedded.converted(to: .f16).raw, count: embedded.count * 2))
+            let hidden = try backend.device.upload(embedded.converted(to: .f16))
             var layerOut: [Float] = []
             for s in 0..<sequences {
                 let one = try backend.device.allocate(bytes: length * model.hidden * 2)
@@ -252,7 +264,7 @@ extension CUDAChecks {
                 let half = try backend.device.download(one, as: UInt16.self, count: length * model.hidden)
                 layerOut += Tensor(bitPattern: half, dtype: .f16, shape: [half.count]).floats()
             }
-            results.append(CUDACheckResult(name: "\(arch) layerForward(0) vs transformers' hidden state", relativeError: relativeError(layerOut, after), bound: 2e-3))
+            results.append(CUDACheckResult(name: "\(arch) layerForward(0) vs transformers' hidden state", relativeError: relativeError(layerOut, after), bound: float16Bound))
         }
         for variant in ["w4_g32_descact_asym", "w3_perchannel_sym", "w8_g32_sym", "w2_g32_asym"] {
             let folder = FileIO.join(fixtures, "autogptq_ckpt", variant)
@@ -266,13 +278,13 @@ extension CUDAChecks {
                 got += try session.forward(Array(ids.ints()[(s * length)..<((s + 1) * length)]), allLogits: true)
             }
             results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) logits (\(model.weightsDescription))",
-                                           relativeError: relativeError(got, expected), bound: 1e-3))
+                                           relativeError: relativeError(got, expected), bound: float16Bound))
             var rng = Xoshiro256StarStar(seed: 8)
             let long = (0..<100).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
             let cpuLogits = try LanguageModel.load(folder: folder).makeSession(capacity: 128).forward(long, allLogits: true)
             let gpuLogits = try model.makeSession(capacity: 128).forward(long, allLogits: true)
-            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU",
-                                           relativeError: relativeError(gpuLogits, cpuLogits), bound: 1e-3))
+            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU fp32",
+                                           relativeError: relativeError(gpuLogits, cpuLogits), bound: float16Bound))
         }
         return results
     }

@@ -98,6 +98,12 @@ public final class CUDADevice: @unchecked Sendable {
         return buffer
     }
 
+    /// A device copy of a tensor's bytes (the tensor kept alive until the copy is done: a
+    /// pointer taken from a temporary's storage must not outlive it).
+    public func upload(_ tensor: Tensor) throws -> DeviceBuffer {
+        try withExtendedLifetime(tensor) { try upload(UnsafeRawBufferPointer(start: tensor.raw, count: tensor.byteCount)) }
+    }
+
     public func upload(_ raw: UnsafeRawBufferPointer) throws -> DeviceBuffer {
         let buffer = try allocate(bytes: raw.count)
         try buffer.copy(from: raw.baseAddress!, bytes: raw.count, stream: stream)

@@ -45,10 +45,10 @@ public final class CUDALinear: @unchecked Sendable {
         inFeatures = weight.shape[1]
         guard inFeatures % 8 == 0 else { throw GPTQError.unsupported("CUDA linear with \(inFeatures) inputs (a multiple of 8 is needed)") }
         let half = weight.converted(to: .f16)
-        weights = .dense(try backend.device.upload(UnsafeRawBufferPointer(start: half.raw, count: half.byteCount)))
+        weights = .dense(try backend.device.upload(half))
         self.bias = try bias.map { b in
             let h = b.converted(to: .f16)
-            return try backend.device.upload(UnsafeRawBufferPointer(start: h.raw, count: h.byteCount))
+            return try backend.device.upload(h)
         }
     }
 
@@ -62,12 +62,12 @@ public final class CUDALinear: @unchecked Sendable {
         let scales = layer.scales.converted(to: .f16)
         weights = .gptq(bits: layer.bits, groupSize: layout.groupSize, zeroOffset: layer.format == .gptq ? 1 : 0, kernel: layout.kernel,
                         qweight: try device.upload(layout.qweight),
-                        qzeros: try device.upload(UnsafeRawBufferPointer(start: layer.qzeros.raw, count: layer.qzeros.byteCount)),
-                        scales: try device.upload(UnsafeRawBufferPointer(start: scales.raw, count: scales.byteCount)),
+                        qzeros: try device.upload(layer.qzeros),
+                        scales: try device.upload(scales),
                         gIdx: try device.upload(layout.gIdx), permutation: try layout.permutation.map { try device.upload($0) })
         bias = try layer.bias.map { b in
             let h = b.converted(to: .f16)
-            return try device.upload(UnsafeRawBufferPointer(start: h.raw, count: h.byteCount))
+            return try device.upload(h)
         }
     }
 

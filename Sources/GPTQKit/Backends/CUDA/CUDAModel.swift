@@ -50,6 +50,10 @@ public final class CUDAModel: @unchecked Sendable {
     init(backend: CUDABackend, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, intermediate: Int, vocab: Int, eps: Float,
          embedding: DeviceBuffer, finalNorm: DeviceBuffer, lmHead: CUDALinear, layers: [CUDADecoderLayer],
          inverseFrequencies: [Float], weightsDescription: String) throws {
+        // The decode attention kernel gives each lane at most 8 of a head's dimensions.
+        guard headDim % 2 == 0, headDim <= 256, kvHeads > 0, heads % kvHeads == 0 else {
+            throw GPTQError.unsupported("CUDA model with head dimension \(headDim) (even, at most 256 supported) and \(heads) heads over \(kvHeads) key/value heads")
+        }
         self.backend = backend
         self.hidden = hidden
         self.heads = heads
@@ -101,7 +105,7 @@ public final class CUDAModel: @unchecked Sendable {
         }
         func halves(_ name: String, _ shape: [Int]) throws -> DeviceBuffer {
             let t = try checkpoint.tensor(name, shape: shape).converted(to: .f16)
-            return try device.upload(UnsafeRawBufferPointer(start: t.raw, count: t.byteCount))
+            return try device.upload(t)
         }
         func host(_ name: String, _ module: LinearModule) throws -> HostLinear {
             if checkpoint.contains(name + ".qweight") {

@@ -48,8 +48,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         guard capacity >= 1, prefillChunk >= 2 else {
             throw GPTQError.invalidArgument("CUDA session capacity \(capacity) and prefill chunk \(prefillChunk) must be at least 1 and 2")
         }
-        // Decode attention holds a query and every key's score in shared memory.
-        let attentionBytes = (model.headDim + capacity) * 4
+        let attentionBytes = Self.decodeAttentionSharedBytes(headDim: model.headDim, capacity: capacity)
         guard attentionBytes <= model.backend.device.maxSharedMemoryPerBlock else {
             throw GPTQError.unsupported("CUDA session capacity \(capacity): decode attention keeps one score per position in shared memory, "
                                         + "\(attentionBytes) bytes; this GPU allows \(model.backend.device.maxSharedMemoryPerBlock)")
@@ -227,7 +226,8 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         for (i, layer) in m.layers.enumerated() {
             try attentionInput(i, layer, rows: batch, scratch: decodeScratch)
             try launch("rope_qkv", grid: (batch, m.heads + m.kvHeads, 1), block: (64, 1, 1), ropeArgs(layer: i, decodeRows: true, sequence: 0))
-            try launch("attention_decode", grid: (m.heads, batch, 1), block: (128, 1, 1), sharedBytes: (m.headDim + capacity) * 4,
+            try launch("attention_decode", grid: (m.heads, batch, 1), block: (32 * Self.decodeAttentionWarps, 1, 1),
+                       sharedBytes: Self.decodeAttentionSharedBytes(headDim: m.headDim, capacity: capacity),
                        [.buffer(qkv), .int(m.qkvWidth), .buffer(keys[i]), .buffer(values[i]), .buffer(attention), .int(m.heads * m.headDim),
                         .buffer(positionBuffer), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .int(capacity),
                         .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0)])
@@ -369,6 +369,11 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try m.lmHead.forward(x: normed.address + CUdeviceptr(firstRow * m.hidden * 2), ldx: m.hidden, rows: rows, y: logits.address,
                              ldy: m.vocab, scratch: scratch, f32Output: true)
     }
+
+    /// Decode attention's warps, and its shared memory: the query, every key's score and each
+    /// warp's partial output.
+    static let decodeAttentionWarps = 8
+    static func decodeAttentionSharedBytes(headDim: Int, capacity: Int) -> Int { (headDim * (1 + decodeAttentionWarps) + capacity) * 4 }
 
     private var normThreads: Int { min(1024, max(32, (model.hidden / 4 + 31) / 32 * 32)) }
 

@@ -67,17 +67,20 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
     }
 }
 
-// One query per sequence s (decode): grid (H, sequences), block 128, dynamic shared memory
-// (D + cap) floats. Keys 0..pos[s] (those within `window` of it when window > 0).
+// One query per sequence s (decode): grid (H, sequences), block 256 (8 warps), dynamic
+// shared memory (D + cap + 8·D) floats. Keys 0..pos[s] (those within `window` of it when
+// window > 0). Warp w scores keys w, w + 8, ... (lanes across the head dimension), then
+// accumulates the same keys' values with lane l owning dimensions l, l + 32, ... (D <= 256),
+// and the warps' partial outputs are summed: no thread walks every key alone.
 extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int ld, const half_t *__restrict__ k_cache,
                                             const half_t *__restrict__ v_cache, half_t *__restrict__ out, int ldo,
                                             const int32_t *__restrict__ pos, int H, int KV, int D, int cap, float scale, int window) {
     extern __shared__ float smem[];
     __shared__ float scratch[32];
-    float *q = smem, *scores = smem + D;
     const int h = blockIdx.x, s = blockIdx.y, kvh = h / (H / KV);
     const int L = pos[s] + 1, start = window > 0 ? max(0, L - window) : 0;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    float *q = smem, *scores = smem + D, *partial = smem + D + cap;
     for (int i = threadIdx.x; i < D; i += blockDim.x) q[i] = h2f(qkv[(size_t)s * ld + (size_t)h * D + i]) * scale;
     __syncthreads();
     const half_t *K = k_cache + ((size_t)s * KV + kvh) * cap * D;
@@ -98,10 +101,22 @@ extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int 
         local_sum += e;
     }
     const float inv = 1.f / block_sum(local_sum, scratch);
+    float acc[8];
+    #pragma unroll
+    for (int c = 0; c < 8; c++) acc[c] = 0.f;
+    for (int j = start + warp; j < L; j += warps) {
+        const float p = scores[j - start];
+        const half_t *row = V + (size_t)j * D;
+        #pragma unroll
+        for (int c = 0; c < 8; c++) if (lane + 32 * c < D) acc[c] += p * h2f(row[lane + 32 * c]);
+    }
+    #pragma unroll
+    for (int c = 0; c < 8; c++) if (lane + 32 * c < D) partial[warp * D + lane + 32 * c] = acc[c];
+    __syncthreads();
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float acc = 0.f;
-        for (int j = start; j < L; j++) acc += scores[j - start] * h2f(V[(size_t)j * D + d]);
-        out[(size_t)s * ldo + (size_t)h * D + d] = f2h(acc * inv);
+        float t = 0.f;
+        for (int w = 0; w < warps; w++) t += partial[w * D + d];
+        out[(size_t)s * ldo + (size_t)h * D + d] = f2h(t * inv);
     }
 }
 
