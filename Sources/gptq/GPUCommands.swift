@@ -61,7 +61,8 @@ struct GPUBenchCommand: ParsableCommand {
         abstract: "Time the CUDA kernels (needs an NVIDIA GPU).",
         discussion: """
             --kernels: 4-bit group-128 GEMV/GEMM against float16 cuBLAS for the Llama-2-7B \
-            linear shapes at batch 1, 2, 4, 8, 16, and the device-to-device copy bandwidth.
+            linear shapes at batch 1, 2, 4, 8, 16, 32, 64, 128 (from 16 on also dequantized \
+            for cuBLAS), and the device-to-device copy bandwidth.
             """
     )
 
@@ -86,6 +87,9 @@ struct GPUBenchCommand: ParsableCommand {
     @Flag(help: "--quantize: act-order (desc_act).")
     var actOrder = false
 
+    @Flag(help: "Time every launch shape of the 4-bit tiled kernel (output tiles a warp x warps a block, microseconds).")
+    var tiledShapes = false
+
     @Option(help: "Write the report to this file too.")
     var log: String?
 
@@ -97,7 +101,7 @@ struct GPUBenchCommand: ParsableCommand {
             let copy = try CUDABenchmarks.copyBandwidth(backend: backend)
             report("device-to-device copy: \(Int(copy.rounded())) GB/s (read + written)")
             let shapes = [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672)]
-            let rows = try CUDABenchmarks.linears(backend: backend, shapes: shapes, batches: [1, 2, 4, 8, 16], log: { report($0) })
+            let rows = try CUDABenchmarks.linears(backend: backend, shapes: shapes, batches: [1, 2, 4, 8, 16, 32, 64, 128], log: { report($0) })
             report("4-bit GB/s as a fraction of the copy: " + rows.filter { $0.batch == 1 }.map {
                 "\($0.inFeatures)x\($0.outFeatures) \(Int(($0.quantizedGBs / copy * 100).rounded()))%"
             }.joined(separator: ", "))
@@ -123,6 +127,10 @@ struct GPUBenchCommand: ParsableCommand {
             let perLayer = timings.map(\.totalSeconds).sorted()[timings.count / 2]
             report("GPTQ per layer (median of \(timings.count)): \((perLayer * 1000).rounded() / 1000) s; 32 layers: \((perLayer * 32 / 60 * 100).rounded() / 100) min "
                    + "(AutoGPTQ on an H100: 16.8 s per layer, about 9.0 min, layer forwards included)")
+        }
+        if tiledShapes {
+            try CUDABenchmarks.tiledShapes(backend: backend, shapes: [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672)],
+                                           batches: [1, 8, 16, 32], log: { report($0) })
         }
         try report.save()
     }

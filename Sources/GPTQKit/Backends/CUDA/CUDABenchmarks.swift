@@ -36,12 +36,15 @@ public enum CUDABenchmarks {
         public let inFeatures: Int, outFeatures: Int, batch: Int
         public let quantizedMs: Double, quantizedGBs: Double
         public let halfMs: Double, halfGBs: Double
+        /// The 4-bit layer dequantized for cuBLAS (timed from 16 rows on).
+        public let dequantizedMs: Double?
         public var speedup: Double { halfMs / quantizedMs }
         public var line: String {
             func us(_ ms: Double) -> String { pad(String(format1(ms * 1000)), 8) }
             func gbs(_ v: Double) -> String { pad(String(Int(v.rounded())), 5) }
-            return "\(pad("\(inFeatures)x\(outFeatures)", 11)) b\(pad(String(batch), 2))  4-bit \(us(quantizedMs)) us \(gbs(quantizedGBs)) GB/s"
+            return "\(pad("\(inFeatures)x\(outFeatures)", 11)) b\(pad(String(batch), 3))  4-bit \(us(quantizedMs)) us \(gbs(quantizedGBs)) GB/s"
                 + "   fp16 cuBLAS \(us(halfMs)) us \(gbs(halfGBs)) GB/s   x\(format1(speedup))"
+                + (dequantizedMs.map { "   dequant+cuBLAS \(us($0)) us" } ?? "")
         }
     }
 
@@ -72,9 +75,12 @@ public enum CUDABenchmarks {
                     guard case let .dense(buffer) = w.weights else { return }
                     try backend.cublas.linear(x: x.address, weight: buffer.address, y: y.address, rows: b, inFeatures: k, outFeatures: n)
                 }
+                let dMs = b < 16 ? nil : try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
+                    try quantized[i % qCopies].dequantizedProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
+                }
                 let row = LinearTiming(inFeatures: k, outFeatures: n, batch: b,
                                        quantizedMs: qMs, quantizedGBs: Double(quantized[0].weightBytes + io) / (qMs * 1e-3) / 1e9,
-                                       halfMs: hMs, halfGBs: Double(half[0].weightBytes + io) / (hMs * 1e-3) / 1e9)
+                                       halfMs: hMs, halfGBs: Double(half[0].weightBytes + io) / (hMs * 1e-3) / 1e9, dequantizedMs: dMs)
                 log(row.line)
                 rows.append(row)
             }
@@ -117,6 +123,38 @@ extension CUDABenchmarks {
         var times: [Double] = []
         for _ in 0..<runs { times.append(try session.prefill(sequence: 0, ids: ids)) }
         return Double(tokens) / times.sorted()[runs / 2]
+    }
+
+    /// The tiled kernel's launch shapes (output tiles a warp × warps a block) for each
+    /// shape and batch, microseconds a call, the chosen shape marked with *: the data
+    /// behind `CUDAGPTQLayout.tiledLaunch`.
+    public static func tiledShapes(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
+                                   log: (String) -> Void = { _ in }) throws {
+        let scratch = CUDAScratch(backend: backend)
+        let l2 = max(backend.device.l2CacheBytes, 1 << 20)
+        for (k, n) in shapes {
+            let maxBatch = batches.max() ?? 1
+            let x = try backend.device.allocate(bytes: maxBatch * k * 2)
+            let y = try backend.device.allocate(bytes: maxBatch * n * 2)
+            try backend.fillRandomHalves(x, seed: 11, lo: -1, hi: 1)
+            let copies = max(2, (4 * l2 + k * n / 2 - 1) / (k * n / 2))
+            let layers = try (0..<copies).map { try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(300 + $0)) }
+            for b in batches {
+                let chosen = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: b, multiprocessors: backend.device.multiprocessorCount)
+                var line = "\(pad("\(k)x\(n)", 11)) b\(pad(String(b), 3)) "
+                for nt in [1, 2] where n % (16 * nt) == 0 {
+                    for warps in [1, 2, 4, 8] {
+                        let ms = try medianMilliseconds(backend: backend, callsPerSample: max(copies, 24), samples: 9) { i in
+                            try layers[i % copies].tiledProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch,
+                                                               shape: (nt, warps))
+                        }
+                        let mark = chosen.outputTiles == nt && chosen.warps == warps ? "*" : " "
+                        line += " \(nt)x\(warps)\(mark)\(pad(format1(ms * 1000), 6))"
+                    }
+                }
+                log(line)
+            }
+        }
     }
 }
 

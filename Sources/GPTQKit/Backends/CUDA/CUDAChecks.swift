@@ -107,8 +107,8 @@ public enum CUDAChecks {
         return Tensor(values, shape: [values.count]).converted(to: .f16).floats()
     }
 
-    /// Every linear kernel (4-bit fast with and without act order, the generic 2/3/4/8-bit
-    /// GEMV, dequantize + cuBLAS, float16 GEMV and cuBLAS) against a double reference.
+    /// Every linear kernel (4-bit tiled and GEMV with and without act order, the generic
+    /// 2/3/4/8-bit GEMV, dequantize + cuBLAS, float16 GEMV and cuBLAS) against a double reference.
     public static func linearKernels(backend: CUDABackend) throws -> [CUDACheckResult] {
         let scratch = CUDAScratch(backend: backend)
         var results: [CUDACheckResult] = []
@@ -117,13 +117,17 @@ public enum CUDAChecks {
             (4, 64, 512, 256, true, false), (4, -1, 512, 256, false, false), (4, 128, 384, 264, false, false),
             (2, 32, 256, 512, false, false), (3, 128, 512, 256, true, false), (3, -1, 256, 128, false, true),
             (8, 64, 512, 256, false, false), (2, -1, 256, 64, true, false),
+            // Wide enough for two output tiles a warp on an H100 (4352 / 32 ≥ 132 multiprocessors).
+            (4, 64, 512, 4352, false, true),
         ]
         for (i, c) in configs.enumerated() {
             let layer = try randomLayer(bits: c.bits, groupSize: c.group, inFeatures: c.k, outFeatures: c.n, actOrder: c.act, bias: c.bias, seed: UInt64(100 + i))
             let linear = try CUDALinear(backend: backend, gptq: layer)
             let w = dequantizedKN(layer)
             let bias = layer.bias?.floats()
-            for rows in [1, 2, 5, 8, 13, 24] {
+            // Row counts across the GEMV's launches of 8, the tiled kernel's row tiles (8, 16, 32
+            // a launch, 32 rows twice) and the dequantize + cuBLAS path.
+            for rows in [1, 2, 5, 8, 13, 16, 24, 32, 40, 70] {
                 let x = randomInput(rows: rows, k: c.k, seed: UInt64(1000 * i + rows))
                 let ref = referenceProduct(x: x, w: w, bias: bias, rows: rows, k: c.k, n: c.n)
                 let got = try runLinear(linear, backend: backend, x: x, rows: rows, scratch: scratch)

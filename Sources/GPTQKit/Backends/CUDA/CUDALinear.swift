@@ -19,16 +19,22 @@ public final class CUDAScratch: @unchecked Sendable {
 }
 
 /// A linear layer on the GPU, y = x·Wᵀ (+ b) on float16 rows: float16 weights, or GPTQ
-/// weights read by the GEMV kernels (8 rows a launch) for up to `maxGEMVRows` rows and
-/// dequantized for cuBLAS above that.
+/// weights: 4-bit layers in the tiled layout go through the tensor-core kernel (32 rows a
+/// launch) for up to `maxTiledKernelRows` rows, other GPTQ layers through the GEMV kernels
+/// (8 rows a launch) for up to `maxGEMVRows` rows; above that the weights are dequantized
+/// for cuBLAS.
 public final class CUDALinear: @unchecked Sendable {
     public static let maxGEMVRows = 16
+    /// Rows up to which the tiled kernel beats dequantizing for cuBLAS (measured: BENCHMARKS.md).
+    public static let maxTiledKernelRows = 64
 
     enum Weights {
         /// float16 [outFeatures, inFeatures] (the Hugging Face layout).
         case dense(DeviceBuffer)
         case gptq(bits: Int, groupSize: Int, zeroOffset: Int, kernel: CUDAGPTQLayout.Kernel,
                   qweight: DeviceBuffer, qzeros: DeviceBuffer, scales: DeviceBuffer, gIdx: DeviceBuffer, permutation: DeviceBuffer?)
+        /// 4 bits in CUDAGPTQLayout's tiled layout (words and group parameters).
+        case tiled4(groupSize: Int, tiles: DeviceBuffer, parameters: DeviceBuffer, permutation: DeviceBuffer?)
     }
 
     let backend: CUDABackend
@@ -60,34 +66,37 @@ public final class CUDALinear: @unchecked Sendable {
         let layout = CUDAGPTQLayout(layer)
         let device = backend.device
         let scales = layer.scales.converted(to: .f16)
-        weights = .gptq(bits: layer.bits, groupSize: layout.groupSize, zeroOffset: layer.format == .gptq ? 1 : 0, kernel: layout.kernel,
-                        qweight: try device.upload(layout.qweight),
-                        qzeros: try device.upload(layer.qzeros),
-                        scales: try device.upload(scales),
-                        gIdx: try device.upload(layout.gIdx), permutation: try layout.permutation.map { try device.upload($0) })
+        if layout.kernel == .tiled4 {
+            weights = .tiled4(groupSize: layout.groupSize, tiles: try device.upload(layout.qweight),
+                              parameters: try device.upload(layout.groupParameters), permutation: try layout.permutation.map { try device.upload($0) })
+        } else {
+            weights = .gptq(bits: layer.bits, groupSize: layout.groupSize, zeroOffset: layer.format == .gptq ? 1 : 0, kernel: layout.kernel,
+                            qweight: try device.upload(layout.qweight),
+                            qzeros: try device.upload(layer.qzeros),
+                            scales: try device.upload(scales),
+                            gIdx: try device.upload(layout.gIdx), permutation: try layout.permutation.map { try device.upload($0) })
+        }
         bias = try layer.bias.map { b in
             let h = b.converted(to: .f16)
             return try device.upload(h)
         }
     }
 
-    /// A 4-bit layer with pseudo-random packed weights, zeros and scales (benchmarks):
-    /// the fast layout, no act order.
+    /// A 4-bit layer with pseudo-random packed weights, zeros and scales (benchmarks): the
+    /// tiled layout, no act order.
     public init(backend: CUDABackend, random4BitInFeatures k: Int, outFeatures n: Int, groupSize: Int, seed: UInt32) throws {
-        precondition(k % groupSize == 0 && groupSize % 32 == 0 && n % 8 == 0)
+        precondition(k % groupSize == 0 && groupSize % 64 == 0 && k % 64 == 0 && n % 16 == 0)
         self.backend = backend
         inFeatures = k
         outFeatures = n
         let device = backend.device
-        let groups = k / groupSize
-        let qweight = try device.allocate(bytes: k / 8 * n * 4)
-        let qzeros = try device.allocate(bytes: groups * n / 8 * 4)
-        let scales = try device.allocate(bytes: groups * n * 2)
-        try backend.fillRandomWords(qweight, seed: seed)
-        try backend.fillRandomWords(qzeros, seed: seed &+ 1)
-        try backend.fillRandomHalves(scales, seed: seed &+ 2, lo: 0.001, hi: 0.004)
-        weights = .gptq(bits: 4, groupSize: groupSize, zeroOffset: 1, kernel: .fast4, qweight: qweight,
-                        qzeros: qzeros, scales: scales, gIdx: try device.upload((0..<k).map { Int32($0 / groupSize) }), permutation: nil)
+        let tiles = try device.allocate(bytes: k / 8 * n * 4)
+        let parameters = try device.allocate(bytes: k / groupSize * n * 4)
+        try backend.fillRandomWords(tiles, seed: seed)
+        let count = parameters.byteCount / 8
+        try backend.launch("fill_random_q4_params", in: LinearKernels.source, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
+                           [.buffer(parameters), .pointer(UInt64(count)), .int32(Int32(bitPattern: seed &+ 1)), .float32(0.001), .float32(0.004)])
+        weights = .tiled4(groupSize: groupSize, tiles: tiles, parameters: parameters, permutation: nil)
         bias = nil
     }
 
@@ -117,6 +126,7 @@ public final class CUDALinear: @unchecked Sendable {
         switch weights {
         case let .dense(w): return w.byteCount
         case let .gptq(_, _, _, _, qweight, qzeros, scales, _, _): return qweight.byteCount + qzeros.byteCount + scales.byteCount
+        case let .tiled4(_, tiles, parameters, _): return tiles.byteCount + parameters.byteCount
         }
     }
 
@@ -128,8 +138,11 @@ public final class CUDALinear: @unchecked Sendable {
             switch kernel {
             case .fast4: k = "fast4"
             case .generic: k = "generic"
+            case .tiled4: k = "tiled"
             }
             return "\(bits)-bit g\(groupSize) \(k)\(permutation != nil ? " act-order" : "")"
+        case let .tiled4(groupSize, _, _, permutation):
+            return "4-bit g\(groupSize) tiled\(permutation != nil ? " act-order" : "")"
         }
     }
 
@@ -137,6 +150,18 @@ public final class CUDALinear: @unchecked Sendable {
     /// float16, queued on the device's stream. `f32Output` writes float32 y (dense only).
     public func forward(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch, f32Output: Bool = false) throws {
         precondition(rows > 0)
+        if case .tiled4 = weights {
+            precondition(!f32Output, "GPTQ layers write float16")
+            if rows <= Self.maxTiledKernelRows {
+                for start in stride(from: 0, to: rows, by: 32) {
+                    try tiledProduct(x: x + CUdeviceptr(start * ldx * 2), ldx: ldx, rows: min(32, rows - start),
+                                     y: y + CUdeviceptr(start * ldy * 2), ldy: ldy, scratch: scratch)
+                }
+            } else {
+                try dequantizedProduct(x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch)
+            }
+            return
+        }
         if rows <= Self.maxGEMVRows {
             let yElement = f32Output ? 4 : 2
             for start in stride(from: 0, to: rows, by: 8) {
@@ -148,8 +173,10 @@ public final class CUDALinear: @unchecked Sendable {
         let (K, N) = (inFeatures, outFeatures)
         switch weights {
         case let .dense(w):
+            precondition(bias == nil || !f32Output, "bias on float32 outputs")
             try backend.cublas.linear(x: x, ldx: ldx, weight: w.address, y: y, ldy: ldy, yType: f32Output ? .f32 : .f16,
                                       rows: rows, inFeatures: K, outFeatures: N)
+            try addBias(y: y, ldy: ldy, rows: rows)
         case let .gptq(bits, groupSize, zeroOffset, kernel, qweight, qzeros, scales, gIdx, permutation):
             precondition(!f32Output, "GPTQ layers write float16")
             // Larger batches are arithmetic-bound: dequantize once into float16 [K, N] (inputs in
@@ -160,12 +187,57 @@ public final class CUDALinear: @unchecked Sendable {
                                [.buffer(qweight), .buffer(qzeros), .buffer(scales), .pointer(sortedGroups ? 0 : gIdx.address),
                                 .pointer(permutation?.address ?? 0), .buffer(w), .int(K), .int(N), .int(bits), .int(groupSize), .int(zeroOffset)])
             try backend.cublas.linearKN(x: x, ldx: ldx, weight: w.address, y: y, ldy: ldy, rows: rows, inFeatures: K, outFeatures: N)
+            try addBias(y: y, ldy: ldy, rows: rows)
+        case .tiled4:
+            preconditionFailure("tiled layers take tiledProduct or dequantizedProduct")
         }
-        if let bias {
-            precondition(!f32Output, "bias on float32 outputs")
-            try backend.launch("add_bias", in: LinearKernels.source, grid: ((N + 255) / 256, rows, 1), block: (256, 1, 1),
-                               [.pointer(y), .int(ldy), .buffer(bias), .int(rows), .int(N)])
+    }
+
+    private func addBias(y: CUdeviceptr, ldy: Int, rows: Int) throws {
+        guard let bias else { return }
+        try backend.launch("add_bias", in: LinearKernels.source, grid: ((outFeatures + 255) / 256, rows, 1), block: (256, 1, 1),
+                           [.pointer(y), .int(ldy), .buffer(bias), .int(rows), .int(outFeatures)])
+    }
+
+    /// x[:, perm] into scratch for act-order layers (rows of K), else x itself.
+    private func gatheredInput(x: CUdeviceptr, ldx: Int, rows: Int, permutation: DeviceBuffer?, scratch: CUDAScratch) throws -> (CUdeviceptr, Int) {
+        guard let permutation else { return (x, ldx) }
+        let K = inFeatures
+        let gathered = try scratch.buffer("gather", bytes: rows * K * 2)
+        try backend.launch("gather_columns", in: LinearKernels.source, grid: (min((K + 255) / 256, 1024), rows, 1), block: (256, 1, 1),
+                           [.pointer(x), .int(ldx), .buffer(permutation), .buffer(gathered), .int(K)])
+        return (gathered.address, K)
+    }
+
+    /// The tiled tensor-core kernel, one launch for up to 32 rows; `shape` overrides the
+    /// output tiles a warp and warps a block of `CUDAGPTQLayout.tiledLaunch` (benchmarks).
+    func tiledProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch,
+                      shape: (outputTiles: Int, warps: Int)? = nil) throws {
+        guard case let .tiled4(groupSize, tiles, parameters, permutation) = weights else { preconditionFailure("not a tiled layer") }
+        let (K, N) = (inFeatures, outFeatures)
+        let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
+        var (nt, bt, warps) = CUDAGPTQLayout.tiledLaunch(inFeatures: K, outFeatures: N, rows: rows, multiprocessors: backend.device.multiprocessorCount)
+        if let shape {
+            precondition(N % (16 * shape.outputTiles) == 0 && (1...2).contains(shape.outputTiles) && (1...8).contains(shape.warps))
+            (nt, warps) = shape
         }
+        try backend.launch("mma_q4_n\(nt)_b\(bt)", in: LinearKernels.source, grid: (N / (16 * nt), 1, 1), block: (32, warps, 1),
+                           sharedBytes: CUDAGPTQLayout.tiledSharedBytes(outputTiles: nt, rowTiles: bt, warps: warps),
+                           [.buffer(tiles), .buffer(parameters), .pointer(input), .int(inputStride), .int(rows),
+                            .pointer(y), .int(ldy), .pointer(bias?.address ?? 0), .int(K), .int(groupSize)])
+    }
+
+    /// Tiled weights dequantized to float16 W [N, K] (in the tiled k order, so act-order
+    /// layers gather x first), then cuBLAS: larger batches are arithmetic-bound.
+    func dequantizedProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch) throws {
+        guard case let .tiled4(groupSize, tiles, parameters, permutation) = weights else { preconditionFailure("not a tiled layer") }
+        let (K, N) = (inFeatures, outFeatures)
+        let w = try scratch.buffer("dequantized", bytes: K * N * 2)
+        try backend.launch("dequantize_q4_tiled", in: LinearKernels.source, grid: ((K / 64 + 7) / 8, N / 16, 1), block: (32, 8, 1),
+                           [.buffer(tiles), .buffer(parameters), .buffer(w), .int(K), .int(groupSize)])
+        let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
+        try backend.cublas.linear(x: input, ldx: inputStride, weight: w.address, y: y, ldy: ldy, rows: rows, inFeatures: K, outFeatures: N)
+        try addBias(y: y, ldy: ldy, rows: rows)
     }
 
     /// One GEMV launch for up to 8 rows.
@@ -182,14 +254,7 @@ public final class CUDALinear: @unchecked Sendable {
             precondition(!f32Output, "GPTQ layers write float16")
             switch kernel {
             case .fast4:
-                var input = x, inputStride = ldx
-                if let permutation {
-                    let gathered = try scratch.buffer("gather", bytes: rows * K * 2)
-                    try backend.launch("gather_columns", in: source, grid: (min((K + 255) / 256, 1024), rows, 1), block: (256, 1, 1),
-                                       [.pointer(x), .int(ldx), .buffer(permutation), .buffer(gathered), .int(K)])
-                    input = gathered.address
-                    inputStride = K
-                }
+                let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
                 let (tx, r) = CUDAGPTQLayout.fastLaunch(inFeatures: K, outFeatures: N, groupSize: groupSize,
                                                         multiprocessors: backend.device.multiprocessorCount)
                 try backend.launch("gemv_q4_b\(rows)_r\(r)_t\(tx)", in: source, grid: ((N + 4 * tx - 1) / (4 * tx), 1, 1), block: (tx, 256 / tx, 1),
@@ -199,7 +264,11 @@ public final class CUDALinear: @unchecked Sendable {
                 try backend.launch("gemv_qn_b\(rows)", in: source, grid: ((N + 31) / 32, 1, 1), block: (32, 8, 1),
                                    [.buffer(qweight), .buffer(qzeros), .buffer(scales), .buffer(gIdx), .pointer(x), .int(ldx),
                                     .pointer(y), .int(ldy), biasArg, .int(K), .int(N), .int(bits), .int(zeroOffset)])
+            case .tiled4:
+                preconditionFailure("tiled layers take tiledProduct")
             }
+        case .tiled4:
+            preconditionFailure("tiled layers take tiledProduct")
         }
     }
 }

@@ -30,17 +30,25 @@ extension PackedLinear {
 /// How a GPTQ layer is laid out for the CUDA kernels.
 public struct CUDAGPTQLayout: Sendable {
     public enum Kernel: Sendable, Equatable {
-        /// The 4-bit fast GEMV (groups of a multiple of 32 inputs, read in chunks of 4, 8 or
-        /// 16 packed rows: see `fastLaunch`).
+        /// The 4-bit tensor-core kernel (mma.sync) on the tiled layout: inputs a multiple of
+        /// 64, groups a multiple of 64 inputs, outputs a multiple of 16 (see `tiledWords`).
+        case tiled4
+        /// The 4-bit GEMV on AutoGPTQ's packing (groups of a multiple of 32 inputs, read in
+        /// chunks of 4, 8 or 16 packed rows: see `fastLaunch`), for 4-bit layers the tiled
+        /// layout does not fit.
         case fast4
         /// The any-width GEMV reading g_idx.
         case generic
     }
 
     public let kernel: Kernel
-    /// qweight as the kernel reads it: for act-order 4-bit layers, rows sorted by group.
+    /// The packed weights as the kernel reads them: the tiled words (tiled4); qweight with
+    /// act-order rows sorted by group (fast4); the checkpoint's qweight (generic).
     public let qweight: [Int32]
-    /// For the fast kernel: input k' of the sorted layout is original input perm[k'] (nil: identity).
+    /// tiled4: float16 bits of each (tile, group, lane group g) {scale[g], scale[g+8],
+    /// 1024+zero[g], 1024+zero[g+8]} (see `tileGroupParameters`); empty otherwise.
+    public let groupParameters: [UInt16]
+    /// For the 4-bit kernels: input k' of the sorted layout is original input perm[k'] (nil: identity).
     public let permutation: [Int32]?
     /// For the generic kernel: the group of each input.
     public let gIdx: [Int32]
@@ -48,8 +56,8 @@ public struct CUDAGPTQLayout: Sendable {
     /// Inputs per group when groups are equal runs of inputs (in order, or in act order).
     public let groupSize: Int
 
-    /// The fast layout where it applies (4 bits, equal groups of a multiple of 32 inputs,
-    /// outputs a multiple of 8), else the generic one.
+    /// The tiled layout where it applies, else the 4-bit GEMV's (4 bits, equal groups of a
+    /// multiple of 32 inputs, outputs a multiple of 8), else the generic one.
     public init(_ layer: PackedLinear) {
         let (K, N) = (layer.inFeatures, layer.outFeatures)
         let gIdx = layer.gIdx.ints()
@@ -59,14 +67,27 @@ public struct CUDAGPTQLayout: Sendable {
             self.init(kernel: .generic, qweight: Self.words(layer.qweight), permutation: nil, gIdx: gIdx, groupSize: gs)
             return
         }
-        if gIdx.enumerated().allSatisfy({ Int($0.element) == $0.offset / gs }) {
-            self.init(kernel: .fast4, qweight: Self.words(layer.qweight), permutation: nil, gIdx: gIdx, groupSize: gs)
+        var perm: [Int32]? = nil
+        if !gIdx.enumerated().allSatisfy({ Int($0.element) == $0.offset / gs }) {
+            // Act order: sort inputs by group (stable), which must give exactly gs inputs a group.
+            let sorted = (0..<K).sorted { (gIdx[$0], $0) < (gIdx[$1], $1) }
+            guard sorted.enumerated().allSatisfy({ Int(gIdx[$0.element]) == $0.offset / gs }) else {
+                self.init(kernel: .generic, qweight: Self.words(layer.qweight), permutation: nil, gIdx: gIdx, groupSize: gs)
+                return
+            }
+            perm = sorted.map(Int32.init)
+        }
+        if K % 64 == 0, gs % 64 == 0, N % 16 == 0 {
+            let q = layer.unpackedWeights()
+            let scales = layer.scales.converted(to: .f16)
+            let scaleBits = Array(UnsafeBufferPointer(start: scales.pointer(as: UInt16.self), count: scales.count))
+            self.init(kernel: .tiled4, qweight: Self.tiledWords(q: q, inFeatures: K, outFeatures: N, permutation: perm),
+                      groupParameters: Self.tileGroupParameters(scales: scaleBits, zeros: layer.unpackedZeros(), groups: layer.groups, outFeatures: N),
+                      permutation: perm, gIdx: gIdx, groupSize: gs)
             return
         }
-        // Act order: sort inputs by group (stable), which must give exactly gs inputs a group.
-        let perm = (0..<K).sorted { (gIdx[$0], $0) < (gIdx[$1], $1) }
-        guard perm.enumerated().allSatisfy({ Int(gIdx[$0.element]) == $0.offset / gs }) else {
-            self.init(kernel: .generic, qweight: Self.words(layer.qweight), permutation: nil, gIdx: gIdx, groupSize: gs)
+        guard let perm else {
+            self.init(kernel: .fast4, qweight: Self.words(layer.qweight), permutation: nil, gIdx: gIdx, groupSize: gs)
             return
         }
         let q = layer.unpackedWeights()
@@ -75,11 +96,69 @@ public struct CUDAGPTQLayout: Sendable {
             for (kNew, kOld) in perm.enumerated() {
                 let (row, shift) = (kNew >> 3, UInt32((kNew & 7) * 4))
                 for n in 0..<N {
-                    out[row * N + n] = Int32(bitPattern: UInt32(bitPattern: out[row * N + n]) | (UInt32(q[kOld * N + n]) << shift))
+                    out[row * N + n] = Int32(bitPattern: UInt32(bitPattern: out[row * N + n]) | (UInt32(q[Int(kOld) * N + n]) << shift))
                 }
             }
         }
-        self.init(kernel: .fast4, qweight: sorted, permutation: perm.map(Int32.init), gIdx: gIdx, groupSize: gs)
+        self.init(kernel: .fast4, qweight: sorted, permutation: perm, gIdx: gIdx, groupSize: gs)
+    }
+
+    /// The tiled layout of the tensor-core kernel from q [K, N] (one 4-bit value a byte;
+    /// the kernel's input k' is q's row permutation[k']). For output tile T (outputs
+    /// 16T…16T+15) and input chunk C (inputs 64C…64C+63), lane L = 4g + t of 32 holds words
+    /// j = 0…3 at ((T·chunks + C)·32 + L)·4 + j; word j covers inputs k = 64C + 16t + 4j + i
+    /// (i = 0…3) of outputs 16T + g and 16T + g + 8: nibble r (0…3) and r + 4 are inputs
+    /// i = 2(r/2) and 2(r/2) + 1 of output g + 8(r%2), the low and high half of the
+    /// kernel's A register r of the m16n8k16 product (rows g, g+8; columns 2t, 2t+1,
+    /// 2t+8, 2t+9 standing for inputs 16t+4j+{0, 1, 2, 3}).
+    public static func tiledWords(q: [UInt8], inFeatures k: Int, outFeatures n: Int, permutation: [Int32]?) -> [Int32] {
+        precondition(k % 64 == 0 && n % 16 == 0 && q.count == k * n)
+        let chunks = k / 64
+        let row = permutation.map { $0.map(Int.init) } ?? Array(0..<k)
+        var out = [Int32](repeating: 0, count: k * n / 8)
+        q.withUnsafeBufferPointer { q in
+            out.withUnsafeMutableBufferPointer { out in
+                for tile in 0..<(n / 16) {
+                    for c in 0..<chunks {
+                        for lane in 0..<32 {
+                            let (g, t) = (lane >> 2, lane & 3)
+                            for j in 0..<4 {
+                                var word: UInt32 = 0
+                                for r in 0..<4 {
+                                    let column = tile * 16 + g + 8 * (r & 1)
+                                    let input = c * 64 + 16 * t + 4 * j + 2 * (r >> 1)
+                                    word |= UInt32(q[row[input] * n + column]) << (4 * r) | UInt32(q[row[input + 1] * n + column]) << (4 * r + 16)
+                                }
+                                out[((tile * chunks + c) * 32 + lane) * 4 + j] = Int32(bitPattern: word)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// The tiled kernel's group parameters from float16 scales bits [G, N] and zeros
+    /// [G, N] (as dequantization uses them): for (tile T, group, g = 0…7), at
+    /// ((T·G + group)·8 + g)·4, scale[16T+g], scale[16T+g+8], and 1024 + zero for both as
+    /// float16 (exact: the spacing of float16 in [1024, 2048) is 1), so that the magic
+    /// number's 1024 + q minus it is q − zero.
+    public static func tileGroupParameters(scales: [UInt16], zeros: [Int32], groups: Int, outFeatures n: Int) -> [UInt16] {
+        precondition(n % 16 == 0 && scales.count == groups * n && zeros.count == groups * n)
+        var out = [UInt16](repeating: 0, count: groups * n * 2)
+        for tile in 0..<(n / 16) {
+            for group in 0..<groups {
+                for g in 0..<8 {
+                    let (i, o) = (group * n + tile * 16 + g, ((tile * groups + group) * 8 + g) * 4)
+                    out[o] = scales[i]
+                    out[o + 1] = scales[i + 8]
+                    out[o + 2] = 0x6400 + UInt16(zeros[i])
+                    out[o + 3] = 0x6400 + UInt16(zeros[i + 8])
+                }
+            }
+        }
+        return out
     }
 
     static func words(_ t: Tensor) -> [Int32] { Array(UnsafeBufferPointer(start: t.pointer(as: Int32.self), count: t.count)) }
@@ -96,10 +175,30 @@ public struct CUDAGPTQLayout: Sendable {
         return (tx, r)
     }
 
-    init(kernel: Kernel, qweight: [Int32], permutation: [Int32]?, gIdx: [Int32], groupSize: Int) {
+    /// Launch shape of the tiled kernel for a [K → N] layer and `rows` rows (at most 32):
+    /// row tiles of 8 (1, 2 or 4 a launch); two output tiles a warp (sharing the reads of x)
+    /// where that still leaves a block a multiprocessor; then warps a block (each takes every
+    /// warps-th chunk of 64 inputs, block sums through shared memory) doubled while the grid
+    /// holds fewer than 16 warps a multiprocessor and each warp keeps at least two chunks.
+    public static func tiledLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, multiprocessors: Int)
+        -> (outputTiles: Int, rowTiles: Int, warps: Int) {
+        precondition(rows >= 1 && rows <= 32 && k % 64 == 0 && n % 16 == 0)
+        let rowTiles = rows <= 8 ? 1 : rows <= 16 ? 2 : 4
+        let outputTiles = n % 32 == 0 && n / 32 >= multiprocessors ? 2 : 1
+        let blocks = n / (16 * outputTiles), chunks = k / 64
+        var warps = 1
+        while warps < 8, blocks * warps * 2 <= 16 * multiprocessors, chunks >= 4 * warps { warps *= 2 }
+        return (outputTiles, rowTiles, warps)
+    }
+
+    /// Shared memory of a tiled launch: each warp's float accumulators.
+    public static func tiledSharedBytes(outputTiles: Int, rowTiles: Int, warps: Int) -> Int { warps * outputTiles * 16 * rowTiles * 8 * 4 }
+
+    init(kernel: Kernel, qweight: [Int32], groupParameters: [UInt16] = [], permutation: [Int32]?, gIdx: [Int32], groupSize: Int) {
         self.kernel = kernel
         self.groupSize = groupSize
         self.qweight = qweight
+        self.groupParameters = groupParameters
         self.permutation = permutation
         self.gIdx = gIdx
     }

@@ -127,6 +127,160 @@ extern "C" __global__ void __launch_bounds__(256) gemv_q4_b##B##_r##R##_t##TX(  
 GEMV_Q4_ALL(1) GEMV_Q4_ALL(2) GEMV_Q4_ALL(3) GEMV_Q4_ALL(4)
 GEMV_Q4_ALL(5) GEMV_Q4_ALL(6) GEMV_Q4_ALL(7) GEMV_Q4_ALL(8)
 
+// ---- 4-bit tensor-core kernel, 1–32 rows (mma.sync m16n8k16, dequantized in registers) --
+// Weights in CUDAGPTQLayout's tiled layout: for output tile T (16 outputs) and input chunk
+// C (64 inputs), 32 lanes × 16 bytes at ((T·chunks + C)·32 + lane). Lane (g = lane/4,
+// t = lane%4) holds four words j = 0…3; word j holds inputs 16t+4j … 16t+4j+3 of outputs g
+// and g+8, its nibble r and r+4 being the two halves of A register r of an m16n8k16
+// product, so the 0x6400 magic number turns each word into A fragments with no shuffles.
+// The product is yᵀ = W·xᵀ: outputs on the M side, batch rows on the N side (8 per
+// product; lanes past the last row read that row again and their results are dropped),
+// and the tile's k order is the lanes' x order, so lane (g, t) feeds row g's inputs
+// 64C+16t … 64C+16t+15 from two 16-byte reads. Group parameters: for (T, group, g) one
+// uint2 {scale[g], scale[g+8]} {1024+zero[g], 1024+zero[g+8]} (half2 each).
+// A block's warps split the chunks of NT tiles (interleaved, so a block streams adjacent
+// memory; U chunks of loads in flight per warp) and sum fp32 accumulators in shared memory.
+__device__ __forceinline__ uint64_t evict_first_policy() {
+    uint64_t p; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p)); return p;
+}
+/// A streamed 16-byte read: not kept in L1, first out of L2 (x and parameters stay).
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p, uint64_t policy) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(policy));
+    return v;
+}
+__device__ __forceinline__ void mma_16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+/// The scales and 1024+zeros of outputs g (s0, z0) and g+8 (s1, z1) as broadcast half2s.
+struct TileGroup { half2_t s0, s1, z0, z1; };
+__device__ __forceinline__ TileGroup tile_group(uint2 p) {
+    return TileGroup{prmt(p.x, p.x, 0x1010), prmt(p.x, p.x, 0x3232), prmt(p.y, p.y, 0x1010), prmt(p.y, p.y, 0x3232)};
+}
+/// Word → A registers a[0…3] = scale · (q − zero), exact q − zero, one fp16 rounding.
+__device__ __forceinline__ void dequant_q4_word(uint32_t w, const TileGroup &p, half2_t *a) {
+    a[0] = hmul2(hsub2(and_or(w, 0x000F000Fu, 0x64006400u), p.z0), p.s0);
+    a[1] = hmul2(hsub2(and_or(w >> 4, 0x000F000Fu, 0x64006400u), p.z1), p.s1);
+    a[2] = hmul2(hsub2(and_or(w >> 8, 0x000F000Fu, 0x64006400u), p.z0), p.s0);
+    a[3] = hmul2(hsub2(and_or(w >> 12, 0x000F000Fu, 0x64006400u), p.z1), p.s1);
+}
+
+template <int NT, int BT>
+__device__ __forceinline__ void mma_q4(const uint4 *__restrict__ tiles, const uint2 *__restrict__ params,
+                                       const half_t *__restrict__ x, int ldx, int rows, half_t *__restrict__ y, int ldy,
+                                       const half_t *__restrict__ bias, int K, int group_size) {
+    constexpr int U = 4, TN = NT * 16, OUTS = TN * BT * 8;
+    extern __shared__ float reduction[];  // [warps][BT·8 rows][TN outputs]
+    const int lane = threadIdx.x, warp = threadIdx.y, warps = blockDim.y;
+    const int g = lane >> 2, t = lane & 3;
+    const int chunks = K >> 6, groups = K / group_size, chunks_per_group = group_size >> 6;
+    const int tile0 = blockIdx.x * NT;
+    const uint64_t policy = evict_first_policy();
+    float acc[NT][BT][4];
+    #pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+        #pragma unroll
+        for (int bt = 0; bt < BT; bt++)
+            #pragma unroll
+            for (int i = 0; i < 4; i++) acc[nt][bt][i] = 0.f;
+    const half_t *xr[BT];
+    #pragma unroll
+    for (int bt = 0; bt < BT; bt++) xr[bt] = x + (size_t)min(bt * 8 + g, rows - 1) * ldx + 16 * t;
+
+    for (int c0 = warp; c0 < chunks; c0 += warps * U) {
+        uint4 w[U][NT];
+        uint2 p[U][NT];
+        #pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + u * warps;
+            if (c < chunks) {
+                #pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    w[u][nt] = ld_stream(tiles + ((size_t)(tile0 + nt) * chunks + c) * 32 + lane, policy);
+                    p[u][nt] = __ldg(params + ((size_t)(tile0 + nt) * groups + c / chunks_per_group) * 8 + g);
+                }
+            }
+        }
+        #pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + u * warps;
+            if (c < chunks) {
+                uint32_t xb[BT][8];
+                #pragma unroll
+                for (int bt = 0; bt < BT; bt++) {
+                    const uint4 lo = __ldg((const uint4 *)(xr[bt] + c * 64)), hi = __ldg((const uint4 *)(xr[bt] + c * 64 + 8));
+                    xb[bt][0] = lo.x; xb[bt][1] = lo.y; xb[bt][2] = lo.z; xb[bt][3] = lo.w;
+                    xb[bt][4] = hi.x; xb[bt][5] = hi.y; xb[bt][6] = hi.z; xb[bt][7] = hi.w;
+                }
+                #pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    const TileGroup q = tile_group(p[u][nt]);
+                    const uint32_t wc[4] = {w[u][nt].x, w[u][nt].y, w[u][nt].z, w[u][nt].w};
+                    #pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        half2_t a[4];
+                        dequant_q4_word(wc[j], q, a);
+                        #pragma unroll
+                        for (int bt = 0; bt < BT; bt++) mma_16816(acc[nt][bt], a[0], a[1], a[2], a[3], xb[bt][2 * j], xb[bt][2 * j + 1]);
+                    }
+                }
+            }
+        }
+    }
+    // C fragment: c0, c1 = outputs g, rows 2t, 2t+1; c2, c3 = output g+8.
+    #pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+        #pragma unroll
+        for (int bt = 0; bt < BT; bt++) {
+            float *r = reduction + warp * OUTS + (bt * 8 + 2 * t) * TN + nt * 16 + g;
+            r[0] = acc[nt][bt][0]; r[TN] = acc[nt][bt][1]; r[8] = acc[nt][bt][2]; r[TN + 8] = acc[nt][bt][3];
+        }
+    __syncthreads();
+    for (int o = warp * 32 + lane; o < OUTS; o += warps * 32) {
+        const int b = o / TN, n = tile0 * 16 + o % TN;
+        if (b < rows) {
+            float s = 0.f;
+            for (int i = 0; i < warps; i++) s += reduction[i * OUTS + o];
+            if (bias) s += h2f(bias[n]);
+            y[(size_t)b * ldy + n] = f2h(s);
+        }
+    }
+}
+
+#define MMA_Q4(NT, BT)                                                                                        \
+extern "C" __global__ void __launch_bounds__(256) mma_q4_n##NT##_b##BT(                                       \
+    const uint4 *tiles, const uint2 *params, const half_t *x, int ldx, int rows, half_t *y, int ldy,         \
+    const half_t *bias, int K, int group_size) {                                                               \
+    mma_q4<NT, BT>(tiles, params, x, ldx, rows, y, ldy, bias, K, group_size);                                \
+}
+MMA_Q4(1, 1) MMA_Q4(1, 2) MMA_Q4(1, 4) MMA_Q4(2, 1) MMA_Q4(2, 2) MMA_Q4(2, 4)
+
+// ---- tiled 4-bit → fp16 W [N, K] (the tile's k order), for cuBLAS -------------------------
+// One warp per (tile, chunk): lane (g, t) writes inputs 16t … 16t+15 of outputs g and g+8
+// as two 16-byte stores each.
+extern "C" __global__ void dequantize_q4_tiled(const uint4 *__restrict__ tiles, const uint2 *__restrict__ params,
+                                               half_t *__restrict__ w, int K, int group_size) {
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    const int chunks = K >> 6, c = blockIdx.x * blockDim.y + threadIdx.y, tile = blockIdx.y;
+    if (c >= chunks) return;
+    const uint4 v = tiles[((size_t)tile * chunks + c) * 32 + lane];
+    const TileGroup q = tile_group(params[((size_t)tile * (K / group_size) + c / (group_size >> 6)) * 8 + g]);
+    const uint32_t wc[4] = {v.x, v.y, v.z, v.w};
+    uint32_t lo[8], hi[8];
+    #pragma unroll
+    for (int j = 0; j < 4; j++) {
+        half2_t a[4];
+        dequant_q4_word(wc[j], q, a);
+        lo[2 * j] = a[0]; lo[2 * j + 1] = a[2]; hi[2 * j] = a[1]; hi[2 * j + 1] = a[3];
+    }
+    uint4 *out_lo = (uint4 *)(w + (size_t)(tile * 16 + g) * K + c * 64 + 16 * t);
+    uint4 *out_hi = (uint4 *)((half_t *)out_lo + (size_t)8 * K);
+    out_lo[0] = make_uint4(lo[0], lo[1], lo[2], lo[3]); out_lo[1] = make_uint4(lo[4], lo[5], lo[6], lo[7]);
+    out_hi[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]); out_hi[1] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
+}
+
 // ---- any-width GEMV (2, 3, 4, 8 bits, any g_idx): correct first ---------------
 // Block 32 × 8: threadIdx.x is the column, threadIdx.y splits K.
 template <int B>
@@ -289,6 +443,14 @@ extern "C" __global__ void fill_random_f16(half_t *out, long long count, uint32_
 extern "C" __global__ void fill_random_f32(float *out, long long count, uint32_t seed, float lo, float hi) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
         out[i] = lo + (hi - lo) * (mix32(((uint64_t)seed << 40) ^ (uint64_t)i) * 2.3283064e-10f);
+}
+// Tiled 4-bit group parameters: scales uniform in [lo, hi), zeros 1…16 (v1's range).
+extern "C" __global__ void fill_random_q4_params(uint2 *out, long long count, uint32_t seed, float lo, float hi) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        const uint32_t r0 = mix32(((uint64_t)seed << 40) ^ (uint64_t)(2 * i)), r1 = mix32(((uint64_t)seed << 40) ^ (uint64_t)(2 * i + 1));
+        const half_t s0 = f2h(lo + (hi - lo) * ((r0 >> 8) * 5.9604645e-8f)), s1 = f2h(lo + (hi - lo) * ((r1 >> 8) * 5.9604645e-8f));
+        out[i] = make_uint2(s0 | ((uint32_t)s1 << 16), (0x6401u + (r0 & 15)) | ((0x6401u + (r1 & 15)) << 16));
+    }
 }
 """#)
 }

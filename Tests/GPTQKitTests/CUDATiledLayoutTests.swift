@@ -1,0 +1,135 @@
+import Testing
+import GPTQKit
+
+/// The tiled 4-bit layout of the CUDA tensor-core kernel, checked on the CPU: an emulation
+/// of what the kernel does with it (each lane's words split into A registers of
+/// m16n8k16 products as PTX defines their fragments, each lane's x reads as B registers)
+/// must compute the layer that PackedLinear dequantizes.
+@Suite struct CUDATiledLayoutTests {
+    /// y [rows, N] as the kernel computes it, in double, from the layout alone.
+    static func emulateTiledKernel(_ layout: CUDAGPTQLayout, x: [Float], rows: Int, inFeatures k: Int, outFeatures n: Int) -> [Double] {
+        let perm = layout.permutation.map { $0.map(Int.init) } ?? Array(0..<k)
+        let parameters = Tensor(bitPattern: layout.groupParameters, dtype: .f16, shape: [layout.groupParameters.count]).floats()
+        let (chunks, groups) = (k / 64, k / layout.groupSize)
+        var y = [Double](repeating: 0, count: rows * n)
+        for tile in 0..<(n / 16) {
+            for c in 0..<chunks {
+                let group = c * 64 / layout.groupSize
+                for j in 0..<4 {
+                    // A: 16 outputs × 16 k positions; B: 16 k positions × rows.
+                    var a = [[Double]](repeating: [Double](repeating: .nan, count: 16), count: 16)
+                    var b = [[Double]](repeating: [Double](repeating: .nan, count: rows), count: 16)
+                    for lane in 0..<32 {
+                        let (g, t) = (lane >> 2, lane & 3)
+                        let word = UInt32(bitPattern: layout.qweight[((tile * chunks + c) * 32 + lane) * 4 + j])
+                        let p = ((tile * groups + group) * 8 + g) * 4
+                        for r in 0..<4 {
+                            // Register r: row g (+8 for odd r), columns 2t, 2t+1 (+8 for r ≥ 2), low half first.
+                            let (scale, magicZero) = (Double(parameters[p + (r & 1)]), Double(parameters[p + 2 + (r & 1)]))
+                            for e in 0..<2 {
+                                let q = Double((word >> UInt32(4 * r + 16 * e)) & 0xF)
+                                a[g + 8 * (r & 1)][2 * t + 8 * (r >> 1) + e] = scale * (1024 + q - magicZero)
+                            }
+                        }
+                        // B registers 0, 1 of tile j: words 2j, 2j+1 of the lane's 16 halves of
+                        // row g at inputs 64c + 16t …; k positions 2t, 2t+1 (+8 for register 1).
+                        for h in 0..<2 {
+                            for e in 0..<2 {
+                                let input = c * 64 + 16 * t + 4 * j + 2 * h + e
+                                for row in 0..<rows where row % 8 == g {
+                                    b[2 * t + 8 * h + e][row] = Double(x[row * k + perm[input]])
+                                }
+                            }
+                        }
+                    }
+                    for o in 0..<16 {
+                        for row in 0..<rows {
+                            var s = 0.0
+                            for kp in 0..<16 { s += a[o][kp] * b[kp][row] }
+                            y[row * n + tile * 16 + o] += s
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    static func denseProduct(_ layer: PackedLinear, x: [Float], rows: Int) -> [Double] {
+        let w = layer.dequantized(), (k, n) = (layer.inFeatures, layer.outFeatures)
+        var y = [Double](repeating: 0, count: rows * n)
+        for row in 0..<rows {
+            for o in 0..<n {
+                var s = 0.0
+                for i in 0..<k { s += Double(w[o * k + i]) * Double(x[row * k + i]) }
+                y[row * n + o] = s
+            }
+        }
+        return y
+    }
+
+    static func relativeError(_ a: [Double], _ b: [Double]) -> Double {
+        var num = 0.0, den = 0.0
+        for (u, v) in zip(a, b) { num += (u - v) * (u - v); den += v * v }
+        return (num / den).squareRoot()
+    }
+
+    @Test(arguments: [(128, false), (64, true), (-1, false)])
+    func emulatedKernelComputesTheLayer(group: Int, actOrder: Bool) throws {
+        let layer = try CUDAChecks.randomLayer(bits: 4, groupSize: group, inFeatures: 256, outFeatures: 48, actOrder: actOrder,
+                                               bias: false, seed: UInt64(7 + group))
+        let layout = CUDAGPTQLayout(layer)
+        #expect(layout.kernel == .tiled4)
+        #expect((layout.permutation != nil) == actOrder)
+        var rng = Xoshiro256StarStar(seed: 3)
+        let rows = 11  // two row tiles of the mma's N side
+        let x = (0..<(rows * 256)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        let emulated = Self.emulateTiledKernel(layout, x: x, rows: rows, inFeatures: 256, outFeatures: 48)
+        #expect(!emulated.contains { $0.isNaN })
+        // Exact products summed in another order: only double rounding apart.
+        #expect(Self.relativeError(emulated, Self.denseProduct(layer, x: x, rows: rows)) < 1e-12)
+    }
+
+    /// AutoGPTQ's v1 layer whose packed zeros overflowed (a zero field of all ones reads as
+    /// 2^bits, as AutoGPTQ's kernels read it): the tiled layout keeps that reading.
+    @Test func autoGPTQAsymmetricActOrderLayer() throws {
+        let c = GPTQFixture.cases.first { $0.key == "b4_g128_act1_sym0_static0" }!
+        let layer = try GPTQFixture.autogptqPacked(c)
+        let layout = CUDAGPTQLayout(layer)
+        #expect(layout.kernel == .tiled4)
+        let x = roundedToHalf(try GPTQFixture.base.tensor("x_forward").floats())
+        let rows = x.count / layer.inFeatures
+        let emulated = Self.emulateTiledKernel(layout, x: x, rows: rows, inFeatures: layer.inFeatures, outFeatures: layer.outFeatures)
+        let bias = layer.bias!.floats()
+        let withBias = emulated.enumerated().map { $0.element + Double(bias[$0.offset % layer.outFeatures]) }
+        let expected = try GPTQFixture.tensor(c, "y").floats().map(Double.init)
+        // y is AutoGPTQ's float16 output.
+        #expect(Self.relativeError(withBias, expected) < 1e-3)
+    }
+
+    @Test func kernelChoice() throws {
+        let tiled = try CUDAChecks.randomLayer(bits: 4, groupSize: 128, inFeatures: 256, outFeatures: 32, actOrder: false, bias: false, seed: 1)
+        #expect(CUDAGPTQLayout(tiled).kernel == .tiled4)
+        #expect(CUDAGPTQLayout(tiled).groupParameters.count == 2 * 32 * 2)
+        // Groups of 32 inputs, or outputs not a multiple of 16: the GEMV on AutoGPTQ's packing.
+        let g32 = try CUDAChecks.randomLayer(bits: 4, groupSize: 32, inFeatures: 256, outFeatures: 32, actOrder: true, bias: false, seed: 2)
+        #expect(CUDAGPTQLayout(g32).kernel == .fast4)
+        let n24 = try CUDAChecks.randomLayer(bits: 4, groupSize: 128, inFeatures: 256, outFeatures: 24, actOrder: false, bias: false, seed: 3)
+        #expect(CUDAGPTQLayout(n24).kernel == .fast4)
+    }
+
+    @Test func tiledLaunchFillsAnH100ForTheLlamaShapes() {
+        // 132 multiprocessors: (output tiles a warp, row tiles, warps a block).
+        let launch = { (k: Int, n: Int, rows: Int) -> [Int] in
+            let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
+            return [l.outputTiles, l.rowTiles, l.warps]
+        }
+        #expect(launch(4096, 4096, 1) == [1, 1, 8])
+        #expect(launch(11008, 4096, 8) == [1, 1, 8])
+        #expect(launch(4096, 11008, 16) == [2, 2, 4])
+        #expect(launch(8192, 28672, 32) == [2, 4, 2])
+        // A small layer: every warp keeps two chunks of 64 inputs.
+        #expect(launch(576, 576, 3) == [1, 1, 4])
+        #expect(CUDAGPTQLayout.tiledSharedBytes(outputTiles: 2, rowTiles: 4, warps: 8) <= 48 * 1024)
+    }
+}
