@@ -126,10 +126,12 @@ import GPTQKit
         }
         #expect(launch(4096, 4096, 1) == [1, 1, 8])
         #expect(launch(11008, 4096, 8) == [1, 1, 8])
-        #expect(launch(4096, 11008, 16) == [2, 2, 4])
-        #expect(launch(8192, 28672, 32) == [2, 4, 2])
+        #expect(launch(4096, 11008, 16) == [1, 2, 8])
+        #expect(launch(4096, 4096, 32) == [2, 4, 8])
+        #expect(launch(8192, 28672, 32) == [2, 4, 4])
         // A small layer: every warp keeps two chunks of 64 inputs.
         #expect(launch(576, 576, 3) == [1, 1, 4])
+        #expect(launch(576, 576, 17) == [2, 4, 4])
         #expect(CUDAGPTQLayout.tiledSharedBytes(outputTiles: 2, rowTiles: 4, warps: 8) <= 48 * 1024)
     }
 }

@@ -175,19 +175,20 @@ public struct CUDAGPTQLayout: Sendable {
         return (tx, r)
     }
 
-    /// Launch shape of the tiled kernel for a [K → N] layer and `rows` rows (at most 32):
-    /// row tiles of 8 (1, 2 or 4 a launch); two output tiles a warp (sharing the reads of x)
-    /// where that still leaves a block a multiprocessor; then warps a block (each takes every
-    /// warps-th chunk of 64 inputs, block sums through shared memory) doubled while the grid
-    /// holds fewer than 16 warps a multiprocessor and each warp keeps at least two chunks.
+    /// Launch shape of the tiled kernel for a [K → N] layer and `rows` rows (at most 32), as
+    /// `gptq gpu-bench --tiled-shapes` measured it on an H100 (BENCHMARKS.md): row tiles of 8
+    /// (1, 2 or 4 a launch); up to 16 rows one output tile a warp and 8 warps a block (each
+    /// takes every 8th chunk of 64 inputs, so a block streams adjacent memory); at 32 rows two
+    /// output tiles a warp (sharing the reads of x), 8 warps a block while the grid stays
+    /// under 16 warps a multiprocessor, else 4. Each warp keeps at least two chunks.
     public static func tiledLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, multiprocessors: Int)
         -> (outputTiles: Int, rowTiles: Int, warps: Int) {
         precondition(rows >= 1 && rows <= 32 && k % 64 == 0 && n % 16 == 0)
         let rowTiles = rows <= 8 ? 1 : rows <= 16 ? 2 : 4
-        let outputTiles = n % 32 == 0 && n / 32 >= multiprocessors ? 2 : 1
+        let outputTiles = rowTiles == 4 && n % 32 == 0 ? 2 : 1
         let blocks = n / (16 * outputTiles), chunks = k / 64
-        var warps = 1
-        while warps < 8, blocks * warps * 2 <= 16 * multiprocessors, chunks >= 4 * warps { warps *= 2 }
+        var warps = outputTiles == 1 || blocks * 8 <= 16 * multiprocessors ? 8 : 4
+        while warps > 1, chunks < 2 * warps { warps /= 2 }
         return (outputTiles, rowTiles, warps)
     }
 
