@@ -36,6 +36,9 @@ struct GPUCheckCommand: ParsableCommand {
     @Option(help: "The GPTQ cases fixture folder (AutoGPTQ's quantizations of one layer), for GPTQ on the GPU; skipped where missing.")
     var gptqCases = "Tests/Fixtures/gptq"
 
+    @Flag(help: "Run only the checks of GPTQ quantization on the GPU.")
+    var gptqOnly = false
+
     @Option(help: "Write the report to this file too.")
     var log: String?
 
@@ -43,9 +46,12 @@ struct GPUCheckCommand: ParsableCommand {
         let report = ReportLog(path: log)
         let backend = try CUDABackend()
         report("device: \(backend.summary)")
-        var results = try CUDAChecks.linearKernels(backend: backend)
-        if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
-        results += try CUDAChecks.models(backend: backend, fixtures: fixtures)
+        var results: [CUDACheckResult] = []
+        if !gptqOnly {
+            results += try CUDAChecks.linearKernels(backend: backend)
+            if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
+            results += try CUDAChecks.models(backend: backend, fixtures: fixtures)
+        }
         if FileIO.exists(gptqCases + "/cases.json") { results += try CUDAChecks.gptqQuantization(backend: backend, fixtureFolder: gptqCases) }
         for r in results { report(r.line) }
         let failed = results.filter { !$0.passed }

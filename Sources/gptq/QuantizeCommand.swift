@@ -41,6 +41,8 @@ struct QuantizeCommand: ParsableCommand {
     var evalText: String?
     @Option(help: "Use only the first N windows of --eval-text.") var evalWindows: Int?
     @Flag(help: "Replace --out if it exists.") var overwrite = false
+    @Option(help: "Where GPTQ runs: cpu, or cuda (Hessians and GPTQ on an NVIDIA GPU; the layer forwards stay on the CPU).")
+    var device = QuantizeJob.Device.cpu
 
     func job() throws -> QuantizeJob {
         guard let method = QuantizationMethod(rawValue: method) else {
@@ -65,6 +67,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         job.maxShardBytes = try maxShardSize.map(QuantizeJob.parseByteSize)
         job.overwrite = overwrite
+        job.device = device
         return job
     }
 
@@ -89,3 +92,5 @@ func printToStandardError(_ line: String) {
     var text = line + "\n"
     text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
+
+extension QuantizeJob.Device: ExpressibleByArgument {}

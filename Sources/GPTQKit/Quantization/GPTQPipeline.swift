@@ -64,9 +64,11 @@ public struct QuantizationProgress: Sendable {
 public enum GPTQPipeline {
     /// Quantizes `model` in place (afterwards it runs the quantized network) and returns
     /// the packed tensors, ready to save. `calibration` is ignored by RTN.
-    public static func quantize(_ model: LanguageModel, config: QuantizeConfig, calibration: [[Int32]],
-                                method: QuantizationMethod = .gptq,
-                                progress: ((QuantizationProgress) -> Void)? = nil) throws -> QuantizedModel {
+    /// `engine` accumulates the Hessians and runs GPTQ (the CPU by default); the layer
+    /// forwards run on the CPU either way.
+    public static func quantize<Engine: GPTQEngine>(_ model: LanguageModel, config: QuantizeConfig, calibration: [[Int32]],
+                                                    method: QuantizationMethod = .gptq, engine: Engine = CPUGPTQEngine(),
+                                                    progress: ((QuantizationProgress) -> Void)? = nil) throws -> QuantizedModel {
         try validate(model, config: config, method: method)
         if method == .gptq { try validate(calibration, vocabSize: model.vocabSize) }
         let family = model.family
@@ -88,13 +90,13 @@ public enum GPTQPipeline {
                                                seconds: seconds, remaining: elapsed / done * (Double(model.numLayers) - done)))
             }
             for group in groups {
-                let hessians = method == .gptq ? collectHessians(model, layer: layer, modules: group, hidden: hidden) : [:]
+                let hessians = method == .gptq ? try collectHessians(model, layer: layer, modules: group, hidden: hidden, engine: engine) : [:]
                 for module in group {
                     let moduleStart = clock.now
                     let name = family.layerModule(layer, module)
                     let (weight, bias) = try floatWeights(model, layer: layer, module: module)
                     let result = method == .gptq
-                        ? try GPTQ.quantize(weight: weight, hessian: hessians[module]!, config: config)
+                        ? try engine.quantize(weight: weight, hessian: hessians[module]!, config: config)
                         : try RoundToNearest.quantize(weight: weight, columns: model.layerLinear(layer, module).inFeatures, config: config)
                     packed[name] = try PackedLinear.pack(result, bias: bias, format: config.checkpointFormat, name: name)
                     losses[name] = result.loss
@@ -163,12 +165,15 @@ public enum GPTQPipeline {
     /// q/k/v that is before attention). Modules that read the very same input (q/k/v,
     /// gate/up) share one accumulator: their Hessians would be identical. Sharing is decided
     /// on the first sample by comparing the inputs themselves.
-    static func collectHessians(_ model: LanguageModel, layer: Int, modules: [String], hidden: [[Float]]) -> [String: HessianAccumulator] {
+    static func collectHessians<Engine: GPTQEngine>(_ model: LanguageModel, layer: Int, modules: [String], hidden: [[Float]],
+                                                    engine: Engine) throws -> [String: Engine.Hessian] {
         let wanted = Set(modules)
         let last = model.family.linears.last { wanted.contains($0.name) }?.name
         let hiddenSize = model.hiddenSize
         var owner: [String: String] = [:]
-        var accumulators: [String: HessianAccumulator] = [:]
+        var accumulators: [String: Engine.Hessian] = [:]
+        // The observer cannot throw: the first error stops the accumulation and is thrown after the forward.
+        var failure: Error?
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: hidden.map(\.count).max() ?? 0)
         defer { scratch.deallocate() }
         for (s, sample) in hidden.enumerated() {
@@ -176,7 +181,7 @@ public enum GPTQPipeline {
             // (module, input, a copy of it) seen so far in this sample's forward.
             var seen: [(module: String, input: UnsafePointer<Float>, copy: [Float])] = []
             model.layerForward(layer, hidden: scratch, tokens: sample.count / hiddenSize, stopAfter: last) { module, input, rows in
-                guard wanted.contains(module) else { return }
+                guard wanted.contains(module), failure == nil else { return }
                 let columns = model.layerLinear(layer, module).inFeatures
                 let count = rows * columns
                 if s == 0 {
@@ -185,11 +190,16 @@ public enum GPTQPipeline {
                             && earlier.copy.withUnsafeBufferPointer { $0.elementsEqual(UnsafeBufferPointer(start: input, count: count)) }
                     }
                     owner[module] = twin.map { owner[$0.module]! } ?? module
-                    if twin == nil { accumulators[module] = HessianAccumulator(columns: columns) }
+                    if twin == nil {
+                        do { accumulators[module] = try engine.makeHessian(columns: columns) } catch { failure = error; return }
+                    }
                     seen.append((module, input, Array(UnsafeBufferPointer(start: input, count: count))))
                 }
-                if owner[module] == module { accumulators[module]!.add(input, count: rows) }
+                if owner[module] == module {
+                    do { try engine.add(input, count: rows, to: &accumulators[module]!) } catch { failure = error }
+                }
             }
+            if let failure { throw failure }
         }
         return owner.mapValues { accumulators[$0]! }
     }

@@ -16,6 +16,10 @@ public struct QuantizeJob: Sendable {
     /// Shard the weights past this many bytes (nil: one file).
     public var maxShardBytes: Int?
     public var overwrite = false
+    /// Where the Hessians are accumulated and GPTQ runs (the layer forwards run on the CPU).
+    public var device = Device.cpu
+
+    public enum Device: String, Sendable, CaseIterable { case cpu, cuda }
 
     public init(model: String, out: String) {
         self.model = model
@@ -27,6 +31,20 @@ public struct QuantizeJob: Sendable {
     public func run(log: @escaping (String) -> Void = { _ in }) throws -> QuantizedModel {
         try config.validate()
         try CheckpointWriter.checkDestination(out, source: model, overwrite: overwrite)
+        switch device {
+        case .cpu:
+            return try run(engine: CPUGPTQEngine(), log: log)
+        case .cuda:
+            // The GPU first: where the CUDA libraries are missing this fails before any work, naming the library.
+            let engine = CUDAGPTQ(backend: try CUDABackend())
+            if method == .gptq {
+                log("GPTQ on \(engine.description): Hessians and quantization on the GPU, layer forwards on the CPU")
+            }
+            return try run(engine: engine, log: log)
+        }
+    }
+
+    private func run<Engine: GPTQEngine>(engine: Engine, log: @escaping (String) -> Void) throws -> QuantizedModel {
         let languageModel = try LanguageModel.load(folder: model)
         try GPTQPipeline.validate(languageModel, config: config, method: method)
         var samples: [[Int32]] = []
@@ -42,7 +60,7 @@ public struct QuantizeJob: Sendable {
             samples = try corpus.samples(calibrationMode)
             log("calibration: \(samples.count) samples, \(samples.reduce(0) { $0 + $1.count }) tokens from \(calibration) (\(corpus.tokenCount) tokens)")
         }
-        let quantized = try GPTQPipeline.quantize(languageModel, config: config, calibration: samples, method: method) { event in
+        let quantized = try GPTQPipeline.quantize(languageModel, config: config, calibration: samples, method: method, engine: engine) { event in
             log(event.line)
             for warning in event.warnings { log("  warning: \(warning)") }
         }

@@ -42,10 +42,10 @@ public final class CUDAGPTQ: @unchecked Sendable {
     }
 
     /// Uploads `weight` ([rows, hessian.columns] row-major) and quantizes it.
-    public func quantize(weight: [Float], hessian: CUDAHessian, config: QuantizeConfig, blockSize: Int = 128) throws -> GPTQResult {
-        _ = try GPTQ.validate(weightCount: weight.count, columns: hessian.columns, blockSize: blockSize, config: config)
+    public func quantize(weight: [Float], hessian: CUDAHessian, config: QuantizeConfig) throws -> GPTQResult {
+        _ = try GPTQ.validate(weightCount: weight.count, columns: hessian.columns, blockSize: GPTQKernels.maxBlockSize, config: config)
         let buffer = try device.upload(weight)
-        return try quantize(weight: buffer, rows: weight.count / hessian.columns, hessian: hessian, config: config, blockSize: blockSize)
+        return try quantize(weight: buffer, rows: weight.count / hessian.columns, hessian: hessian, config: config)
     }
 
     /// Quantizes `weight` (float32 [rows, hessian.columns] row-major on the device, left

@@ -78,7 +78,9 @@ extension CUDAChecks {
             x.withUnsafeBufferPointer { cpuHessian.add($0.baseAddress!, count: samples, samples: 4) }
             try x.withUnsafeBufferPointer { try gpuHessian.add($0.baseAddress!, count: samples, samples: 4) }
 
-            var h = cpuHessian.symmetricMatrix()
+            // LAPACK on the GPU's own H: the two Hessians differ in float32 summation order, which
+            // the factor amplifies by H's condition number.
+            var h = try gpuHessian.symmetricMatrix()
             for i in 0..<columns where h[i * columns + i] == 0 { h[i * columns + i] = 1 }
             let expected = try GPTQ.dampedInverseFactor(h, columns: columns, dampPercent: 0.01).factor
             let order = try backend.device.upload((0..<columns).map { Int32($0) })
