@@ -11,12 +11,17 @@ struct BenchCommand: ParsableCommand {
         discussion: """
             Prefill runs --prompt-tokens tokens in one forward; decode then generates --decode-tokens \
             tokens one at a time (greedy, batch 1) with the KV cache. The weight bytes one decode token \
-            streams, times the decode rate, is compared with a memcpy measured in the same process.
+            streams, times the decode rate, is compared with a memcpy measured in the same process. \
+            --baseline measures a second folder (e.g. the float model a quantized one came from) the \
+            same way in the same process, right after the first, and prints the speed ratios (CPU).
             """
     )
 
     @Option(help: "The model folder.")
     var model: String
+
+    @Option(help: "A second model folder to measure after --model, for speed ratios (e.g. the float model; CPU).")
+    var baseline: String?
 
     @Option(help: "Prompt length for the prefill measurement.")
     var promptTokens = 512
@@ -34,17 +39,42 @@ struct BenchCommand: ParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
+    struct Speed {
+        let prefill: Double
+        let decode: Double
+    }
+
     func run() throws {
         CPUThreads.set(threads ?? CPUThreads.count)
-        if device.device == .cuda { return try runCUDA() }
-        let loaded = try LanguageModel.load(folder: model)
+        if device.device == .cuda {
+            guard baseline == nil else { throw ValidationError("--baseline is measured on the CPU only; drop --device cuda or --baseline") }
+            return try runCUDA()
+        }
+        print("backend: cpu, \(CPUThreads.count) threads")
+        let speed = try measure(folder: model)
+        // Peak RSS is a high-water mark: read it before the baseline model is loaded.
+        let peak = Self.peakResidentBytes()
+        print("peak RSS: \(fixed(Double(peak) / 1e6, 1)) MB" + (baseline == nil ? " (before the memcpy test)" : " (before the baseline)"))
+        if let baseline {
+            let base = try measure(folder: baseline)
+            print("speed vs baseline: prefill \(fixed(speed.prefill / base.prefill, 2))x, decode \(fixed(speed.decode / base.decode, 2))x")
+        }
+        let copy = MemoryBandwidth.measure(bytes: 256 << 20)
+        print("memcpy: \(fixed(copy.oneThread / 1e9, 2)) GB/s one thread, \(fixed(copy.allThreads / 1e9, 2)) GB/s \(CPUThreads.count) threads (bytes read + written, 256 MB buffers)")
+    }
+
+    /// Loads `folder` on the CPU, prints its description and its prefill and decode figures.
+    func measure(folder: String) throws -> Speed {
+        let loaded = try LanguageModel.load(folder: folder)
         let session = loaded.makeSession(capacity: promptTokens + decodeTokens + 1)
         let linears = loaded.allLinears
         let footprints = linears.compactMap { ($0 as? WeightFootprint)?.weightBytes }
         let streamed = footprints.reduce(0, +)
         let dtypes = Set(loaded.checkpoint.tensorNames.compactMap { loaded.checkpoint.entry($0)?.dtype.rawValue }).sorted()
-        print("model: \(model) (\(loaded.family.name), \(loaded.numLayers) layers, hidden \(loaded.hiddenSize), \(dtypes.joined(separator: "/")))")
-        print("backend: cpu, \(CPUThreads.count) threads")
+        print("model: \(folder) (\(loaded.family.name), \(loaded.numLayers) layers, hidden \(loaded.hiddenSize), \(dtypes.joined(separator: "/")))")
+        if let (config, _) = try QuantizedCheckpoint.config(folder: folder) {
+            print("quantization: \(config.summary), \(linears.filter { $0 is GPTQLinear }.count) of \(linears.count) linears")
+        }
 
         // One warm-up token pages the mapped weights in.
         let prompt = Self.prompt(tokens: promptTokens, vocabulary: loaded.vocabSize)
@@ -69,11 +99,7 @@ struct BenchCommand: ParsableCommand {
         print("weights streamed per decode token: \(fixed(Double(streamed) / 1e6, 1)) MB"
               + (unknown > 0 ? " (\(unknown) layers do not report theirs)" : "")
               + " -> \(fixed(Double(streamed) * rate / 1e9, 2)) GB/s")
-        let peak = Self.peakResidentBytes()
-
-        let copy = MemoryBandwidth.measure(bytes: 256 << 20)
-        print("memcpy: \(fixed(copy.oneThread / 1e9, 2)) GB/s one thread, \(fixed(copy.allThreads / 1e9, 2)) GB/s \(CPUThreads.count) threads (bytes read + written, 256 MB buffers)")
-        print("peak RSS: \(fixed(Double(peak) / 1e6, 1)) MB (before the memcpy test)")
+        return Speed(prefill: Double(promptTokens) / prefill, decode: rate)
     }
 
     /// The same on the GPU: prefill and greedy decode as `gptq generate --device cuda` runs

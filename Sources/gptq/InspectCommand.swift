@@ -41,6 +41,8 @@ struct InspectCommand: ParsableCommand {
             .map { "\($0.key.rawValue) \($0.value.tensors) tensors \(formatBytes($0.value.bytes))" }
         print("tensors: \(checkpoint.tensorNames.count) in \(checkpoint.files.count) file(s): \(dtypes.joined(separator: ", "))")
         print("quantization: \(try quantization(config))")
+        let packed = checkpoint.tensorNames.filter { $0.hasSuffix(".qweight") }.count
+        if packed > 0 { print("quantized linears: \(packed) (qweight/qzeros/scales/g_idx)") }
     }
 
     /// quantize_config.json, else config.json's quantization_config, as key=value pairs.

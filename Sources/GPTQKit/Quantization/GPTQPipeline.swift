@@ -82,12 +82,16 @@ public enum GPTQPipeline {
         var hidden = method == .gptq ? calibration.map { model.embed($0) } : []
         for layer in 0..<model.numLayers {
             var modulesDone = 0
+            let layerStart = clock.now
+            let beforeLayer = elapsedSeconds(since: start, clock)
             func report(_ module: String, _ result: GPTQResult, seconds: Double) {
                 modulesDone += 1
-                let done = Double(layer) + Double(modulesDone) / Double(modulesPerLayer)
-                let elapsed = elapsedSeconds(since: start, clock)
+                // From the average time of the finished layers; within the first, from the share of modules done.
+                let inLayer = elapsedSeconds(since: layerStart, clock)
+                let perLayer = layer > 0 ? beforeLayer / Double(layer) : inLayer * Double(modulesPerLayer) / Double(modulesDone)
+                let remaining = max(0, perLayer * Double(model.numLayers - layer) - inLayer)
                 progress?(QuantizationProgress(layer: layer, layers: model.numLayers, module: module, method: method, result: result,
-                                               seconds: seconds, remaining: elapsed / done * (Double(model.numLayers) - done)))
+                                               seconds: seconds, remaining: remaining))
             }
             for group in groups {
                 let hessians = method == .gptq ? try collectHessians(model, layer: layer, modules: group, hidden: hidden, engine: engine) : [:]

@@ -75,6 +75,12 @@ public struct QuantizeConfig: Sendable, Equatable {
         }
     }
 
+    /// One line for logs: `4-bit, group 128, desc_act off, sym, format gptq`.
+    public var summary: String {
+        "\(bits)-bit, " + (groupSize == -1 ? "one group per row" : "group \(groupSize)") + ", desc_act \(descAct ? "on" : "off")"
+            + (staticGroups ? ", static groups" : "") + ", \(sym ? "sym" : "asym"), format \(checkpointFormat.rawValue)"
+    }
+
     // MARK: quantize_config.json
 
     /// Reads a quantize_config.json object (or config.json's `quantization_config`);

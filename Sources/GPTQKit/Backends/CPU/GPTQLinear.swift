@@ -10,7 +10,7 @@ import COpenBLAS
 /// contiguous run of channels; x is permuted the same way at run time (ExLlama's approach).
 /// Few rows (decode): fused dequantize-and-multiply in C, threads over output columns.
 /// Many rows (prefill): weight tiles dequantized to float32 and multiplied by cblas_sgemm.
-public final class GPTQLinear: LinearLayer, @unchecked Sendable {
+public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable {
     public let inFeatures: Int
     public let outFeatures: Int
     public let bits: Int
@@ -70,6 +70,11 @@ public final class GPTQLinear: LinearLayer, @unchecked Sendable {
         weight = ck_gptq_weight(qweight: qweight.baseAddress, scales: scales.baseAddress, zeros: zeros.baseAddress,
                                 group_start: groupStart.baseAddress, bits: Int32(bits), in_features: Int32(inFeatures),
                                 out_features: Int32(out), out_stride: Int32(stride), groups: Int32(groups))
+    }
+
+    /// Bytes one forward reads: the packed weight, float32 scales and zeros, the bias.
+    public var weightBytes: Int {
+        (qweight.count + scales.count + zeros.count + groupStart.count + (bias?.count ?? 0)) * 4
     }
 
     deinit {
