@@ -91,6 +91,15 @@ import Testing
         #expect(result.q[0] != 0)
     }
 
+    /// As in AutoGPTQ, a group wider than the row is one partial group: its grid comes from
+    /// the whole unquantized row, exactly what group size -1 computes.
+    @Test func groupSizeBeyondTheRowIsOneGroup() throws {
+        let wide = try GPTQ.quantize(weight: GPTQFixture.weight, hessian: GPTQFixture.hessian, config: QuantizeConfig(bits: 3, groupSize: 1000))
+        let row = try GPTQ.quantize(weight: GPTQFixture.weight, hessian: GPTQFixture.hessian, config: QuantizeConfig(bits: 3, groupSize: -1))
+        #expect(wide.groups == 1 && wide.gIdx.allSatisfy { $0 == 0 })
+        #expect(wide.q == row.q && wide.scales == row.scales && wide.zeros == row.zeros)
+    }
+
     @Test func badArgumentsAreNamed() {
         #expect(throws: GPTQError.invalidArgument("bits 5 is not supported (use 2, 3, 4 or 8)")) {
             try GPTQ.quantize(weight: GPTQFixture.weight, hessian: GPTQFixture.hessian, config: QuantizeConfig(bits: 5))

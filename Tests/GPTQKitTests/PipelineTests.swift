@@ -83,6 +83,9 @@ import GPTQKit
         let float = try Self.logits(try LanguageModel.load(folder: Fixtures.path("arch/\(arch)")), Array(tokens.prefix(12)))
         // Only float16 rounding (scales, embeddings, norms) separates the saved model from Q in float32.
         #expect(Self.relativeError(try Self.logits(quantized.model, Array(tokens.prefix(12))), fake) < 2e-3)
+        let loaded = try LanguageModel.load(folder: out)
+        #expect(loaded.layerLinear(1, "mlp.down_proj") is GPTQLinear)
+        #expect(Self.relativeError(try Self.logits(loaded, Array(tokens.prefix(12))), fake) < 2e-3)
         #expect(Self.relativeError(fake, float) > 1e-2, "quantization changed nothing")
     }
 
@@ -114,6 +117,34 @@ import GPTQKit
             if trueSequential { model.setLayerLinear(0, module, DenseLinear(weight: Tensor(q, shape: [module == "self_attn.q_proj" ? 64 : 32, 64]))) }
         }
         #expect(try gptqOnCapturedInputs("self_attn.o_proj") == pipelineQ["model.layers.0.self_attn.o_proj"])
+    }
+
+    /// README's library flow: calibration corpus, quantize, save, load the folder, generate.
+    /// Greedy generation from the loaded folder follows the fake-quantized float model.
+    @Test func libraryFlowQuantizesSavesLoadsAndGenerates() throws {
+        try FileIO.makeDirectory(dir)
+        let ids = dir + "/calibration.json"
+        var random = PythonRandom(seed: 2)
+        try FileIO.writeAtomically(path: ids, text: "[" + (0..<400).map { _ in String(random.randbelow(384)) }.joined(separator: ",") + "]")
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
+        let corpus = try CalibrationCorpus.load(path: ids, format: .tokens, tokenize: { _ in [] })
+        let samples = try corpus.samples(.randomWindows(count: 8, length: 32, seed: 0))
+        var q: [String: [Float]] = [:]
+        let quantized = try GPTQPipeline.quantize(model, config: QuantizeConfig(bits: 4, groupSize: 32), calibration: samples) {
+            q[model.family.layerModule($0.layer, $0.module)] = $0.result.q
+        }
+        try quantized.save(to: dir + "/llama-gptq")
+
+        let loaded = try LanguageModel.load(folder: dir + "/llama-gptq")
+        let prompt: [Int32] = [5, 17, 42, 99]
+        let options = GenerationOptions(maxNewTokens: 12)
+        let generated = try Generator(session: loaded.makeSession(capacity: 32)).generate(prompt: prompt, options: options)
+        let expected = try Generator(session: try Self.fakeQuantizedModel("llama", q).makeSession(capacity: 32)).generate(prompt: prompt, options: options)
+        let float = try Generator(session: try LanguageModel.load(folder: Fixtures.path("arch/llama")).makeSession(capacity: 32))
+            .generate(prompt: prompt, options: options)
+        #expect(generated.tokens.count == 12)
+        #expect(generated.tokens == expected.tokens)
+        #expect(generated.tokens != float.tokens, "quantization changed no token")
     }
 
     @Test func badConfigurationsNameTheCulprit() throws {

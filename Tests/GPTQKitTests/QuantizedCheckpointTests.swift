@@ -69,6 +69,14 @@ import GPTQKit
                 try LanguageModel.load(folder: folder)
             }
         }
+        let truncated = try copy("w4_g32_descact_asym", settings: settings)
+        try FileIO.writeAtomically(path: truncated + "/quantize_config.json", text: "{\"bits\": 4, \"group_size\": ")
+        do {
+            _ = try LanguageModel.load(folder: truncated)
+            Issue.record("loaded a truncated quantize_config.json")
+        } catch let GPTQError.invalidFile(path, reason) {
+            #expect(path == truncated + "/quantize_config.json" && reason.hasPrefix("invalid JSON"), "\(reason)")
+        }
         let folder = try copy("w4_g32_descact_asym", settings: nil, configEdit: { $0.setting("quantization_config", .string("gptq")) })
         #expect(throws: GPTQError.badConfig(field: "quantization_config", path: folder + "/config.json", reason: "not a JSON object")) {
             try LanguageModel.load(folder: folder)

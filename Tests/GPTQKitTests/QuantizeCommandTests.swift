@@ -1,0 +1,60 @@
+import Testing
+import GPTQKit
+
+/// The `gptq` commands on quantized folders: quantize end to end, inspect and bench on
+/// AutoGPTQ's checkpoint, and bad arguments reported by name.
+@Suite struct QuantizeCommandTests {
+    let dir = "/tmp/gptq-quantize-command-tests-\(UInt32.random(in: 0...UInt32.max))"
+    static let autogptq = Fixtures.path("autogptq_ckpt/w4_g32_descact_asym")
+
+    @Test func quantizeWritesAFolderThatLoadsAsGPTQ() throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        try FileIO.makeDirectory(dir)
+        let ids = dir + "/ids.json"
+        try FileIO.writeAtomically(path: ids, text: "[" + (0..<200).map { String($0 * 37 % 384) }.joined(separator: ",") + "]")
+        let out = dir + "/q3"
+        let run = try CommandLineTool.run(binary, ["quantize", "--model", Fixtures.path("arch/llama"), "--out", out, "--bits", "3",
+                                                   "--group-size", "48", "--calib", ids, "--nsamples", "4", "--seqlen", "32"])
+        #expect(run.status == 0, "\(run.standardError)")
+        #expect(run.standardOutput.hasPrefix("quantized 14 linears (gptq, 3-bit, group 48) in "))
+        #expect(run.standardError.hasPrefix("calibration: 4 samples, 128 tokens from \(ids) (200 tokens)\nlayer 1/2 self_attn.k_proj  loss "))
+        let (config, _) = try #require(try QuantizedCheckpoint.config(folder: out))
+        #expect(config.bits == 3 && config.groupSize == 48 && config.sym && !config.descAct)
+        #expect(try LanguageModel.load(folder: out).layerLinear(1, "mlp.down_proj") is GPTQLinear)
+
+        let bad = try CommandLineTool.run(binary, ["quantize", "--model", Fixtures.path("arch/llama"), "--out", dir + "/q5", "--bits", "5",
+                                                   "--calib", ids])
+        #expect(bad.status != 0 && bad.standardError.contains("bits 5 is not supported (use 2, 3, 4 or 8)"))
+        let noCalibration = try CommandLineTool.run(binary, ["quantize", "--model", Fixtures.path("arch/llama"), "--out", dir + "/q4"])
+        #expect(noCalibration.status != 0 && noCalibration.standardError.contains("GPTQ needs calibration data: pass --calib FILE"))
+        #expect(try FileIO.listDirectory(dir) == ["ids.json", "q3"])
+    }
+
+    @Test func inspectDescribesTheQuantization() throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let run = try CommandLineTool.run(binary, ["inspect", Self.autogptq])
+        #expect(run.status == 0)
+        let lines = run.standardOutput.split(separator: "\n").map(String.init)
+        #expect(lines.contains("quantization: bits=4, group_size=32, damp_percent=0.01, desc_act=true, static_groups=false, sym=false, "
+                               + "true_sequential=true, model_name_or_path=null, model_file_base_name=\"model\", quant_method=\"gptq\", checkpoint_format=\"gptq\""))
+        #expect(lines.contains("quantized linears: 14 (qweight/qzeros/scales/g_idx)"))
+        #expect(lines.contains("parameters: 135488"))
+    }
+
+    /// bench runs the quantized folder, then its float baseline, in one process.
+    @Test func benchMeasuresAQuantizedFolderAgainstItsBaseline() throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let run = try CommandLineTool.run(binary, ["bench", "--model", Self.autogptq, "--baseline", Fixtures.path("arch/llama"),
+                                                   "--prompt-tokens", "16", "--decode-tokens", "8"])
+        #expect(run.status == 0, "\(run.standardError)")
+        let lines = run.standardOutput.split(separator: "\n").map(String.init)
+        #expect(lines.contains("quantization: 4-bit, group 32, desc_act on, asym, format gptq, 14 of 15 linears"))
+        #expect(lines.filter { $0.hasPrefix("decode: 8 tokens in ") }.count == 2)
+        // Every layer reports its bytes: the quantized model streams fewer of them.
+        let streamed = lines.filter { $0.hasPrefix("weights streamed per decode token: ") }
+        #expect(streamed.count == 2 && !streamed.contains { $0.contains("do not report") })
+        let megabytes = streamed.map { Double($0.split(separator: " ")[5])! }
+        #expect(megabytes.count == 2 && megabytes[0] < megabytes[1])
+        #expect(lines.contains { $0.hasPrefix("speed vs baseline: prefill ") })
+    }
+}
