@@ -121,6 +121,12 @@ struct GPUBenchCommand: ParsableCommand {
                 report("decode batch \(batch): \(Int(t.tokensPerSecond.rounded())) tokens/s (\(Int((Double(t.steps) / t.seconds).rounded())) steps/s, "
                        + "\(Int((Double(m.weightBytes) / perStep / 1e9).rounded())) GB/s of weights) after a \(t.promptTokens)-token prompt")
             }
+            let linears = try CUDABenchmarks.decodeLinearsOnly(model: m, batch: 1)
+            report("decode batch 1, the linears alone: \(fixed(linears * 1000, 3)) ms a step (\(Int((Double(m.weightBytes) / linears / 1e9).rounded())) GB/s)")
+            let host = try CUDABenchmarks.hostLoopDecode(model: m)
+            report("decode batch 1 from the host loop: greedy \(Int(host.greedy.rounded())) tokens/s (forwardGreedy), "
+                   + "sampled (T 0.8, top-k 50, top-p 0.9) \(Int(host.sampled.rounded())) tokens/s with the logits copied back to the CPU sampler, "
+                   + "\(Int(host.sampledOnGPU.rounded())) tokens/s drawn on the GPU (forwardSample)")
             let prefill = try CUDABenchmarks.prefill(model: m, tokens: 2048)
             report("prefill 2048 tokens: \(Int(prefill.rounded())) tokens/s")
         }

@@ -117,6 +117,28 @@ struct PieceDecoder: GeneratedTextDecoder {
         #expect(try run(seed: 9) != run(seed: 10))
     }
 
+    @Test func sampledGenerationDrawsWhatTheSamplerDrawsFromTheLogits() throws {
+        // The Generator hands sampling without a penalty to the session (forwardSample, which a
+        // GPU session runs on the device): with the default implementation the tokens must be
+        // exactly those of the Sampler on each step's logits.
+        let logits = { (seen: [Int32]) in (0..<50).map { Float(($0 * 7 + seen.count * 3 + Int(seen.last ?? 0)) % 11) / 3 } }
+        let sampling = SamplingParameters(temperature: 0.9, topK: 20, topP: 0.8)
+        let generated = try Generator(session: ScriptedSession(vocabSize: 50, capacity: 64, next: logits))
+            .generate(prompt: [0], options: GenerationOptions(maxNewTokens: 20, sampling: sampling, seed: 4)).tokens
+        let session = ScriptedSession(vocabSize: 50, capacity: 64, next: logits)
+        var sampler = try Sampler(sampling, seed: 4)
+        var history: [Int32] = [0], expected: [Int32] = []
+        var scores = try session.forward([0], allLogits: false)
+        for _ in 0..<20 {
+            let token = sampler.next(logits: scores, history: history)
+            expected.append(token)
+            history.append(token)
+            scores = try session.forward([token], allLogits: false)
+        }
+        #expect(generated == expected)
+        #expect(Set(generated).count > 3)
+    }
+
     @Test func badPromptsAreRejected() throws {
         let generator = Generator(session: countingSession(capacity: 4))
         #expect(throws: GPTQError.invalidArgument("the prompt has no tokens")) { try generator.generate(prompt: [], options: GenerationOptions()) }

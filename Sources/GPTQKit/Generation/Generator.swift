@@ -101,11 +101,13 @@ public final class Generator {
         guard options.maxNewTokens > 0 else { return result }
 
         var history = prompt
-        // Greedy decoding without a penalty needs only the argmax, which the session may find
-        // on its device (no logits copied back).
-        let argmaxOnly = options.sampling.isGreedy && options.sampling.repetitionPenalty == 1
+        // Without a repetition penalty the next token needs no history: the session picks it
+        // (a GPU session on its device, copying back one id instead of the logits), with the
+        // uniform number the sampler would have drawn.
+        let noPenalty = options.sampling.repetitionPenalty == 1
         func run(_ tokens: [Int32]) throws -> Int32 {
-            if argmaxOnly { return try session.forwardGreedy(tokens) }
+            if noPenalty && options.sampling.isGreedy { return try session.forwardGreedy(tokens) }
+            if noPenalty { return try session.forwardSample(tokens, parameters: options.sampling, uniform: sampler.nextUniform()) }
             return sampler.next(logits: try session.forward(tokens, allLogits: false), history: history)
         }
         let start = clock.now

@@ -52,12 +52,21 @@ public struct Sampler: Sendable {
     /// Picks the next token. `history` is every token so far (prompt and output), which
     /// the repetition penalty looks at.
     public mutating func next(logits: [Float], history: [Int32]) -> Int32 {
+        if parameters.isGreedy { return draw(logits: logits, history: history, uniform: 0) }
+        return draw(logits: logits, history: history, uniform: nextUniform())
+    }
+
+    /// The uniform number in [0, 1) the next sampled token is drawn with (what `next` uses).
+    public mutating func nextUniform() -> Float { Float(random.nextUnit()) }
+
+    /// The token at `uniform` of the kept probability mass (or the argmax when greedy).
+    public func draw(logits: [Float], history: [Int32], uniform: Float) -> Int32 {
         var scores = logits
         applyRepetitionPenalty(&scores, history: history)
         if parameters.isGreedy { return Self.argmax(scores) }
         let (kept, weights) = candidates(penalizedLogits: scores)
         let total = kept.reduce(Float(0)) { $0 + weights[Int($1)] }
-        var u = Float(random.nextUnit()) * total
+        var u = uniform * total
         for token in kept {
             u -= weights[Int(token)]
             if u < 0 { return token }

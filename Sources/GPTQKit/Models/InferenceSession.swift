@@ -13,10 +13,18 @@ public protocol InferenceSession: AnyObject {
     /// token's logits (the lowest id among equal maxima). A GPU session finds it on the device
     /// and sends back one id instead of the logits.
     func forwardGreedy(_ tokens: [Int32]) throws -> Int32
+    /// Feeds `tokens` like `forward` and draws the next token from the last token's logits with
+    /// `parameters` (no repetition penalty) at `uniform` of the kept mass, as `Sampler.draw`
+    /// does. A GPU session draws on the device and sends back one id.
+    func forwardSample(_ tokens: [Int32], parameters: SamplingParameters, uniform: Float) throws -> Int32
     /// Forgets every cached position from `position` on (0 clears the cache).
     func rewind(to position: Int)
 }
 
 extension InferenceSession {
     public func forwardGreedy(_ tokens: [Int32]) throws -> Int32 { Sampler.argmax(try forward(tokens, allLogits: false)) }
+
+    public func forwardSample(_ tokens: [Int32], parameters: SamplingParameters, uniform: Float) throws -> Int32 {
+        try Sampler(parameters).draw(logits: try forward(tokens, allLogits: false), history: [], uniform: uniform)
+    }
 }

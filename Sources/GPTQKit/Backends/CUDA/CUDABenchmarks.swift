@@ -1,3 +1,4 @@
+import CCUDA
 /// Timings of the CUDA kernels (`gptq gpu-bench`): device events around many launches
 /// over rotating weight copies (so that the 50 MB L2 does not hold the weights), the
 /// median of several samples.
@@ -112,6 +113,57 @@ extension CUDABenchmarks {
         }
         let seconds = try session.decodeGreedy(steps: steps)
         return DecodeTiming(batch: batch, promptTokens: promptTokens, steps: steps, seconds: seconds)
+    }
+
+    /// Seconds per decode step spent in the linears alone: a graph of one step's linears
+    /// (every layer's, then the LM head) at `batch` rows, replayed `steps` times. The rest of a
+    /// step (norms, RoPE, attention, SwiGLU, argmax, launch gaps) is the full step minus this.
+    public static func decodeLinearsOnly(model: CUDAModel, batch: Int, steps: Int = 128) throws -> Double {
+        let backend = model.backend, scratch = CUDAScratch(backend: backend)
+        let widest = max(model.qkvWidth, 2 * model.intermediate, model.hidden, model.heads * model.headDim)
+        let x = try backend.device.allocate(bytes: batch * widest * 2), y = try backend.device.allocate(bytes: batch * max(widest, model.vocab) * 4)
+        try backend.fillRandomHalves(x, seed: 9, lo: -1, hi: 1)
+        func queue() throws {
+            func run(_ linear: CUDALinear, column: Int = 0, ldy: Int) throws {
+                try linear.forward(x: x.address, ldx: linear.inFeatures, rows: batch, y: y.address + CUdeviceptr(column * 2), ldy: ldy, scratch: scratch)
+            }
+            for layer in model.layers {
+                for part in layer.qkv { try run(part.linear, column: part.column, ldy: model.qkvWidth) }
+                try run(layer.output, ldy: model.hidden)
+                for part in layer.gateUp { try run(part.linear, column: part.column, ldy: 2 * model.intermediate) }
+                try run(layer.down, ldy: model.hidden)
+            }
+            try model.lmHead.forward(x: x.address, ldx: model.hidden, rows: batch, y: y.address, ldy: model.vocab, scratch: scratch, f32Output: true)
+        }
+        try queue()
+        let graph = try backend.stream.capture { try queue() }
+        let ms = try medianMilliseconds(backend: backend, callsPerSample: steps, samples: 3) { _ in try graph.launch(on: backend.stream) }
+        return ms / 1000
+    }
+
+    /// Batch-1 decode driven from the host, as `gptq generate --device cuda` runs it: greedy
+    /// through `forwardGreedy` (one id copied back a step), sampled (temperature 0.8, top-k 50,
+    /// top-p 0.9) through `forward` and the CPU `Sampler` (the logits copied back), and sampled
+    /// on the GPU through `forwardSample`. Each loop starts right after the same prompt (decode
+    /// attention grows with the context, so loops at other positions would not compare).
+    /// Tokens per second of each, by the host clock.
+    public static func hostLoopDecode(model: CUDAModel, promptTokens: Int = 32, steps: Int = 128) throws -> (greedy: Double, sampled: Double, sampledOnGPU: Double) {
+        let session = try model.makeSession(capacity: promptTokens + steps + 2)
+        var rng = Xoshiro256StarStar(seed: 6)
+        let prompt = (0..<promptTokens).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
+        let clock = ContinuousClock()
+        var sampler = try Sampler(SamplingParameters(temperature: 0.8, topK: 50, topP: 0.9), seed: 1)
+        func loop(_ next: (Int32) throws -> Int32) throws -> Double {
+            session.rewind(to: 0)
+            var token = try session.forwardGreedy(prompt)
+            token = try next(token)  // the graph captured, the kernels loaded
+            let elapsed = try clock.measure { for _ in 0..<steps - 1 { token = try next(token) } }
+            return Double(steps - 1) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+        }
+        let greedy = try loop { try session.forwardGreedy([$0]) }
+        let sampled = try loop { sampler.next(logits: try session.forward([$0], allLogits: false), history: []) }
+        let onGPU = try loop { try session.forwardSample([$0], parameters: sampler.parameters, uniform: sampler.nextUniform()) }
+        return (greedy, sampled, onGPU)
     }
 
     /// Prefill tokens per second for a `tokens`-token prompt (median of `runs`).

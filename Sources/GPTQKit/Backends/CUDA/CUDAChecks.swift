@@ -270,6 +270,7 @@ extension CUDAChecks {
             }
             results.append(CUDACheckResult(name: "\(arch) layerForward(0) vs transformers' hidden state", relativeError: relativeError(layerOut, after), bound: float16Bound))
         }
+        results += try sampling(backend: backend, fixtures: fixtures)
         for variant in ["w4_g32_descact_asym", "w3_perchannel_sym", "w8_g32_sym", "w2_g32_asym"] {
             let folder = FileIO.join(fixtures, "autogptq_ckpt", variant)
             let model = try CUDAModel.load(folder: folder, backend: backend)
@@ -289,6 +290,47 @@ extension CUDAChecks {
             let gpuLogits = try model.makeSession(capacity: 128).forward(long, allLogits: true)
             results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU fp32",
                                            relativeError: relativeError(gpuLogits, cpuLogits), bound: float16Bound))
+        }
+        return results
+    }
+}
+
+extension CUDAChecks {
+    /// The GPU's draw against the CPU Sampler's distribution: on fixed logits (the llama
+    /// fixture's, as they are and sharpened; the weights on chip and in device memory), N draws at the stratified uniforms (i + 0.5)/N give each kept
+    /// token a count within 1 of N times its probability, so the total variation distance
+    /// from the CPU's distribution is at most (kept + 1) / 2N plus float rounding; and no
+    /// token outside the CPU's kept set may come out.
+    static func sampling(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
+        let folder = FileIO.join(fixtures, "arch", "llama")
+        let model = try CUDAModel.load(folder: folder, backend: backend)
+        let session = try model.makeSession(capacity: 4)
+        let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
+        let fixtureLogits = Array(try reference.tensor("logits").floats()[0..<model.vocab])
+        let draws = 16384
+        var results: [CUDACheckResult] = []
+        for (sharpening, onChip, parameters) in [
+            (1, true, SamplingParameters(temperature: 1)), (1, true, SamplingParameters(temperature: 0.8, topK: 50, topP: 0.9)),
+            (1, false, SamplingParameters(temperature: 0.9, topK: 100, topP: 0.7)), (4, true, SamplingParameters(temperature: 0.8, topK: 50, topP: 0.9)),
+            (4, false, SamplingParameters(temperature: 1.3, topK: 7)), (2, true, SamplingParameters(temperature: 0.7, topP: 0.5)),
+        ] as [(Float, Bool, SamplingParameters)] {
+            let logits = fixtureLogits.map { $0 * sharpening }
+            let row = try backend.device.upload(logits)
+            let expected = try Sampler(parameters).distribution(logits: logits, history: [])
+            var counts = [Int](repeating: 0, count: model.vocab)
+            for i in 0..<draws {
+                try session.sample(logits: row.address, parameters: parameters, uniform: (Float(i) + 0.5) / Float(draws), weightsOnChip: onChip)
+                counts[Int(try backend.device.download(session.tokens, as: Int32.self, count: 1)[0])] += 1
+            }
+            var probability = [Double](repeating: 0, count: model.vocab)
+            for (token, p) in expected { probability[Int(token)] = Double(p) }
+            let distance = 0.5 * (0..<model.vocab).reduce(0.0) { $0 + abs(Double(counts[$1]) / Double(draws) - probability[$1]) }
+            let outside = (0..<model.vocab).filter { counts[$0] > 0 && probability[$0] == 0 }.count
+            let name = "GPU sampling, logits x\(Int(sharpening)), weights \(onChip ? "on chip" : "in device memory"), "
+                + "T \(parameters.temperature) top-k \(parameters.topK) top-p \(parameters.topP) (\(expected.count) kept)"
+            results.append(CUDACheckResult(name: name + ": total variation from the CPU Sampler", relativeError: distance,
+                                           bound: Double(expected.count + 1) / Double(2 * draws) + 1e-3))
+            results.append(CUDACheckResult(name: name + ": tokens drawn outside the CPU's kept set", relativeError: Double(outside), bound: 0))
         }
         return results
     }

@@ -106,6 +106,37 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         return token
     }
 
+    /// Feeds `tokenIDs` and draws the next token on the GPU from the last token's logits
+    /// (temperature, top-k and top-p as the CPU `Sampler` applies them; see SamplingKernels),
+    /// at `uniform` in [0, 1) of the kept probability mass: one id comes back, not the logits.
+    /// The repetition penalty is not applied here.
+    public func forwardSample(_ tokenIDs: [Int32], parameters: SamplingParameters, uniform: Float) throws -> Int32 {
+        guard !parameters.isGreedy else { return try forwardGreedy(tokenIDs) }
+        try parameters.validate()
+        guard parameters.repetitionPenalty == 1 else {
+            throw GPTQError.invalidArgument("forwardSample applies no repetition penalty (got \(parameters.repetitionPenalty)): sample the logits of forward")
+        }
+        try feed(tokenIDs, logitsForAllRows: false) { _, _ in }
+        try sample(logits: logits.address, parameters: parameters, uniform: uniform)
+        let token = try backend.device.download(tokens, as: Int32.self, count: 1)[0]
+        deviceTokens = [token]
+        return token
+    }
+
+    /// Queues the draw from float32 logits [vocab] at `logits` into the token buffer's row 0.
+    /// `weightsOnChip` nil: in shared memory when the vocabulary fits (checks force either way).
+    func sample(logits row: CUdeviceptr, parameters: SamplingParameters, uniform: Float, weightsOnChip: Bool? = nil) throws {
+        let kernel = try backend.kernel("sample_row", in: SamplingKernels.source)
+        // The weights stay on chip when the vocabulary fits beside the kernel's own 4 KB.
+        let sharedBytes = model.vocab * 4
+        let onChip = weightsOnChip ?? (sharedBytes + 8192 <= backend.device.maxSharedMemoryPerBlock)
+        if onChip && sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(sharedBytes) }
+        let weights = try prefillScratch.buffer("sampling weights", bytes: onChip ? 4 : sharedBytes)
+        try kernel.launch(grid: (1, 1, 1), block: (1024, 1, 1), sharedBytes: onChip ? sharedBytes : 0, stream: backend.stream,
+                          [.pointer(row), .int(model.vocab), .float32(parameters.temperature), .int(parameters.topK), .float32(parameters.topP),
+                           .float32(min(max(uniform, 0), 0x1.fffffep-1)), .buffer(weights), .int(onChip ? 1 : 0), .buffer(tokens)])
+    }
+
     /// Runs `tokenIDs` after sequence 0's cached tokens, in chunks; `afterChunk(rows, last)`
     /// sees each chunk's logits in `logits` (every row's when `logitsForAllRows`, else the last
     /// chunk's last row). Returns whether the last chunk ran the decode graph.
