@@ -39,6 +39,16 @@ struct GPUCheckCommand: ParsableCommand {
     @Flag(help: "Run only the checks of GPTQ quantization on the GPU.")
     var gptqOnly = false
 
+    @Option(help: "A real model folder (e.g. SmolLM2-135M-Instruct) to compare with the CPU backend: logits of a 64-token prompt from --text and its perplexity.")
+    var model: String?
+
+    @Option(help: "The text for --model (e.g. wikitext-2 test).")
+    var text: String?
+
+    func validate() throws {
+        if (model == nil) != (text == nil) { throw ValidationError("--model and --text go together") }
+    }
+
     @Option(help: "Write the report to this file too.")
     var log: String?
 
@@ -51,6 +61,7 @@ struct GPUCheckCommand: ParsableCommand {
             results += try CUDAChecks.linearKernels(backend: backend)
             if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
             results += try CUDAChecks.models(backend: backend, fixtures: fixtures)
+            if let model, let text { results += try CUDAChecks.folder(backend: backend, folder: model, text: text) }
         }
         if FileIO.exists(gptqCases + "/cases.json") { results += try CUDAChecks.gptqQuantization(backend: backend, fixtureFolder: gptqCases) }
         for r in results { report(r.line) }

@@ -335,3 +335,28 @@ extension CUDAChecks {
         return results
     }
 }
+
+extension CUDAChecks {
+    /// A real model folder on the GPU against the CPU backend (float32 activations): the
+    /// logits of the first 64 tokens of `text`, and the perplexity of its first `windows`
+    /// windows of `seqlen` tokens. Bounds are looser than the fixtures' (a deep model
+    /// compounds the float16 roundings), the perplexity's tightest: it is what users compare.
+    public static func folder(backend: CUDABackend, folder: String, text: String, seqlen: Int = 256, windows: Int = 4) throws -> [CUDACheckResult] {
+        let tokens = try Tokenizer(folder: folder).encode(try FileIO.readText(path: text), addSpecialTokens: true)
+        guard tokens.count >= seqlen * windows else {
+            throw GPTQError.invalidArgument("\(text): \(tokens.count) tokens, fewer than \(windows) windows of \(seqlen)")
+        }
+        let gpu = try CUDAModel.load(folder: folder, backend: backend), cpu = try LanguageModel.load(folder: folder)
+        let prompt = Array(tokens[0..<64])
+        let gpuLogits = try gpu.makeSession(capacity: seqlen).forward(prompt, allLogits: true)
+        let cpuLogits = try cpu.makeSession(capacity: seqlen).forward(prompt, allLogits: true)
+        let gpuPerplexity = try Perplexity.evaluate(tokens: tokens, session: gpu.makeSession(capacity: seqlen), seqlen: seqlen, windows: windows).perplexity
+        let cpuPerplexity = try Perplexity.evaluate(tokens: tokens, session: cpu.makeSession(capacity: seqlen), seqlen: seqlen, windows: windows).perplexity
+        let name = folder.split(separator: "/").last.map(String.init) ?? folder
+        return [
+            CUDACheckResult(name: "\(name) (\(gpu.weightsDescription)) logits of 64 tokens vs CPU fp32", relativeError: relativeError(gpuLogits, cpuLogits), bound: 2e-2),
+            CUDACheckResult(name: "\(name) perplexity, \(windows) windows of \(seqlen) (GPU \(format6(gpuPerplexity)), CPU \(format6(cpuPerplexity)))",
+                            relativeError: abs(gpuPerplexity - cpuPerplexity) / cpuPerplexity, bound: 5e-3),
+        ]
+    }
+}
