@@ -1,0 +1,184 @@
+/// `gptq gpu-check`'s checks of whole models on the GPU: the CUDA session against the
+/// fixtures' references and the CPU backend, GPU sampling against the CPU Sampler, and a
+/// real folder against the CPU.
+extension CUDAChecks {
+    /// Whole models on the GPU (float16 weights and activations) against references: the
+    /// arch fixtures against transformers' float32 logits through the prefill path and
+    /// through the decode graph one token at a time, their greedy ids; longer prompts
+    /// (cuBLAS prefill, chunked) and perplexity against the CPU backend; a batch of prompts
+    /// of different lengths against batch-1 greedy decoding; one decoder layer
+    /// (`layerForward`) against transformers' hidden state; AutoGPTQ's checkpoints against
+    /// AutoGPTQ's logits and the CPU backend.
+    /// The bound for float16 logits against float32 ones. scripts/fixtures/fp16_logit_error.py
+    /// runs the llama fixture in numpy with the session's float16 roundings and gets 1.45e-3
+    /// (weights alone 0.84e-3, activations alone 1.03e-3): the precision itself, not the
+    /// kernels, puts that error there, so 1e-3 is out of reach. The bound is twice it.
+    static let float16Bound = 3e-3
+    /// A prefill in chunks against the same prefill whole: the same roundings, other cuBLAS
+    /// shapes (measured 0 to 3.6e-4 on an H100).
+    static let chunkBound = 1e-3
+
+    public static func models(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
+        var results: [CUDACheckResult] = []
+        for arch in ["llama", "mistral", "qwen2", "qwen3"] {
+            let folder = FileIO.join(fixtures, "arch", arch)
+            let model = try CUDAModel.load(folder: folder, backend: backend)
+            let cpu = try LanguageModel.load(folder: folder)
+            let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
+            let ids = try reference.tensor("input_ids"), expected = try reference.tensor("logits").floats()
+            let (sequences, length) = (ids.shape[0], ids.shape[1])
+            let prompts = (0..<sequences).map { s in Array(ids.ints()[(s * length)..<((s + 1) * length)]) }
+            var prefill: [Float] = [], decode: [Float] = []
+            for prompt in prompts {
+                let session = try model.makeSession(capacity: 32)
+                prefill += try session.forward(prompt, allLogits: true)
+                session.rewind(to: 0)
+                for token in prompt { decode += try session.forward([token], allLogits: false) }
+            }
+            results.append(CUDACheckResult(name: "\(arch) fixture logits, prefill (fp16 vs transformers fp32)", relativeError: relativeError(prefill, expected), bound: float16Bound))
+            results.append(CUDACheckResult(name: "\(arch) fixture logits, decode graph (fp16 vs transformers fp32)", relativeError: relativeError(decode, expected), bound: float16Bound))
+            // The two paths round differently (prefill stores the attention probabilities in
+            // float16), so they differ by about one float16 design's error (measured 0.97e-3 to 1.18e-3).
+            results.append(CUDACheckResult(name: "\(arch) fixture logits, decode graph vs prefill", relativeError: relativeError(decode, prefill), bound: float16Bound))
+
+            let greedy = try reference.tensor("greedy_ids").ints()
+            let session = try model.makeSession(capacity: 32)
+            var generated = [try session.forwardGreedy(prompts[0])]
+            while prompts[0].count + generated.count < greedy.count { generated.append(try session.forwardGreedy([generated.last!])) }
+            let mismatches = zip(generated, greedy.dropFirst(length)).filter { $0 != $1 }.count
+            results.append(CUDACheckResult(name: "\(arch) fixture greedy ids on the GPU (\(generated.count) tokens, mismatches)", relativeError: Double(mismatches), bound: 0))
+
+            // 100 random tokens: the cuBLAS prefill path, in chunks of 40 and whole, against the CPU.
+            var rng = Xoshiro256StarStar(seed: 7)
+            let long = (0..<100).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
+            let cpuLogits = try cpu.makeSession(capacity: 128).forward(long, allLogits: true)
+            let whole = try model.makeSession(capacity: 128).forward(long, allLogits: true)
+            let chunked = try model.makeSession(capacity: 128, prefillChunk: 40).forward(long, allLogits: true)
+            results.append(CUDACheckResult(name: "\(arch) 100-token prefill vs CPU fp32", relativeError: relativeError(whole, cpuLogits), bound: float16Bound))
+            results.append(CUDACheckResult(name: "\(arch) 100-token prefill in chunks of 40 vs whole", relativeError: relativeError(chunked, whole), bound: chunkBound))
+
+            let text = (0..<400).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
+            let gpuPerplexity = try Perplexity.evaluate(tokens: text, session: model.makeSession(capacity: 64), seqlen: 64).perplexity
+            let cpuPerplexity = try Perplexity.evaluate(tokens: text, session: cpu.makeSession(capacity: 64), seqlen: 64).perplexity
+            results.append(CUDACheckResult(name: "\(arch) perplexity, 6 windows of 64 (GPU \(format6(gpuPerplexity)), CPU \(format6(cpuPerplexity)))",
+                                           relativeError: abs(gpuPerplexity - cpuPerplexity) / cpuPerplexity, bound: 1e-3))
+
+            // Three prompts of different lengths decoded together, against each alone.
+            let batchPrompts = [Array(long[0..<12]), Array(long[20..<27]), Array(long[40..<50])]
+            let batched = try model.makeSession(capacity: 32, batch: 3)
+            for (s, p) in batchPrompts.enumerated() { try batched.prefill(sequence: s, ids: p) }
+            let together = try batched.greedyTokens(steps: 8)
+            var batchMismatches = 0
+            for (s, p) in batchPrompts.enumerated() {
+                let alone = try model.makeSession(capacity: 32)
+                var token = try alone.forwardGreedy(p)
+                for step in 0..<8 {
+                    token = try alone.forwardGreedy([token])
+                    if together[step][s] != token { batchMismatches += 1 }
+                }
+            }
+            results.append(CUDACheckResult(name: "\(arch) batch of 3 prompts (12, 7, 10 tokens) vs batch 1, greedy mismatches in 24", relativeError: Double(batchMismatches), bound: 0))
+
+            // Layer 0 from transformers' embedding output, for layer-by-layer callers.
+            let embedded = try reference.tensor("hidden_after_embed"), after = try reference.tensor("hidden_after_layer0").floats()
+            let hidden = try backend.device.upload(embedded.converted(to: .f16))
+            var layerOut: [Float] = []
+            for s in 0..<sequences {
+                let one = try backend.device.allocate(bytes: length * model.hidden * 2)
+                try one.copy(from: hidden, bytes: length * model.hidden * 2, sourceOffset: s * length * model.hidden * 2, stream: backend.stream)
+                try model.makeSession(capacity: 32).layerForward(0, hidden: one, rows: length)
+                let half = try backend.device.download(one, as: UInt16.self, count: length * model.hidden)
+                layerOut += Tensor(bitPattern: half, dtype: .f16, shape: [half.count]).floats()
+            }
+            results.append(CUDACheckResult(name: "\(arch) layerForward(0) vs transformers' hidden state", relativeError: relativeError(layerOut, after), bound: float16Bound))
+        }
+        results += try sampling(backend: backend, fixtures: fixtures)
+        for variant in ["w4_g32_descact_asym", "w3_perchannel_sym", "w8_g32_sym", "w2_g32_asym"] {
+            let folder = FileIO.join(fixtures, "autogptq_ckpt", variant)
+            let model = try CUDAModel.load(folder: folder, backend: backend)
+            let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
+            let ids = try reference.tensor("input_ids"), expected = try reference.tensor("logits").floats()
+            let length = ids.shape[1]
+            var got: [Float] = []
+            for s in 0..<ids.shape[0] {
+                let session = try model.makeSession(capacity: 32)
+                got += try session.forward(Array(ids.ints()[(s * length)..<((s + 1) * length)]), allLogits: true)
+            }
+            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) logits (\(model.weightsDescription))",
+                                           relativeError: relativeError(got, expected), bound: float16Bound))
+            var rng = Xoshiro256StarStar(seed: 8)
+            let long = (0..<100).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
+            let cpuLogits = try LanguageModel.load(folder: folder).makeSession(capacity: 128).forward(long, allLogits: true)
+            let gpuLogits = try model.makeSession(capacity: 128).forward(long, allLogits: true)
+            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU fp32",
+                                           relativeError: relativeError(gpuLogits, cpuLogits), bound: float16Bound))
+        }
+        return results
+    }
+}
+
+extension CUDAChecks {
+    /// The GPU's draw against the CPU Sampler's distribution: on fixed logits (the llama
+    /// fixture's, as they are and sharpened; the weights on chip and in device memory), N draws at the stratified uniforms (i + 0.5)/N give each kept
+    /// token a count within 1 of N times its probability, so the total variation distance
+    /// from the CPU's distribution is at most (kept + 1) / 2N plus float rounding; and no
+    /// token outside the CPU's kept set may come out.
+    static func sampling(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
+        let folder = FileIO.join(fixtures, "arch", "llama")
+        let model = try CUDAModel.load(folder: folder, backend: backend)
+        let session = try model.makeSession(capacity: 4)
+        let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
+        let fixtureLogits = Array(try reference.tensor("logits").floats()[0..<model.vocab])
+        let draws = 16384
+        var results: [CUDACheckResult] = []
+        for (sharpening, onChip, parameters) in [
+            (1, true, SamplingParameters(temperature: 1)), (1, true, SamplingParameters(temperature: 0.8, topK: 50, topP: 0.9)),
+            (1, false, SamplingParameters(temperature: 0.9, topK: 100, topP: 0.7)), (4, true, SamplingParameters(temperature: 0.8, topK: 50, topP: 0.9)),
+            (4, false, SamplingParameters(temperature: 1.3, topK: 7)), (2, true, SamplingParameters(temperature: 0.7, topP: 0.5)),
+        ] as [(Float, Bool, SamplingParameters)] {
+            let logits = fixtureLogits.map { $0 * sharpening }
+            let row = try backend.device.upload(logits)
+            let expected = try Sampler(parameters).distribution(logits: logits, history: [])
+            var counts = [Int](repeating: 0, count: model.vocab)
+            for i in 0..<draws {
+                try session.sample(logits: row.address, parameters: parameters, uniform: (Float(i) + 0.5) / Float(draws), weightsOnChip: onChip)
+                counts[Int(try backend.device.download(session.tokens, as: Int32.self, count: 1)[0])] += 1
+            }
+            var probability = [Double](repeating: 0, count: model.vocab)
+            for (token, p) in expected { probability[Int(token)] = Double(p) }
+            let distance = 0.5 * (0..<model.vocab).reduce(0.0) { $0 + abs(Double(counts[$1]) / Double(draws) - probability[$1]) }
+            let outside = (0..<model.vocab).filter { counts[$0] > 0 && probability[$0] == 0 }.count
+            let name = "GPU sampling, logits x\(Int(sharpening)), weights \(onChip ? "on chip" : "in device memory"), "
+                + "T \(parameters.temperature) top-k \(parameters.topK) top-p \(parameters.topP) (\(expected.count) kept)"
+            results.append(CUDACheckResult(name: name + ": total variation from the CPU Sampler", relativeError: distance,
+                                           bound: Double(expected.count + 1) / Double(2 * draws) + 1e-3))
+            results.append(CUDACheckResult(name: name + ": tokens drawn outside the CPU's kept set", relativeError: Double(outside), bound: 0))
+        }
+        return results
+    }
+}
+
+extension CUDAChecks {
+    /// A real model folder on the GPU against the CPU backend (float32 activations): the
+    /// logits of the first 64 tokens of `text`, and the perplexity of its first `windows`
+    /// windows of `seqlen` tokens. Bounds are looser than the fixtures' (a deep model
+    /// compounds the float16 roundings), the perplexity's tightest: it is what users compare.
+    public static func folder(backend: CUDABackend, folder: String, text: String, seqlen: Int = 256, windows: Int = 4) throws -> [CUDACheckResult] {
+        let tokens = try Tokenizer(folder: folder).encode(try FileIO.readText(path: text), addSpecialTokens: true)
+        guard tokens.count >= seqlen * windows else {
+            throw GPTQError.invalidArgument("\(text): \(tokens.count) tokens, fewer than \(windows) windows of \(seqlen)")
+        }
+        let gpu = try CUDAModel.load(folder: folder, backend: backend), cpu = try LanguageModel.load(folder: folder)
+        let prompt = Array(tokens[0..<64])
+        let gpuLogits = try gpu.makeSession(capacity: seqlen).forward(prompt, allLogits: true)
+        let cpuLogits = try cpu.makeSession(capacity: seqlen).forward(prompt, allLogits: true)
+        let gpuPerplexity = try Perplexity.evaluate(tokens: tokens, session: gpu.makeSession(capacity: seqlen), seqlen: seqlen, windows: windows).perplexity
+        let cpuPerplexity = try Perplexity.evaluate(tokens: tokens, session: cpu.makeSession(capacity: seqlen), seqlen: seqlen, windows: windows).perplexity
+        let name = folder.split(separator: "/").last.map(String.init) ?? folder
+        return [
+            CUDACheckResult(name: "\(name) (\(gpu.weightsDescription)) logits of 64 tokens vs CPU fp32", relativeError: relativeError(gpuLogits, cpuLogits), bound: 2e-2),
+            CUDACheckResult(name: "\(name) perplexity, \(windows) windows of \(seqlen) (GPU \(format6(gpuPerplexity)), CPU \(format6(cpuPerplexity)))",
+                            relativeError: abs(gpuPerplexity - cpuPerplexity) / cpuPerplexity, bound: 5e-3),
+        ]
+    }
+}
