@@ -2,7 +2,7 @@
 # GPTQ on the GPU, run on the GPU machine from the repository root, out of a carried
 # folder holding the static gptq binary, lib/*.xz (as scripts/gpu.sh prepares them) and
 # this script: gpu-check --gptq-only, `gptq quantize` of the llama fixture on the CPU and
-# on the GPU compared, gpu-bench --quantize. GPU_STEPS selects steps (default: all):
+# on the GPU compared, gpu-bench --quantize (GPTQ alone, act-order, whole pipeline). GPU_STEPS selects steps (default: all):
 # check, pipeline, bench. Logs in $OUT, summary last.
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
@@ -39,14 +39,16 @@ PY
       ;;
     bench)
       $G gpu-bench --quantize --log "$OUT/gptq-bench.log" > "$OUT/gptq-bench.out" 2>&1 || status=1
-      $G gpu-bench --quantize --act-order --layers 1 --log "$OUT/gptq-bench-act.log" > "$OUT/gptq-bench-act.out" 2>&1 || status=1 ;;
+      $G gpu-bench --quantize --act-order --layers 1 --log "$OUT/gptq-bench-act.log" > "$OUT/gptq-bench-act.out" 2>&1 || status=1
+      $G gpu-bench --quantize --pipeline --log "$OUT/gptq-bench-pipeline.log" > "$OUT/gptq-bench-pipeline.out" 2>&1 || status=1 ;;
   esac
 done
 echo "==== summary"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-[ -f "$OUT/gptq-check.out" ] && grep -E 'FAIL|passed|rror' "$OUT/gptq-check.out" | tail -25
-for dev in cpu cuda; do [ -f "$OUT/quantize-$dev.log" ] && grep -E 'GPTQ on|loss|quantized|rror|wall' "$OUT/quantize-$dev.log" | tail -16; done
-[ -f "$OUT/quantize-compare.out" ] && cat "$OUT/quantize-compare.out" | tail -30
+[ -f "$OUT/gptq-check.out" ] && grep -E 'FAIL|passed|rror|pipeline on the GPU' "$OUT/gptq-check.out" | tail -25
+for dev in cpu cuda; do [ -f "$OUT/quantize-$dev.log" ] && grep -E 'GPTQ on|quantized|rror|wall' "$OUT/quantize-$dev.log" | tail -5; done
+[ -f "$OUT/quantize-compare.out" ] && grep -E "qweight|rror" "$OUT/quantize-compare.out" | tail -14
 [ -f "$OUT/gptq-bench.out" ] && cat "$OUT/gptq-bench.out"
 [ -f "$OUT/gptq-bench-act.out" ] && cat "$OUT/gptq-bench-act.out"
+[ -f "$OUT/gptq-bench-pipeline.out" ] && cat "$OUT/gptq-bench-pipeline.out"
 exit $status

@@ -64,6 +64,7 @@ struct GPUCheckCommand: ParsableCommand {
             if let model, let text { results += try CUDAChecks.folder(backend: backend, folder: model, text: text) }
         }
         if FileIO.exists(gptqCases + "/cases.json") { results += try CUDAChecks.gptqQuantization(backend: backend, fixtureFolder: gptqCases) }
+        results += try CUDAChecks.gptqPipeline(backend: backend, fixtures: fixtures)
         for r in results { report(r.line) }
         let failed = results.filter { !$0.passed }
         report("gpu-check: \(results.count - failed.count)/\(results.count) passed")
@@ -103,6 +104,9 @@ struct GPUBenchCommand: ParsableCommand {
 
     @Flag(help: "--quantize: act-order (desc_act).")
     var actOrder = false
+
+    @Flag(help: "--quantize: the whole `gptq quantize --device cuda` loop on a random float16 model, layer forwards included.")
+    var pipeline = false
 
     @Flag(help: "Time every launch shape of the 4-bit tiled kernel (output tiles a warp x warps a block, microseconds).")
     var tiledShapes = false
@@ -144,9 +148,13 @@ struct GPUBenchCommand: ParsableCommand {
         if quantize {
             let config = QuantizeConfig(bits: 4, groupSize: 128, descAct: actOrder)
             report("GPTQ, Llama-2-7B layer shape (hidden 4096, intermediate 11008), 4-bit group 128\(actOrder ? " act-order" : ""), "
-                   + "\(samples) x \(tokens) calibration tokens; random weights and activations (no layer forward)")
-            let timings = try CUDAGPTQBenchmark.layers(backend: backend, samples: samples, tokens: tokens, layers: layers, config: config,
+                   + "\(samples) x \(tokens) calibration tokens; random weights and "
+                   + (pipeline ? "embeddings, layer forwards on the GPU" : "activations (no layer forward)"))
+            let timings = pipeline
+                ? try CUDAGPTQBenchmark.pipelineLayers(backend: backend, samples: samples, tokens: tokens, layers: layers, config: config,
                                                        log: { report($0) })
+                : try CUDAGPTQBenchmark.layers(backend: backend, samples: samples, tokens: tokens, layers: layers, config: config,
+                                               log: { report($0) })
             let perLayer = timings.map(\.totalSeconds).sorted()[timings.count / 2]
             report("GPTQ per layer (median of \(timings.count)): \((perLayer * 1000).rounded() / 1000) s; 32 layers: \((perLayer * 32 / 60 * 100).rounded() / 100) min "
                    + "(AutoGPTQ on an H100: 16.8 s per layer, about 9.0 min, layer forwards included)")

@@ -41,7 +41,7 @@ struct QuantizeCommand: ParsableCommand {
     var evalText: String?
     @Option(help: "Use only the first N windows of --eval-text.") var evalWindows: Int?
     @Flag(help: "Replace --out if it exists.") var overwrite = false
-    @Option(help: "Where GPTQ runs: cpu, or cuda (Hessians and GPTQ on an NVIDIA GPU; the layer forwards stay on the CPU).")
+    @Option(help: "Where GPTQ runs: cpu, or cuda (layer forwards in float16, Hessians and GPTQ on an NVIDIA GPU).")
     var device = QuantizeJob.Device.cpu
 
     func job() throws -> QuantizeJob {

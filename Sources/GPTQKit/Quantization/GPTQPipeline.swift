@@ -65,12 +65,19 @@ public enum GPTQPipeline {
     /// Quantizes `model` in place (afterwards it runs the quantized network) and returns
     /// the packed tensors, ready to save. `calibration` is ignored by RTN.
     /// `engine` accumulates the Hessians and runs GPTQ (the CPU by default); the layer
-    /// forwards run on the CPU either way.
+    /// forwards run on the CPU (quantizeOnGPU runs them on the GPU too).
     public static func quantize<Engine: GPTQEngine>(_ model: LanguageModel, config: QuantizeConfig, calibration: [[Int32]],
                                                     method: QuantizationMethod = .gptq, engine: Engine = CPUGPTQEngine(),
                                                     progress: ((QuantizationProgress) -> Void)? = nil) throws -> QuantizedModel {
         try validate(model, config: config, method: method)
         if method == .gptq { try validate(calibration, vocabSize: model.vocabSize) }
+        let forward = method == .gptq ? CPUCalibrationForward(model: model, hidden: calibration.map { model.embed($0) }, engine: engine) : nil
+        return try run(model, config: config, method: method, forward: forward, progress: progress)
+    }
+
+    /// The layer-by-layer loop, with the forwards and GPTQ wherever `forward` runs them (nil for RTN).
+    static func run<Forward: CalibrationForward>(_ model: LanguageModel, config: QuantizeConfig, method: QuantizationMethod,
+                                                 forward: Forward?, progress: ((QuantizationProgress) -> Void)?) throws -> QuantizedModel {
         let family = model.family
         let groups = config.trueSequential ? family.quantizationOrder : [family.quantizationOrder.flatMap { $0 }]
         let modulesPerLayer = groups.reduce(0) { $0 + $1.count }
@@ -79,7 +86,6 @@ public enum GPTQPipeline {
         var packed: [String: PackedLinear] = [:]
         var losses: [String: Double] = [:]
 
-        var hidden = method == .gptq ? calibration.map { model.embed($0) } : []
         for layer in 0..<model.numLayers {
             var modulesDone = 0
             let layerStart = clock.now
@@ -94,24 +100,20 @@ public enum GPTQPipeline {
                                                seconds: seconds, remaining: remaining))
             }
             for group in groups {
-                let hessians = method == .gptq ? try collectHessians(model, layer: layer, modules: group, hidden: hidden, engine: engine) : [:]
+                let hessians = try forward?.hessians(layer: layer, modules: group) ?? [:]
                 for module in group {
                     let moduleStart = clock.now
                     let name = family.layerModule(layer, module)
                     let (weight, bias) = try floatWeights(model, layer: layer, module: module)
-                    let result = method == .gptq
-                        ? try engine.quantize(weight: weight, hessian: hessians[module]!, config: config)
-                        : try RoundToNearest.quantize(weight: weight, columns: model.layerLinear(layer, module).inFeatures, config: config)
+                    let result = try forward.map { try $0.quantize(weight: weight, hessian: hessians[module]!, config: config) }
+                        ?? RoundToNearest.quantize(weight: weight, columns: model.layerLinear(layer, module).inFeatures, config: config)
                     packed[name] = try PackedLinear.pack(result, bias: bias, format: config.checkpointFormat, name: name)
                     losses[name] = result.loss
-                    if method == .gptq {
-                        let linear = model.layerLinear(layer, module)
-                        model.setLayerLinear(layer, module, DenseLinear(weight: Tensor(result.q, shape: [linear.outFeatures, linear.inFeatures]), bias: bias))
-                    }
+                    try forward?.replace(layer: layer, module: module, q: result.q, bias: bias)
                     report(module, result, seconds: elapsedSeconds(since: moduleStart, clock))
                 }
             }
-            if method == .gptq { recomputeOutputs(model, layer: layer, hidden: &hidden) }
+            try forward?.advance(layer: layer)
             for module in family.linears.map(\.name) where packed[family.layerModule(layer, module)] != nil {
                 model.setLayerLinear(layer, module, GPTQLinear(packed[family.layerModule(layer, module)]!))
             }

@@ -31,20 +31,17 @@ public struct QuantizeJob: Sendable {
     public func run(log: @escaping (String) -> Void = { _ in }) throws -> QuantizedModel {
         try config.validate()
         try CheckpointWriter.checkDestination(out, source: model, overwrite: overwrite)
-        switch device {
-        case .cpu:
-            return try run(engine: CPUGPTQEngine(), log: log)
-        case .cuda:
+        typealias Quantize = (LanguageModel, [[Int32]], @escaping (QuantizationProgress) -> Void) throws -> QuantizedModel
+        let quantize: Quantize
+        // Round to nearest has no forwards or Hessians: nothing for a GPU to do.
+        if device == .cuda && method == .gptq {
             // The GPU first: where the CUDA libraries are missing this fails before any work, naming the library.
-            let engine = CUDAGPTQ(backend: try CUDABackend())
-            if method == .gptq {
-                log("GPTQ on \(engine.description): Hessians and quantization on the GPU, layer forwards on the CPU")
-            }
-            return try run(engine: engine, log: log)
+            let gptq = CUDAGPTQ(backend: try CUDABackend())
+            log("GPTQ on \(gptq.description): layer forwards (float16), Hessians and quantization on the GPU")
+            quantize = { try GPTQPipeline.quantizeOnGPU($0, config: config, calibration: $1, gptq: gptq, progress: $2) }
+        } else {
+            quantize = { try GPTQPipeline.quantize($0, config: config, calibration: $1, method: method, progress: $2) }
         }
-    }
-
-    private func run<Engine: GPTQEngine>(engine: Engine, log: @escaping (String) -> Void) throws -> QuantizedModel {
         let languageModel = try LanguageModel.load(folder: model)
         try GPTQPipeline.validate(languageModel, config: config, method: method)
         var samples: [[Int32]] = []
@@ -60,7 +57,7 @@ public struct QuantizeJob: Sendable {
             samples = try corpus.samples(calibrationMode)
             log("calibration: \(samples.count) samples, \(samples.reduce(0) { $0 + $1.count }) tokens from \(calibration) (\(corpus.tokenCount) tokens)")
         }
-        let quantized = try GPTQPipeline.quantize(languageModel, config: config, calibration: samples, method: method, engine: engine) { event in
+        let quantized = try quantize(languageModel, samples) { event in
             log(event.line)
             for warning in event.warnings { log("  warning: \(warning)") }
         }

@@ -20,6 +20,19 @@ import CCUDA
 public final class CUDAGPTQ: @unchecked Sendable {
     public let backend: CUDABackend
     private var sharedMemoryRaised = false
+    /// When set, `quantize` synchronizes at the end of each phase and records its seconds in
+    /// `phaseSeconds` (benchmarks).
+    public var recordsPhases = false
+    public private(set) var phaseSeconds: [(String, Double)] = []
+    private var phaseStart = ContinuousClock.now
+
+    private func endPhase(_ name: String) throws {
+        guard recordsPhases else { return }
+        try device.synchronize()
+        let d = ContinuousClock.now - phaseStart
+        phaseSeconds.append((name, Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18))
+        phaseStart = ContinuousClock.now
+    }
 
     public init(backend: CUDABackend) {
         self.backend = backend
@@ -65,6 +78,8 @@ public final class CUDAGPTQ: @unchecked Sendable {
         }
         let maxq = try Quantizer(config: config).maxq
         try raiseSharedMemoryLimits()
+        phaseSeconds = []
+        phaseStart = ContinuousClock.now
         let stream = backend.stream
         let groups = GPTQ.groupCount(columns: n, config: config)
         let groupSize = config.groupSize == -1 ? n : config.groupSize
@@ -88,6 +103,7 @@ public final class CUDAGPTQ: @unchecked Sendable {
             throw GPTQError.invalidArgument("the Hessian holds NaN or Inf (check the calibration inputs of this layer)")
         }
 
+        try endPhase("checks")
         let diagonalBuffer = try device.allocate(bytes: n * 4)
         try launch("gptq_diagonal", grid: ((n + 255) / 256, 1, 1), block: (256, 1, 1), [.buffer(hessian.matrix), .int(n), .buffer(diagonalBuffer)])
         let rawDiagonal = try device.download(diagonalBuffer, as: Float.self, count: n)
@@ -113,12 +129,14 @@ public final class CUDAGPTQ: @unchecked Sendable {
             try permute(weight, into: work, order: permBuffer)
         }
 
+        try endPhase("order")
         // The damping's mean diagonal, summed in quantization order as the CPU sums it.
         let mean = perm.reduce(0.0) { $0 + diagonal[$1] }
         let (u, dampPercent, warnings) = try GPTQ.withDampingRetries(dampPercent: config.dampPercent) { percent in
             try inverseFactor(hessian, order: permBuffer, damp: percent * mean / Double(n))
         }
 
+        try endPhase("inverse factor")
         let q = try device.allocate(bytes: rows * n * 4)
         let errors = try device.allocate(bytes: rows * GPTQKernels.maxBlockSize * 4)
         let loss = try device.allocate(bytes: 8)
@@ -144,12 +162,15 @@ public final class CUDAGPTQ: @unchecked Sendable {
                                         c: work.address + CUdeviceptr(i2 * 4), cType: .f32, ldc: n, alpha: -1, beta: 1)
             }
         }
-        return GPTQResult(rows: rows, columns: n, bits: config.bits, groupSize: config.groupSize,
-                          q: try device.download(q, as: Float.self, count: rows * n),
-                          scales: try device.download(scales, as: Float.self, count: rows * groups),
-                          zeros: try device.download(zeros, as: Float.self, count: rows * groups),
-                          gIdx: GPTQ.groupIndex(order: perm, config: config),
-                          loss: try device.download(loss, as: Double.self, count: 1)[0], dampPercent: dampPercent, warnings: warnings)
+        try endPhase("blocks")
+        let result = GPTQResult(rows: rows, columns: n, bits: config.bits, groupSize: config.groupSize,
+                                q: try device.download(q, as: Float.self, count: rows * n),
+                                scales: try device.download(scales, as: Float.self, count: rows * groups),
+                                zeros: try device.download(zeros, as: Float.self, count: rows * groups),
+                                gIdx: GPTQ.groupIndex(order: perm, config: config),
+                                loss: try device.download(loss, as: Double.self, count: 1)[0], dampPercent: dampPercent, warnings: warnings)
+        try endPhase("download")
+        return result
     }
 
     private func checkFinite(_ address: CUdeviceptr, count: Int, flag: CUdeviceptr) throws {

@@ -119,6 +119,42 @@ extension CUDAChecks {
         return results
     }
 
+    /// `gptq quantize --device cuda`'s pipeline (float16 forwards on the GPU) against the CPU
+    /// pipeline on the fixture models (q/k/v biases in qwen2, q/k norms in qwen3, grouped
+    /// query heads in all): the quantized model's logit error against the float model must
+    /// be within 10% of the CPU-quantized model's (the two see slightly different
+    /// activations: float16 on the GPU, float32 on the CPU).
+    public static func gptqPipeline(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
+        var results: [CUDACheckResult] = []
+        var random = PythonRandom(seed: 1)
+        let calibration = (0..<8).map { _ in (0..<32).map { _ in Int32(random.randbelow(384)) } }
+        let gptq = CUDAGPTQ(backend: backend)
+        for arch in ["llama", "qwen2", "qwen3"] {
+            let folder = fixtures + "/arch/" + arch
+            guard FileIO.exists(folder + "/config.json") else { continue }
+            let tokens = Array(try SafetensorsFile(path: folder + "/reference.safetensors").tensor("input_ids").ints().prefix(12))
+            func logits(_ model: LanguageModel) throws -> [Float] {
+                try model.makeSession(capacity: tokens.count).forward(tokens, allLogits: true)
+            }
+            let reference = try logits(try LanguageModel.load(folder: folder))
+            let config = QuantizeConfig(bits: 4, groupSize: 32, descAct: arch == "llama")
+            let cpu = try GPTQPipeline.quantize(try LanguageModel.load(folder: folder), config: config, calibration: calibration)
+            let gpu = try GPTQPipeline.quantizeOnGPU(try LanguageModel.load(folder: folder), config: config, calibration: calibration, gptq: gptq)
+            let cpuError = relativeError(try logits(cpu.model), reference), gpuError = relativeError(try logits(gpu.model), reference)
+            var same = 0, total = 0
+            for (name, packed) in cpu.packed {
+                let a = packed.qweight.ints(), b = gpu.packed[name]?.qweight.ints() ?? []
+                same += zip(a, b).filter { $0 == $1 }.count
+                total += a.count
+            }
+            results.append(CUDACheckResult(
+                name: "GPTQ pipeline on the GPU, \(arch) \(config.descAct ? "act-order " : "")g32: logit error \(format6(gpuError)) vs the CPU pipeline's "
+                    + "\(format6(cpuError)), \(same)/\(total) qweight words identical; excess over the CPU's",
+                relativeError: max(0, gpuError / cpuError - 1), bound: 0.1))
+        }
+        return results
+    }
+
     /// ‖a − b‖ / ‖b‖ for float64 values.
     static func relativeError(_ a: [Double], _ b: [Double]) -> Double {
         relativeError(a.map { Float($0) }, b.map { Float($0) })

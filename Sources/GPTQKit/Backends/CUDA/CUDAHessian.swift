@@ -69,6 +69,20 @@ public final class CUDAHessian: @unchecked Sendable {
                                      c: matrix.address, ldc: columns)
     }
 
+    /// Adds `count` float16 input rows on the device, `stride` elements apart (a layer's
+    /// activations as CUDASession.layerForward shows them). A float32 product of the float16
+    /// values on the tensor cores: their products are exact in float32, as in AutoGPTQ's
+    /// `inp.float()` matmul; both triangles are written, the upper one (row-major) is read.
+    public func add(halfRows rows: CUdeviceptr, stride: Int, count: Int, samples batch: Int = 1) throws {
+        guard batch > 0, count >= 0, stride >= columns else {
+            throw GPTQError.invalidArgument("a Hessian batch of \(count) rows \(stride) apart from \(batch) samples, for \(columns) columns")
+        }
+        let (beta, alpha) = HessianAccumulator.batchFactors(samples: samples, batch: batch)
+        samples += batch
+        try backend.cublas.gemm(transA: false, transB: true, m: columns, n: columns, k: count, a: rows, aType: .f16, lda: stride,
+                                b: rows, bType: .f16, ldb: stride, c: matrix.address, cType: .f32, ldc: columns, alpha: alpha, beta: beta)
+    }
+
     /// Adds `count` input rows from host memory.
     public func add(_ rows: UnsafePointer<Float>, count: Int, samples batch: Int = 1) throws {
         let bytes = count * columns * 4

@@ -158,13 +158,15 @@ public final class CUDAModel: @unchecked Sendable {
     /// float16 embedding and LM head, built on the GPU (benchmarks: Llama-2-7B is hidden
     /// 4096, 32 layers, 32 heads, intermediate 11008, vocab 32000).
     public static func random4Bit(backend: CUDABackend, hidden: Int, layers count: Int, heads: Int, kvHeads: Int,
-                                  intermediate: Int, vocab: Int, groupSize: Int = 128) throws -> CUDAModel {
+                                  intermediate: Int, vocab: Int, groupSize: Int = 128, halfWeights: Bool = false) throws -> CUDAModel {
         let headDim = hidden / heads
         let device = backend.device
         var seed: UInt32 = 1
         func next() -> UInt32 { seed &+= 7; return seed }
         func q4(_ k: Int, _ n: Int) throws -> CUDALinear {
-            try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: next())
+            // halfWeights: float16 linears instead (the float model GPTQ starts from).
+            halfWeights ? try CUDALinear(backend: backend, randomHalfInFeatures: k, outFeatures: n, scale: 0.02, seed: next())
+                : try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: next())
         }
         var rng = Xoshiro256StarStar(seed: 5)
         func norm(_ n: Int) throws -> DeviceBuffer { try device.upload((0..<n).map { _ in Float(0.5 + rng.nextUnit()) }) }
