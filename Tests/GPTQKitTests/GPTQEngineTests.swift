@@ -40,6 +40,16 @@ import GPTQKit
         }
     }
 
+    /// Settings the GPU does not implement are refused before the GPU is opened or anything loaded.
+    @Test func cudaJobRefusesMSEBeforeAnyWork() {
+        var job = QuantizeJob(model: "/nonexistent/model", out: "/tmp/gptq-engine-tests-out-\(UInt32.random(in: 0...UInt32.max))")
+        job.device = .cuda
+        job.config.mse = MSESearch()
+        #expect(throws: GPTQError.invalidArgument("mse: the MSE grid search of the quantization parameters is not implemented on the GPU (quantize on the CPU)")) {
+            try job.run()
+        }
+    }
+
     /// Without the CUDA libraries, --device cuda fails before loading anything, naming the library.
     @Test func cudaJobWithoutAGPUNamesTheMissingLibrary() throws {
         guard (try? CUDALibraries.shared()) == nil else { return }  // a machine with CUDA: nothing to check here

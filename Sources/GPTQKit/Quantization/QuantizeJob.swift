@@ -35,6 +35,7 @@ public struct QuantizeJob: Sendable {
         let quantize: Quantize
         // Round to nearest has no forwards or Hessians: nothing for a GPU to do.
         if device == .cuda && method == .gptq {
+            try CUDAGPTQ.checkSupported(config)
             // The GPU first: where the CUDA libraries are missing this fails before any work, naming the library.
             let gptq = CUDAGPTQ(backend: try CUDABackend())
             log("GPTQ on \(gptq.description): layer forwards (float16), Hessians and quantization on the GPU")

@@ -73,9 +73,7 @@ public final class CUDAGPTQ: @unchecked Sendable {
         guard blockSize <= GPTQKernels.maxBlockSize else {
             throw GPTQError.invalidArgument("block size \(blockSize) is larger than the GPU kernel's \(GPTQKernels.maxBlockSize)")
         }
-        guard config.mse == nil else {
-            throw GPTQError.invalidArgument("mse: the MSE grid search of the quantization parameters is not implemented on the GPU (quantize on the CPU)")
-        }
+        try Self.checkSupported(config)
         let maxq = try Quantizer(config: config).maxq
         try raiseSharedMemoryLimits()
         phaseSeconds = []
@@ -171,6 +169,13 @@ public final class CUDAGPTQ: @unchecked Sendable {
                                 loss: try device.download(loss, as: Double.self, count: 1)[0], dampPercent: dampPercent, warnings: warnings)
         try endPhase("download")
         return result
+    }
+
+    /// Throws for settings GPTQ on the GPU does not implement (before any work starts).
+    public static func checkSupported(_ config: QuantizeConfig) throws {
+        guard config.mse == nil else {
+            throw GPTQError.invalidArgument("mse: the MSE grid search of the quantization parameters is not implemented on the GPU (quantize on the CPU)")
+        }
     }
 
     private func checkFinite(_ address: CUdeviceptr, count: Int, flag: CUdeviceptr) throws {
