@@ -108,7 +108,7 @@ struct GPUBenchCommand: ParsableCommand {
     @Flag(help: "--quantize: the whole `gptq quantize --device cuda` loop on a random float16 model, layer forwards included.")
     var pipeline = false
 
-    @Flag(help: "Time every launch shape of the 4-bit tiled kernel (output tiles a warp x warps a block, microseconds).")
+    @Flag(help: "Time every launch shape of the 4-bit tiled kernel (output tiles a warp x warps a block, s stages of u chunks; microseconds).")
     var tiledShapes = false
 
     @Option(help: "Write the report to this file too.")

@@ -119,19 +119,24 @@ import GPTQKit
     }
 
     @Test func tiledLaunchFillsAnH100ForTheLlamaShapes() {
-        // 132 multiprocessors: (output tiles a warp, row tiles, warps a block).
+        // 132 multiprocessors: (output tiles a warp, row tiles, warps a block, stages, chunks a stage).
         let launch = { (k: Int, n: Int, rows: Int) -> [Int] in
             let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
-            return [l.outputTiles, l.rowTiles, l.warps]
+            return [l.outputTiles, l.rowTiles, l.warps, l.stages, l.stageChunks]
         }
-        #expect(launch(4096, 4096, 1) == [1, 1, 8])
-        #expect(launch(11008, 4096, 8) == [1, 1, 8])
-        #expect(launch(4096, 11008, 16) == [1, 2, 8])
-        #expect(launch(4096, 4096, 32) == [2, 4, 8])
-        #expect(launch(8192, 28672, 32) == [2, 4, 4])
+        #expect(launch(4096, 4096, 1) == [1, 1, 16, 1, 4])
+        #expect(launch(11008, 4096, 8) == [1, 1, 16, 1, 4])
+        #expect(launch(4096, 11008, 1) == [1, 1, 4, 1, 4])
+        #expect(launch(8192, 28672, 5) == [1, 1, 4, 1, 4])
+        #expect(launch(4096, 4096, 16) == [1, 2, 8, 2, 2])
+        #expect(launch(4096, 11008, 16) == [2, 2, 4, 1, 4])
+        #expect(launch(4096, 4096, 32) == [2, 4, 8, 1, 4])
+        #expect(launch(8192, 28672, 17) == [2, 4, 8, 1, 4])
         // A small layer: every warp keeps two chunks of 64 inputs.
-        #expect(launch(576, 576, 3) == [1, 1, 4])
-        #expect(launch(576, 576, 17) == [2, 4, 4])
+        #expect(launch(576, 576, 3) == [1, 1, 4, 1, 4])
+        #expect(launch(576, 576, 17) == [2, 4, 4, 1, 4])
+        // Outputs not a multiple of 32: one tile a warp.
+        #expect(launch(4096, 4112, 32) == [1, 4, 8, 2, 2])
         #expect(CUDAGPTQLayout.tiledSharedBytes(outputTiles: 2, rowTiles: 4, warps: 8) <= 48 * 1024)
     }
 }

@@ -177,9 +177,9 @@ extension CUDABenchmarks {
         return Double(tokens) / times.sorted()[runs / 2]
     }
 
-    /// The tiled kernel's launch shapes (output tiles a warp × warps a block) for each
-    /// shape and batch, microseconds a call, the chosen shape marked with *: the data
-    /// behind `CUDAGPTQLayout.tiledLaunch`.
+    /// The tiled kernel's launch shapes (output tiles a warp × warps a block, s stages of u
+    /// chunks) for each shape and batch, microseconds a call, the chosen shape marked with *:
+    /// the data behind `CUDAGPTQLayout.tiledLaunch`.
     public static func tiledShapes(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
                                    log: (String) -> Void = { _ in }) throws {
         let scratch = CUDAScratch(backend: backend)
@@ -195,13 +195,15 @@ extension CUDABenchmarks {
                 let chosen = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: b, multiprocessors: backend.device.multiprocessorCount)
                 var line = "\(pad("\(k)x\(n)", 11)) b\(pad(String(b), 3)) "
                 for nt in [1, 2] where n % (16 * nt) == 0 {
-                    for warps in [1, 2, 4, 8] {
-                        let ms = try medianMilliseconds(backend: backend, callsPerSample: max(copies, 24), samples: 9) { i in
-                            try layers[i % copies].tiledProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch,
-                                                               shape: (nt, warps))
+                    for (stages, u) in [(1, 4), (2, 2), (2, 4)] {
+                        for warps in nt == 1 ? [4, 8, 16] : [4, 8] {
+                            let ms = try medianMilliseconds(backend: backend, callsPerSample: max(copies, 24), samples: 9) { i in
+                                try layers[i % copies].tiledProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch,
+                                                                   shape: (nt, warps, stages, u))
+                            }
+                            let mark = chosen.outputTiles == nt && chosen.warps == warps && chosen.stages == stages && chosen.stageChunks == u ? "*" : " "
+                            line += " \(nt)x\(warps)s\(stages)u\(u)\(mark)\(pad(format1(ms * 1000), 6))"
                         }
-                        let mark = chosen.outputTiles == nt && chosen.warps == warps ? "*" : " "
-                        line += " \(nt)x\(warps)\(mark)\(pad(format1(ms * 1000), 6))"
                     }
                 }
                 log(line)

@@ -176,20 +176,29 @@ public struct CUDAGPTQLayout: Sendable {
     }
 
     /// Launch shape of the tiled kernel for a [K → N] layer and `rows` rows (at most 32), as
-    /// `gptq gpu-bench --tiled-shapes` measured it on an H100 (BENCHMARKS.md): row tiles of 8
-    /// (1, 2 or 4 a launch); up to 16 rows one output tile a warp and 8 warps a block (each
-    /// takes every 8th chunk of 64 inputs, so a block streams adjacent memory); at 32 rows two
-    /// output tiles a warp (sharing the reads of x), 8 warps a block while the grid stays
-    /// under 16 warps a multiprocessor, else 4. Each warp keeps at least two chunks.
+    /// `gptq gpu-bench --tiled-shapes` measured it on an H100 (BENCHMARKS.md, v3): row tiles
+    /// of 8 (1, 2 or 4 a launch). Up to 8 rows: one output tile a warp, one stage of 4 chunks,
+    /// the most warps a block (16, 8 or 4) that keeps the grid within 32 warps a
+    /// multiprocessor. 9–16 rows: two output tiles a warp (sharing the reads of x) and 4 warps
+    /// where there are two blocks of 32 outputs a multiprocessor, else one tile, 8 warps and
+    /// two stages of 2 chunks. 17–32 rows: two tiles, 8 warps. Each warp keeps two chunks.
     public static func tiledLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, multiprocessors: Int)
-        -> (outputTiles: Int, rowTiles: Int, warps: Int) {
+        -> (outputTiles: Int, rowTiles: Int, warps: Int, stages: Int, stageChunks: Int) {
         precondition(rows >= 1 && rows <= 32 && k % 64 == 0 && n % 16 == 0)
         let rowTiles = rows <= 8 ? 1 : rows <= 16 ? 2 : 4
-        let outputTiles = rowTiles == 4 && n % 32 == 0 ? 2 : 1
-        let blocks = n / (16 * outputTiles), chunks = k / 64
-        var warps = outputTiles == 1 || blocks * 8 <= 16 * multiprocessors ? 8 : 4
-        while warps > 1, chunks < 2 * warps { warps /= 2 }
-        return (outputTiles, rowTiles, warps)
+        let chunks = k / 64
+        var shape: (outputTiles: Int, warps: Int, stages: Int, stageChunks: Int)
+        switch rowTiles {
+        case 1:
+            let warps = [16, 8, 4].first { n / 16 * $0 <= 32 * multiprocessors } ?? 4
+            shape = (1, warps, 1, 4)
+        case 2:
+            shape = n % 32 == 0 && n / 32 >= 2 * multiprocessors ? (2, 4, 1, 4) : (1, 8, 2, 2)
+        default:
+            shape = n % 32 == 0 ? (2, 8, 1, 4) : (1, 8, 2, 2)
+        }
+        while shape.warps > 1, chunks < 2 * shape.warps { shape.warps /= 2 }
+        return (shape.outputTiles, rowTiles, shape.warps, shape.stages, shape.stageChunks)
     }
 
     /// Shared memory of a tiled launch: each warp's float accumulators.

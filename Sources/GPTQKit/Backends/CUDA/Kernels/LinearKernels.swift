@@ -139,7 +139,7 @@ GEMV_Q4_ALL(5) GEMV_Q4_ALL(6) GEMV_Q4_ALL(7) GEMV_Q4_ALL(8)
 // 64C+16t … 64C+16t+15 from two 16-byte reads. Group parameters: for (T, group, g) one
 // uint2 {scale[g], scale[g+8]} {1024+zero[g], 1024+zero[g+8]} (half2 each).
 // A block's warps split the chunks of NT tiles (interleaved, so a block streams adjacent
-// memory; U chunks of loads in flight per warp) and sum fp32 accumulators in shared memory.
+// memory; two stages of U chunks of loads per warp) and sum fp32 accumulators in shared memory.
 __device__ __forceinline__ uint64_t evict_first_policy() {
     uint64_t p; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p)); return p;
 }
@@ -167,15 +167,96 @@ __device__ __forceinline__ void dequant_q4_word(uint32_t w, const TileGroup &p, 
     a[3] = hmul2(hsub2(and_or(w >> 12, 0x000F000Fu, 0x64006400u), p.z1), p.s1);
 }
 
-template <int NT, int BT>
+/// Word → A registers a[0…3] = q − zero as exact fp16 integers (the kernel scales each
+/// chunk's fp32 products instead of each weight): registers 0 and 2 (output g) from nibbles
+/// (0, 4) and (2, 6) read as 1024 + q, minus 1024 + zero; registers 1 and 3 (output g+8) from
+/// nibbles (1, 5) and (3, 7) read in place as 1024 + 16q, times 1/16 minus 64 + zero in one
+/// fma (z1_neg = −(64 + zero)). One shift, four LOP3 and four half2 ops per 8 weights.
+__device__ __forceinline__ void levels_q4_word(uint32_t w, half2_t z0, half2_t z1_neg, half2_t *a) {
+    const uint32_t w8 = w >> 8;
+    a[0] = hsub2(and_or(w, 0x000F000Fu, 0x64006400u), z0);
+    a[1] = hfma2(and_or(w, 0x00F000F0u, 0x64006400u), 0x2C002C00u, z1_neg);
+    a[2] = hsub2(and_or(w8, 0x000F000Fu, 0x64006400u), z0);
+    a[3] = hfma2(and_or(w8, 0x00F000F0u, 0x64006400u), 0x2C002C00u, z1_neg);
+}
+
+/// U chunks of NT tiles: packed words and group parameters, loaded together.
+template <int NT, int U> struct TiledStage { uint4 w[U][NT]; uint2 p[U][NT]; };
+
+template <int NT, int U>
+__device__ __forceinline__ void load_stage(TiledStage<NT, U> &s, const uint4 *__restrict__ tiles, const uint2 *__restrict__ params,
+                                           int tile0, int c0, int step, int chunks, int groups, int chunks_per_group,
+                                           uint32_t group_magic, int lane, int g, uint64_t policy) {
+    #pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int c = c0 + u * step;
+        if (c < chunks) {
+            // c / chunks_per_group by multiply-high (exact while c · chunks_per_group < 2^32).
+            const int group = chunks_per_group == 1 ? c : (int)__umulhi((uint32_t)c, group_magic);
+            #pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                s.w[u][nt] = ld_stream(tiles + ((size_t)(tile0 + nt) * chunks + c) * 32 + lane, policy);
+                s.p[u][nt] = __ldg(params + ((size_t)(tile0 + nt) * groups + group) * 8 + g);
+            }
+        }
+    }
+}
+
+template <int NT, int BT, int U>
+__device__ __forceinline__ void compute_stage(const TiledStage<NT, U> &s, float (&acc)[NT][BT][4], const half_t *const (&xr)[BT],
+                                              int c0, int step, int chunks) {
+    #pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int c = c0 + u * step;
+        if (c < chunks) {
+            uint32_t xb[BT][8];
+            #pragma unroll
+            for (int bt = 0; bt < BT; bt++) {
+                const uint4 lo = __ldg((const uint4 *)(xr[bt] + c * 64)), hi = __ldg((const uint4 *)(xr[bt] + c * 64 + 8));
+                xb[bt][0] = lo.x; xb[bt][1] = lo.y; xb[bt][2] = lo.z; xb[bt][3] = lo.w;
+                xb[bt][4] = hi.x; xb[bt][5] = hi.y; xb[bt][6] = hi.z; xb[bt][7] = hi.w;
+            }
+            #pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const uint2 p = s.p[u][nt];
+                const half2_t z0 = prmt(p.y, p.y, 0x1010), z1_neg = hsub2(0x63806380u /* 960 */, prmt(p.y, p.y, 0x3232));
+                const uint32_t wc[4] = {s.w[u][nt].x, s.w[u][nt].y, s.w[u][nt].z, s.w[u][nt].w};
+                float levels[BT][4];
+                #pragma unroll
+                for (int bt = 0; bt < BT; bt++)
+                    #pragma unroll
+                    for (int i = 0; i < 4; i++) levels[bt][i] = 0.f;
+                #pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    half2_t a[4];
+                    levels_q4_word(wc[j], z0, z1_neg, a);
+                    #pragma unroll
+                    for (int bt = 0; bt < BT; bt++) mma_16816(levels[bt], a[0], a[1], a[2], a[3], xb[bt][2 * j], xb[bt][2 * j + 1]);
+                }
+                // Σ (q − zero)·x of this chunk, exact in fp32, times the scales of outputs g, g+8.
+                const float s0 = h2f((half_t)(p.x & 0xffffu)), s1 = h2f((half_t)(p.x >> 16));
+                #pragma unroll
+                for (int bt = 0; bt < BT; bt++) {
+                    acc[nt][bt][0] = fmaf(s0, levels[bt][0], acc[nt][bt][0]);
+                    acc[nt][bt][1] = fmaf(s0, levels[bt][1], acc[nt][bt][1]);
+                    acc[nt][bt][2] = fmaf(s1, levels[bt][2], acc[nt][bt][2]);
+                    acc[nt][bt][3] = fmaf(s1, levels[bt][3], acc[nt][bt][3]);
+                }
+            }
+        }
+    }
+}
+
+template <int NT, int BT, int STAGES, int U>
 __device__ __forceinline__ void mma_q4(const uint4 *__restrict__ tiles, const uint2 *__restrict__ params,
                                        const half_t *__restrict__ x, int ldx, int rows, half_t *__restrict__ y, int ldy,
                                        const half_t *__restrict__ bias, int K, int group_size) {
-    constexpr int U = 4, TN = NT * 16, OUTS = TN * BT * 8;
+    constexpr int TN = NT * 16, OUTS = TN * BT * 8;
     extern __shared__ float reduction[];  // [warps][BT·8 rows][TN outputs]
     const int lane = threadIdx.x, warp = threadIdx.y, warps = blockDim.y;
     const int g = lane >> 2, t = lane & 3;
     const int chunks = K >> 6, groups = K / group_size, chunks_per_group = group_size >> 6;
+    const uint32_t group_magic = chunks_per_group == 1 ? 0u : 0xFFFFFFFFu / (uint32_t)chunks_per_group + 1u;
     const int tile0 = blockIdx.x * NT;
     const uint64_t policy = evict_first_policy();
     float acc[NT][BT][4];
@@ -189,44 +270,22 @@ __device__ __forceinline__ void mma_q4(const uint4 *__restrict__ tiles, const ui
     #pragma unroll
     for (int bt = 0; bt < BT; bt++) xr[bt] = x + (size_t)min(bt * 8 + g, rows - 1) * ldx + 16 * t;
 
-    for (int c0 = warp; c0 < chunks; c0 += warps * U) {
-        uint4 w[U][NT];
-        uint2 p[U][NT];
-        #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int c = c0 + u * warps;
-            if (c < chunks) {
-                #pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    w[u][nt] = ld_stream(tiles + ((size_t)(tile0 + nt) * chunks + c) * 32 + lane, policy);
-                    p[u][nt] = __ldg(params + ((size_t)(tile0 + nt) * groups + c / chunks_per_group) * 8 + g);
-                }
-            }
+    // STAGES 2: two stages in registers, the loads of the next U chunks in flight while this
+    // warp works on the current ones; 1: load U chunks, then work on them.
+    TiledStage<NT, U> a, b;
+    const int span = warps * U;
+    if (STAGES == 2) {
+        load_stage(a, tiles, params, tile0, warp, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
+        for (int c0 = warp; c0 < chunks; c0 += 2 * span) {
+            load_stage(b, tiles, params, tile0, c0 + span, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
+            compute_stage<NT, BT, U>(a, acc, xr, c0, warps, chunks);
+            load_stage(a, tiles, params, tile0, c0 + 2 * span, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
+            compute_stage<NT, BT, U>(b, acc, xr, c0 + span, warps, chunks);
         }
-        #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int c = c0 + u * warps;
-            if (c < chunks) {
-                uint32_t xb[BT][8];
-                #pragma unroll
-                for (int bt = 0; bt < BT; bt++) {
-                    const uint4 lo = __ldg((const uint4 *)(xr[bt] + c * 64)), hi = __ldg((const uint4 *)(xr[bt] + c * 64 + 8));
-                    xb[bt][0] = lo.x; xb[bt][1] = lo.y; xb[bt][2] = lo.z; xb[bt][3] = lo.w;
-                    xb[bt][4] = hi.x; xb[bt][5] = hi.y; xb[bt][6] = hi.z; xb[bt][7] = hi.w;
-                }
-                #pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    const TileGroup q = tile_group(p[u][nt]);
-                    const uint32_t wc[4] = {w[u][nt].x, w[u][nt].y, w[u][nt].z, w[u][nt].w};
-                    #pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        half2_t a[4];
-                        dequant_q4_word(wc[j], q, a);
-                        #pragma unroll
-                        for (int bt = 0; bt < BT; bt++) mma_16816(acc[nt][bt], a[0], a[1], a[2], a[3], xb[bt][2 * j], xb[bt][2 * j + 1]);
-                    }
-                }
-            }
+    } else {
+        for (int c0 = warp; c0 < chunks; c0 += span) {
+            load_stage(a, tiles, params, tile0, c0, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
+            compute_stage<NT, BT, U>(a, acc, xr, c0, warps, chunks);
         }
     }
     // C fragment: c0, c1 = outputs g, rows 2t, 2t+1; c2, c3 = output g+8.
@@ -249,13 +308,16 @@ __device__ __forceinline__ void mma_q4(const uint4 *__restrict__ tiles, const ui
     }
 }
 
-#define MMA_Q4(NT, BT)                                                                                        \
-extern "C" __global__ void __launch_bounds__(256) mma_q4_n##NT##_b##BT(                                       \
+// One tile a warp: up to 16 warps a block (128 registers); two tiles: up to 8.
+#define MMA_Q4(NT, BT, S, U, THREADS)                                                                         \
+extern "C" __global__ void __launch_bounds__(THREADS) mma_q4_n##NT##_b##BT##_s##S##u##U(                      \
     const uint4 *tiles, const uint2 *params, const half_t *x, int ldx, int rows, half_t *y, int ldy,         \
     const half_t *bias, int K, int group_size) {                                                               \
-    mma_q4<NT, BT>(tiles, params, x, ldx, rows, y, ldy, bias, K, group_size);                                \
+    mma_q4<NT, BT, S, U>(tiles, params, x, ldx, rows, y, ldy, bias, K, group_size);                          \
 }
-MMA_Q4(1, 1) MMA_Q4(1, 2) MMA_Q4(1, 4) MMA_Q4(2, 1) MMA_Q4(2, 2) MMA_Q4(2, 4)
+#define MMA_Q4_SU(S, U) MMA_Q4(1, 1, S, U, 512) MMA_Q4(1, 2, S, U, 512) MMA_Q4(1, 4, S, U, 512) \
+                        MMA_Q4(2, 1, S, U, 256) MMA_Q4(2, 2, S, U, 256) MMA_Q4(2, 4, S, U, 256)
+MMA_Q4_SU(1, 4) MMA_Q4_SU(2, 2) MMA_Q4_SU(2, 4)
 
 // ---- tiled 4-bit → fp16 W [N, K] (the tile's k order), for cuBLAS -------------------------
 // One warp per (tile, chunk): lane (g, t) writes inputs 16t … 16t+15 of outputs g and g+8
