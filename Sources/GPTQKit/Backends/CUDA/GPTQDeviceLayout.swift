@@ -78,10 +78,9 @@ public struct CUDAGPTQLayout: Sendable {
             perm = sorted.map(Int32.init)
         }
         if K % 64 == 0, gs % 64 == 0, N % 16 == 0 {
-            let q = layer.unpackedWeights()
             let scales = layer.scales.converted(to: .f16)
             let scaleBits = Array(UnsafeBufferPointer(start: scales.pointer(as: UInt16.self), count: scales.count))
-            self.init(kernel: .tiled4, qweight: Self.tiledWords(q: q, inFeatures: K, outFeatures: N, permutation: perm),
+            self.init(kernel: .tiled4, qweight: Self.tiledWords(qweight: layer.qweight, inFeatures: K, outFeatures: N, permutation: perm),
                       groupParameters: Self.tileGroupParameters(scales: scaleBits, zeros: layer.unpackedZeros(), groups: layer.groups, outFeatures: N),
                       permutation: perm, gIdx: gIdx, groupSize: gs)
             return
@@ -103,33 +102,42 @@ public struct CUDAGPTQLayout: Sendable {
         self.init(kernel: .fast4, qweight: sorted, permutation: perm, gIdx: gIdx, groupSize: gs)
     }
 
-    /// The tiled layout of the tensor-core kernel from q [K, N] (one 4-bit value a byte;
-    /// the kernel's input k' is q's row permutation[k']). For output tile T (outputs
-    /// 16T…16T+15) and input chunk C (inputs 64C…64C+63), lane L = 4g + t of 32 holds words
-    /// j = 0…3 at ((T·chunks + C)·32 + L)·4 + j; word j covers inputs k = 64C + 16t + 4j + i
-    /// (i = 0…3) of outputs 16T + g and 16T + g + 8: nibble r (0…3) and r + 4 are inputs
-    /// i = 2(r/2) and 2(r/2) + 1 of output g + 8(r%2), the low and high half of the
-    /// kernel's A register r of the m16n8k16 product (rows g, g+8; columns 2t, 2t+1,
-    /// 2t+8, 2t+9 standing for inputs 16t+4j+{0, 1, 2, 3}).
-    public static func tiledWords(q: [UInt8], inFeatures k: Int, outFeatures n: Int, permutation: [Int32]?) -> [Int32] {
-        precondition(k % 64 == 0 && n % 16 == 0 && q.count == k * n)
+    /// The tiled layout of the tensor-core kernel from a 4-bit qweight [K/8, N] (AutoGPTQ's
+    /// packing: input k of output n in bits 4(k % 8) of word [k / 8, n]; the kernel's input k'
+    /// is the checkpoint's input permutation[k']). For output tile T (outputs 16T…16T+15) and
+    /// input chunk C (inputs 64C…64C+63), lane L = 4g + t of 32 holds words j = 0…3 at
+    /// ((T·chunks + C)·32 + L)·4 + j; word j covers inputs k = 64C + 16t + 4j + i (i = 0…3) of
+    /// outputs 16T + g and 16T + g + 8: nibble r (0…3) and r + 4 are inputs i = 2(r/2) and
+    /// 2(r/2) + 1 of output g + 8(r%2), the low and high half of the kernel's A register r of
+    /// the m16n8k16 product (rows g, g+8; columns 2t, 2t+1, 2t+8, 2t+9 standing for inputs
+    /// 16t+4j+{0, 1, 2, 3}). Tiles are packed in parallel (a 7B model has ~200 such layers).
+    public static func tiledWords(qweight: Tensor, inFeatures k: Int, outFeatures n: Int, permutation: [Int32]?) -> [Int32] {
+        precondition(k % 64 == 0 && n % 16 == 0 && qweight.count == k / 8 * n)
         let chunks = k / 64
         let row = permutation.map { $0.map(Int.init) } ?? Array(0..<k)
+        let words = qweight.pointer(as: UInt32.self)
         var out = [Int32](repeating: 0, count: k * n / 8)
-        q.withUnsafeBufferPointer { q in
+        row.withUnsafeBufferPointer { row in
             out.withUnsafeMutableBufferPointer { out in
-                for tile in 0..<(n / 16) {
-                    for c in 0..<chunks {
-                        for lane in 0..<32 {
-                            let (g, t) = (lane >> 2, lane & 3)
-                            for j in 0..<4 {
-                                var word: UInt32 = 0
-                                for r in 0..<4 {
-                                    let column = tile * 16 + g + 8 * (r & 1)
-                                    let input = c * 64 + 16 * t + 4 * j + 2 * (r >> 1)
-                                    word |= UInt32(q[row[input] * n + column]) << (4 * r) | UInt32(q[row[input + 1] * n + column]) << (4 * r + 16)
+                let (row, out) = (row.baseAddress!, out.baseAddress!)
+                func level(_ input: Int, _ column: Int) -> UInt32 {
+                    let kk = row[input]
+                    return (words[(kk >> 3) * n + column] >> UInt32((kk & 7) * 4)) & 0xF
+                }
+                CPUThreads.parallelRanges(n / 16) { t0, t1 in
+                    for tile in t0..<t1 {
+                        for c in 0..<chunks {
+                            for lane in 0..<32 {
+                                let (g, t) = (lane >> 2, lane & 3)
+                                for j in 0..<4 {
+                                    var word: UInt32 = 0
+                                    for r in 0..<4 {
+                                        let column = tile * 16 + g + 8 * (r & 1)
+                                        let input = c * 64 + 16 * t + 4 * j + 2 * (r >> 1)
+                                        word |= level(input, column) << (4 * r) | level(input + 1, column) << (4 * r + 16)
+                                    }
+                                    out[((tile * chunks + c) * 32 + lane) * 4 + j] = Int32(bitPattern: word)
                                 }
-                                out[((tile * chunks + c) * 32 + lane) * 4 + j] = Int32(bitPattern: word)
                             }
                         }
                     }
