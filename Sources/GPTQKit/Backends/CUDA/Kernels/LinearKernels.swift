@@ -127,7 +127,7 @@ extern "C" __global__ void __launch_bounds__(256) gemv_q4_b##B##_r##R##_t##TX(  
 GEMV_Q4_ALL(1) GEMV_Q4_ALL(2) GEMV_Q4_ALL(3) GEMV_Q4_ALL(4)
 GEMV_Q4_ALL(5) GEMV_Q4_ALL(6) GEMV_Q4_ALL(7) GEMV_Q4_ALL(8)
 
-// ---- 4-bit tensor-core kernel, 1–32 rows (mma.sync m16n8k16, dequantized in registers) --
+// ---- 4-bit tensor-core kernel, 1–32 rows (mma.sync m16n8k16, unpacked in registers) -----
 // Weights in CUDAGPTQLayout's tiled layout: for output tile T (16 outputs) and input chunk
 // C (64 inputs), 32 lanes × 16 bytes at ((T·chunks + C)·32 + lane). Lane (g = lane/4,
 // t = lane%4) holds four words j = 0…3; word j holds inputs 16t+4j … 16t+4j+3 of outputs g
@@ -139,7 +139,9 @@ GEMV_Q4_ALL(5) GEMV_Q4_ALL(6) GEMV_Q4_ALL(7) GEMV_Q4_ALL(8)
 // 64C+16t … 64C+16t+15 from two 16-byte reads. Group parameters: for (T, group, g) one
 // uint2 {scale[g], scale[g+8]} {1024+zero[g], 1024+zero[g+8]} (half2 each).
 // A block's warps split the chunks of NT tiles (interleaved, so a block streams adjacent
-// memory; two stages of U chunks of loads per warp) and sum fp32 accumulators in shared memory.
+// memory; one or two stages of U chunks of loads per warp) and sum fp32 accumulators in shared
+// memory. The weights become exact q − zero levels (levels_q4_word); each chunk's products are
+// scaled in fp32.
 __device__ __forceinline__ uint64_t evict_first_policy() {
     uint64_t p; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p)); return p;
 }
