@@ -95,7 +95,8 @@ public enum GPTQPipeline {
                 // From the average time of the finished layers; within the first, from the share of modules done.
                 let inLayer = elapsedSeconds(since: layerStart, clock)
                 let perLayer = layer > 0 ? beforeLayer / Double(layer) : inLayer * Double(modulesPerLayer) / Double(modulesDone)
-                let remaining = max(0, perLayer * Double(model.numLayers - layer) - inLayer)
+                let leftInLayer = modulesDone == modulesPerLayer ? 0 : max(0, perLayer - inLayer)
+                let remaining = perLayer * Double(model.numLayers - layer - 1) + leftInLayer
                 progress?(QuantizationProgress(layer: layer, layers: model.numLayers, module: module, method: method, result: result,
                                                seconds: seconds, remaining: remaining))
             }
