@@ -26,11 +26,13 @@ void ck_dequant_q4_1(const uint8_t *blocks, float *dst, size_t n_blocks);
 /// A GPTQ weight prepared for the CPU kernels (GPTQLinear builds it). Input channels are
 /// in group order (act-order checkpoints are permuted at load), so group g holds channels
 /// [group_start[g], group_start[g+1]). Column o of qweight is a little-endian stream of
-/// `bits`-bit fields, field c = q[c, o], in 32-bit words qweight[word * out_stride + o].
+/// `bits`-bit fields, field c = q[c, o], in 32-bit words. Everything is stored by tiles of 32
+/// columns, each tile contiguous: word w of column o is qweight[((o / 32) · words + w) · 32 + o % 32]
+/// (words = in_features · bits / 32), and scales/zeros of group g at ((o / 32) · groups + g) · 32 + o % 32.
 typedef struct {
-    const uint32_t *qweight;    // [in_features * bits / 32, out_stride]
-    const float *scales;        // [groups, out_stride]
-    const float *zeros;         // [groups, out_stride], the zero points themselves
+    const uint32_t *qweight;    // [out_stride / 32][words][32]
+    const float *scales;        // [out_stride / 32][groups][32]
+    const float *zeros;         // [out_stride / 32][groups][32], the zero points themselves
     const int32_t *group_start; // [groups + 1]
     int32_t bits;               // 2, 3, 4 or 8
     int32_t in_features;
@@ -39,10 +41,17 @@ typedef struct {
     int32_t groups;
 } ck_gptq_weight;
 
+/// Floats of the workspace ck_gptq_gemv_prepare fills for `rows` rows.
+size_t ck_gptq_gemv_workspace(const ck_gptq_weight *w, int rows);
+/// What every column tile of the GEMV shares, computed once per forward: the per-group sums
+/// of x and x rescaled for the kernel's field extraction.
+void ck_gptq_gemv_prepare(const ck_gptq_weight *w, const float *x, int rows, float *workspace);
 /// Decode GEMV: y[r, o] = Σ_c x[r, c] · scale[g(c), o] · (q[c, o] − zero[g(c), o]) for
 /// r < rows and o in [col_begin, col_end) ∩ [0, out_features); col_begin a multiple of 32.
-/// x is [rows, in_features] in the weight's channel order; y has row stride ldy.
-void ck_gptq_gemv(const ck_gptq_weight *w, const float *x, int rows, int col_begin, int col_end, float *y, size_t ldy);
+/// x is [rows, in_features] in the weight's channel order, workspace prepared from it;
+/// y has row stride ldy.
+void ck_gptq_gemv(const ck_gptq_weight *w, const float *x, const float *workspace, int rows, int col_begin, int col_end,
+                  float *y, size_t ldy);
 
 /// Dequantizes channels [ch_begin, ch_end) × columns [col_begin, col_end) (multiples of 8,
 /// within out_stride) into dst[(c − ch_begin) · ld + (o − col_begin)] = scale · (q − zero).

@@ -5,10 +5,11 @@ import COpenBLAS
 /// scale[g(c), o] · (q[c, o] − zero[g(c), o]), computed without materialising W.
 ///
 /// At load the packed weight is copied into the kernels' layout (ck_gptq_weight): columns
-/// padded to a multiple of 32, zeros unpacked to floats (v1's +1 applied), and, for
+/// padded to a multiple of 32 and stored tile by tile, zeros unpacked to floats (v1's +1 applied), and, for
 /// act-order checkpoints, input channels sorted by g_idx (stable), so that each group is a
 /// contiguous run of channels; x is permuted the same way at run time (ExLlama's approach).
-/// Few rows (decode): fused dequantize-and-multiply in C, threads over output columns.
+/// Few rows (decode): fused dequantize-and-multiply in C, threads over output columns, after
+/// one pass over x for what every column tile shares (group sums, rescaled x).
 /// Many rows (prefill): weight tiles dequantized to float32 and multiplied by cblas_sgemm.
 public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable {
     public let inFeatures: Int
@@ -36,19 +37,25 @@ public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable
         let order: [Int]? = sorted ? nil : (0..<inFeatures).sorted { (gIdx[$0], $0) < (gIdx[$1], $1) }
         channelOrder = order
 
+        // Tile-major: the words of each 32-column tile are contiguous ([tile][word][32]), so that a
+        // thread streams its tiles sequentially (a row-major [word][column] layout makes every
+        // 128-byte read a separate DRAM access, at a quarter of the bandwidth).
         let words = inFeatures * bits / 32
+        func tiled(_ row: Int, _ column: Int, rows: Int) -> Int { (column / 32 * rows + row) * 32 + column % 32 }
         qweight = .allocate(capacity: words * stride)
         qweight.initialize(repeating: 0)
         if let order {
             let q = packed.unpackedWeights(), base = qweight.baseAddress!
             for (position, channel) in order.enumerated() {
                 for o in 0..<out {
-                    BitStream.set(position, UInt32(q[channel * out + o]), bits: bits) { base[$0 * stride + o] |= $1 }
+                    BitStream.set(position, UInt32(q[channel * out + o]), bits: bits) { base[tiled($0, o, rows: words)] |= $1 }
                 }
             }
         } else {
             let source = packed.qweight.pointer(as: UInt32.self)
-            for w in 0..<words { (qweight.baseAddress! + w * stride).update(from: source + w * out, count: out) }
+            for w in 0..<words {
+                for o in 0..<out { qweight[tiled(w, o, rows: words)] = source[w * out + o] }
+            }
         }
 
         scales = .allocate(capacity: groups * stride)
@@ -58,8 +65,8 @@ public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable
         let s = packed.scales.floats(), z = packed.unpackedZeros()
         for g in 0..<groups {
             for o in 0..<out {
-                scales[g * stride + o] = s[g * out + o]
-                zeros[g * stride + o] = Float(z[g * out + o])
+                scales[tiled(g, o, rows: groups)] = s[g * out + o]
+                zeros[tiled(g, o, rows: groups)] = Float(z[g * out + o])
             }
         }
         groupStart = .allocate(capacity: groups + 1)
@@ -106,8 +113,13 @@ public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable
     private func multiply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
         let stride = Int(weight.out_stride), tiles = stride / 32
         if rows <= Self.maxGEMVRows {
-            CPUThreads.parallelRanges(tiles) { start, end in
-                withUnsafePointer(to: weight) { ck_gptq_gemv($0, x, Int32(rows), Int32(start * 32), Int32(end * 32), y, outFeatures) }
+            withUnsafePointer(to: weight) { w in
+                let workspace = UnsafeMutablePointer<Float>.allocate(capacity: ck_gptq_gemv_workspace(w, Int32(rows)))
+                defer { workspace.deallocate() }
+                ck_gptq_gemv_prepare(w, x, Int32(rows), workspace)
+                CPUThreads.parallelRanges(tiles) { start, end in
+                    ck_gptq_gemv(w, x, workspace, Int32(rows), Int32(start * 32), Int32(end * 32), y, outFeatures)
+                }
             }
             return
         }
