@@ -2,7 +2,8 @@
 # The whole story on a fresh machine: fetch SmolLM2-135M-Instruct, quantize it with GPTQ
 # (4-bit, group 128, 128 windows of 512 tokens of wikitext-2 valid, seed 0: AutoGPTQ's
 # reference protocol), compare float and quantized perplexity on wikitext-2 test
-# (16 windows of 2048 tokens) and chat with the quantized model.
+# (16 windows of 2048 tokens), measure decode speed quantized vs float and chat with the
+# quantized model.
 # Output folder: ${GPTQ_CACHE:-~/.cache/swift-gptq}/SmolLM2-135M-Instruct-gptq-4bit-g128.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,9 @@ echo "== perplexity, wikitext-2 test, 16 windows of 2048 tokens" >&2
 float_ppl="$("$gptq" perplexity --model "$model" --text "$eval_text" --windows 16 | tail -n 1)"
 quant_ppl="$("$gptq" perplexity --model "$out" --text "$eval_text" --windows 16 | tail -n 1)"
 
+echo "== decode and prefill speed, quantized then float, in one process" >&2
+speed="$("$gptq" bench --model "$out" --baseline "$model" | grep -E '^(model|prefill|decode|speed vs baseline):')"
+
 echo "== chatting with the quantized model" >&2
 answer="$("$gptq" generate --model "$out" --chat --prompt "What is the capital of France? Answer in one sentence." \
   --max-new-tokens 48 --temperature 0)"
@@ -45,5 +49,6 @@ $(grep '^quantized' "$log")
 float perplexity:     $float_ppl
 quantized perplexity: $quant_ppl
 (AutoGPTQ, same protocol: float 20.7146, GPTQ 4-bit g128 29.1335)
+$speed
 chat answer: $answer
 SUMMARY
