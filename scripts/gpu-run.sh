@@ -1,35 +1,83 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine from the repository root (copied to DEST/run.sh by
-# scripts/gpu.sh, DEST being .gpu or another carry folder): checks first, then benchmarks;
-# logs in $OUT, summary table last.
-# GPU_STEPS selects steps (default: check kernels model): check, kernels, shapes, model.
+# Runs on the GPU machine from the repository root, out of the carry folder that
+# scripts/gpu.sh prepares (copied there as run.sh): checks first, then benchmarks, in one
+# device call; logs in $OUT, a summary last. GPU_STEPS selects steps (default: all):
+#   check     gpu-check: kernels vs the CPU path, AutoGPTQ's fixture layers, the arch fixtures
+#             and AutoGPTQ checkpoints vs their references, sampling, GPTQ on the GPU
+#   cli       generate/chat/perplexity with --device cuda against the CPU on a tiny model,
+#             bench --device cuda on fixtures
+#   quantize  gptq quantize of the llama fixture on the CPU and on the GPU, packed tensors compared
+#   kernels   gpu-bench --kernels (4-bit GEMV/GEMM vs fp16 cuBLAS, device copy bandwidth)
+#   shapes    gpu-bench --tiled-shapes (every launch shape of the 4-bit tensor-core kernel)
+#   model     gpu-bench --model (Llama-2-7B shape: decode at batch 1 and 8, prefill 2048)
+#   gptq      gpu-bench --quantize (GPTQ alone, act-order, the whole pipeline; 7B shape)
 set -uo pipefail
+D=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-/tmp/gptq-gpu-out}; mkdir -p "$OUT"
-dir=$(dirname "$0")
-mkdir -p /tmp/gptq-lib && for f in "$dir"/lib/*.xz; do xz -dc "$f" > "/tmp/gptq-lib/$(basename "$f" .xz)"; done
+mkdir -p /tmp/gptq-lib && for f in "$D"/lib/*.xz; do xz -dc "$f" > "/tmp/gptq-lib/$(basename "$f" .xz)"; done
 export LD_LIBRARY_PATH=/tmp/gptq-lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export GPTQ_CACHE=/tmp/gptq-cache
-steps=${GPU_STEPS:-check kernels model}
-G=$dir/gptq
+mkdir -p $GPTQ_CACHE/cuda && cp "$D"/cubins/*.cubin $GPTQ_CACHE/cuda/ 2>/dev/null
+# Line-buffered, so a crash loses no output.
+G="stdbuf -oL -eL $D/gptq"
+T=$D/tiny-chat
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader
   ls /usr/local/cuda/lib64 2>/dev/null | grep -E '^lib(nvrtc|cublas)\.so' | tr '\n' ' '; echo
 } 2>&1 | tee "$OUT/env.log"
 status=0
-fixture=""; [ -f "$dir"/gptq_layers.safetensors ] && fixture="--gptq-fixture $dir/gptq_layers.safetensors"
-for step in $steps; do
+fixture=""; [ -f "$D"/gptq_layers.safetensors ] && fixture="--gptq-fixture $D/gptq_layers.safetensors"
+for step in ${GPU_STEPS:-check cli quantize kernels model gptq}; do
   case $step in
-    check) $G gpu-check $fixture --log "$OUT/check.log" > "$OUT/check.out" 2>&1 || status=1
-           grep -E 'FAIL|passed|error|Error' "$OUT/check.out" | tail -40 ;;
-    kernels) $G gpu-bench --kernels --log "$OUT/kernels.log" 2>&1 | tee "$OUT/kernels.out" | tail -3 || status=1 ;;
-    shapes) $G gpu-bench --tiled-shapes --log "$OUT/shapes.log" 2>&1 | tee "$OUT/shapes.out" | tail -3 || status=1 ;;
-    model) $G gpu-bench --model --log "$OUT/model.log" 2>&1 | tee "$OUT/model.out" | tail -3 || status=1 ;;
+    check) timeout 300 $G gpu-check $fixture --log "$OUT/check.log" > "$OUT/check.out" 2>&1 || status=1 ;;
+    cli) {
+      for dev in cpu cuda; do
+        timeout 60 $G generate --model $T --prompt "the cat sat on" --max-new-tokens 24 --device $dev > "$OUT/gen-$dev.txt" 2>"$OUT/gen-$dev.err"; echo "generate $dev rc=$?: $(tail -1 "$OUT/gen-$dev.err")"
+        timeout 60 $G generate --model $T --prompt "the cat sat on" --max-new-tokens 24 --temperature 0.8 --top-k 40 --top-p 0.9 --seed 3 --device $dev > "$OUT/sample-$dev.txt" 2>/dev/null; echo "sample $dev rc=$?"
+        printf 'hello there\nhow are you\n' | timeout 60 $G chat --model $T --max-new-tokens 12 --device $dev > "$OUT/chat-$dev.txt" 2>/dev/null; echo "chat $dev rc=$?"
+        timeout 60 $G perplexity --model $T --text README.md --seqlen 64 --windows 8 --device $dev 2>/dev/null | tail -1 | sed "s/^/$dev /"
+      done
+      # Sampled text may differ: a draw near a boundary of the float16 GPU's distribution.
+      for f in gen sample chat; do cmp -s "$OUT/$f-cpu.txt" "$OUT/$f-cuda.txt" && echo "$f: GPU output identical to CPU" || echo "$f: GPU output differs from CPU"; done
+      for f in Tests/Fixtures/arch/qwen2 Tests/Fixtures/autogptq_ckpt/w4_g32_descact_asym; do
+        timeout 60 $G bench --device cuda --model $f --prompt-tokens 40 --decode-tokens 60 2>&1 | grep -E 'prefill|decode'; echo "bench rc=$?"
+      done
+      rm -f "$OUT"/*-cpu.txt "$OUT"/*-cuda.txt "$OUT"/*.err
+    } > "$OUT/cli.out" 2>&1 ;;
+    quantize) {
+      python3 -c "print([i * 7 % 384 for i in range(8000)])" > /tmp/ids.json
+      for dev in cpu cuda; do
+        start=$SECONDS
+        timeout 120 $G quantize --model Tests/Fixtures/arch/llama --out /tmp/q-$dev --calib /tmp/ids.json \
+          --nsamples 16 --seqlen 256 --group-size 32 --desc-act --device $dev --overwrite > "$OUT/quantize-$dev.log" 2>&1 || status=1
+        echo "quantize $dev: $((SECONDS - start)) s wall, $(grep -E '^quantized' "$OUT/quantize-$dev.log")"
+      done
+      python3 - <<'PY' || status=1
+import numpy as np
+from safetensors.numpy import load_file
+a, b = load_file("/tmp/q-cpu/model.safetensors"), load_file("/tmp/q-cuda/model.safetensors")
+assert a.keys() == b.keys(), "different tensors"
+for k in sorted(a):
+    if k.endswith(".qweight"):
+        print(f"{k}: {np.mean(a[k] == b[k]) * 100:.2f}% of int32 words identical")
+    elif k.endswith(".scales"):
+        x, y = a[k].astype(np.float64), b[k].astype(np.float64)
+        print(f"{k}: scales rel.diff {np.linalg.norm(x - y) / np.linalg.norm(x):.2e}")
+PY
+    } > "$OUT/quantize.out" 2>&1 ;;
+    kernels) timeout 300 $G gpu-bench --kernels --log "$OUT/kernels.log" > "$OUT/kernels.out" 2>&1 || status=1 ;;
+    shapes) timeout 300 $G gpu-bench --tiled-shapes --log "$OUT/shapes.log" > "$OUT/shapes.out" 2>&1 || status=1 ;;
+    model) timeout 180 $G gpu-bench --model --log "$OUT/model.log" > "$OUT/model.out" 2>&1 || status=1 ;;
+    gptq) {
+      timeout 200 $G gpu-bench --quantize || status=1
+      timeout 60 $G gpu-bench --quantize --act-order --layers 1 || status=1
+      timeout 200 $G gpu-bench --quantize --pipeline || status=1
+    } > "$OUT/gptq.out" 2>&1 ;;
+    *) echo "unknown step '$step'"; status=1 ;;
   esac
 done
 echo "==== summary"
 cat "$OUT/env.log"
-[ -f "$OUT/check.out" ] && grep -E 'passed|Error' "$OUT/check.out"
-[ -f "$OUT/kernels.out" ] && cat "$OUT/kernels.out"
-[ -f "$OUT/shapes.out" ] && cat "$OUT/shapes.out"
-[ -f "$OUT/model.out" ] && cat "$OUT/model.out"
+[ -f "$OUT/check.out" ] && grep -E 'FAIL|passed|rror' "$OUT/check.out" | tail -40
+for f in cli quantize kernels shapes model gptq; do [ -f "$OUT/$f.out" ] && { echo "---- $f"; grep -vE '^quantize.*layer [0-9]' "$OUT/$f.out" | tail -60; }; done
 exit $status

@@ -3,7 +3,10 @@
 # their own carry folder, e.g. /work/main/.gpu-NAME) for a run on a GPU machine that has no Swift: a static,
 # stripped gptq binary, the shared libraries it needs that such a machine may lack
 # (OpenBLAS and its Fortran runtime), the gptq layer fixture when /work/shared has it,
-# and DEST/run.sh, the script to run there. Prints the command to give the device tool
+# a tiny chat-capable model (the qwen2 arch fixture with the tiny-llama fixture's
+# tokenizer, whose ids stay below the fixture's 384), cubins of earlier runs (CUBINS=folder)
+# so the kernels need not compile again, and DEST/run.sh (scripts/gpu-run.sh), which
+# checks and benchmarks everything in one device call. Prints the command to give the device tool
 # (carry [DEST]); run.sh writes its logs into $OUT and prints a short table last.
 # Usage: scripts/gpu.sh [DEST]
 set -euo pipefail
@@ -30,6 +33,10 @@ t = load_file(sys.argv[1])
 save_file({k: v for k, v in t.items() if k == "x_forward" or ".packed." in k or k.endswith(".y")}, sys.argv[2])
 PY
 fi
+mkdir -p "$dest"/cubins "$dest"/tiny-chat
+[ -n "${CUBINS:-}" ] && cp "$CUBINS"/*.cubin "$dest"/cubins/ || true
+cp Tests/Fixtures/arch/qwen2/{config.json,model.safetensors} "$dest"/tiny-chat/
+cp Tests/Fixtures/gguf/reference/tiny-llama/{tokenizer.json,tokenizer_config.json,generation_config.json} "$dest"/tiny-chat/
 cp scripts/gpu-run.sh "$dest"/run.sh
 du -sh "$dest"
 echo
