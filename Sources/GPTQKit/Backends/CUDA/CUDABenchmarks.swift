@@ -49,20 +49,31 @@ public enum CUDABenchmarks {
         }
     }
 
+    /// Float16 input rows (random in ±1) and output rows of a [inFeatures → outFeatures] layer.
+    private static func halfRows(backend: CUDABackend, inFeatures k: Int, outFeatures n: Int, rows: Int) throws -> (x: DeviceBuffer, y: DeviceBuffer) {
+        let x = try backend.device.allocate(bytes: rows * k * 2)
+        let y = try backend.device.allocate(bytes: rows * n * 2)
+        try backend.fillRandomHalves(x, seed: 11, lo: -1, hi: 1)
+        return (x, y)
+    }
+
+    /// How many weight copies of `bytesEach` to rotate through so that together they are four
+    /// times the L2: every call then reads its weights from device memory.
+    private static func copiesOutrunningL2(backend: CUDABackend, bytesEach: Int) -> Int {
+        let l2 = max(backend.device.l2CacheBytes, 1 << 20)
+        return max(2, (4 * l2 + bytesEach - 1) / bytesEach)
+    }
+
     /// 4-bit group-`groupSize` layers against float16 cuBLAS GemmEx, both with the bytes a
     /// single pass must move (weights + scales + zeros + x + y) over the median time.
     public static func linears(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
                                log: (String) -> Void = { _ in }) throws -> [LinearTiming] {
         let scratch = CUDAScratch(backend: backend)
-        let l2 = max(backend.device.l2CacheBytes, 1 << 20)
         var rows: [LinearTiming] = []
         for (k, n) in shapes {
-            let maxBatch = batches.max() ?? 1
-            let x = try backend.device.allocate(bytes: maxBatch * k * 2)
-            let y = try backend.device.allocate(bytes: maxBatch * n * 2)
-            try backend.fillRandomHalves(x, seed: 11, lo: -1, hi: 1)
-            let qCopies = max(2, (4 * l2 + k * n / 2 - 1) / (k * n / 2))
-            let hCopies = max(2, (4 * l2 + k * n * 2 - 1) / (k * n * 2))
+            let (x, y) = try halfRows(backend: backend, inFeatures: k, outFeatures: n, rows: batches.max() ?? 1)
+            let qCopies = copiesOutrunningL2(backend: backend, bytesEach: k * n / 2)
+            let hCopies = copiesOutrunningL2(backend: backend, bytesEach: k * n * 2)
             let quantized = try (0..<qCopies).map { try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(100 + $0)) }
             var half = try (0..<hCopies).map { try CUDALinear(backend: backend, randomHalfInFeatures: k, outFeatures: n, scale: 0.05, seed: UInt32(200 + $0)) }
             for b in batches {
@@ -183,13 +194,9 @@ extension CUDABenchmarks {
     public static func tiledShapes(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
                                    log: (String) -> Void = { _ in }) throws {
         let scratch = CUDAScratch(backend: backend)
-        let l2 = max(backend.device.l2CacheBytes, 1 << 20)
         for (k, n) in shapes {
-            let maxBatch = batches.max() ?? 1
-            let x = try backend.device.allocate(bytes: maxBatch * k * 2)
-            let y = try backend.device.allocate(bytes: maxBatch * n * 2)
-            try backend.fillRandomHalves(x, seed: 11, lo: -1, hi: 1)
-            let copies = max(2, (4 * l2 + k * n / 2 - 1) / (k * n / 2))
+            let (x, y) = try halfRows(backend: backend, inFeatures: k, outFeatures: n, rows: batches.max() ?? 1)
+            let copies = copiesOutrunningL2(backend: backend, bytesEach: k * n / 2)
             let layers = try (0..<copies).map { try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(300 + $0)) }
             for b in batches {
                 let chosen = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: b, multiprocessors: backend.device.multiprocessorCount)
