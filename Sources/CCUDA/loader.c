@@ -93,6 +93,8 @@ static int resolve_all(ccuda_api *api, void *libcuda, void *libnvrtc, void *libc
     RESOLVE(libcuda, cuModuleGetFunction, "cuModuleGetFunction");
     RESOLVE(libcuda, cuFuncSetAttribute, "cuFuncSetAttribute");
     RESOLVE(libcuda, cuLaunchKernel, "cuLaunchKernel");
+    void *launch_ex = dlsym(libcuda, "cuLaunchKernelEx");
+    memcpy(&api->cuLaunchKernelEx, &launch_ex, sizeof launch_ex);
     RESOLVE(libcuda, cuStreamBeginCapture, "cuStreamBeginCapture_v2");
     RESOLVE(libcuda, cuStreamEndCapture, "cuStreamEndCapture");
     RESOLVE(libcuda, cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags");

@@ -59,6 +59,7 @@ struct GPUCheckCommand: ParsableCommand {
         var results: [CUDACheckResult] = []
         if !gptqOnly {
             results += try CUDAChecks.linearKernels(backend: backend)
+            results += try CUDAChecks.dependentLaunchChain(backend: backend)
             if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
             results += try CUDAChecks.models(backend: backend, fixtures: fixtures)
             if let model, let text { results += try CUDAChecks.folder(backend: backend, folder: model, text: text) }
@@ -130,14 +131,20 @@ struct GPUBenchCommand: ParsableCommand {
         if model {
             let m = try CUDAModel.random4Bit(backend: backend, hidden: 4096, layers: 32, heads: 32, kvHeads: 32, intermediate: 11008, vocab: 32000)
             report("Llama-2-7B shape, \(m.weightsDescription): \(m.weightBytes / 1_000_000) MB of weights read per decode step")
-            for batch in [1, 8] {
-                let t = try CUDABenchmarks.decode(model: m, batch: batch)
-                let perStep = t.seconds / Double(t.steps)
-                report("decode batch \(batch): \(Int(t.tokensPerSecond.rounded())) tokens/s (\(Int((Double(t.steps) / t.seconds).rounded())) steps/s, "
-                       + "\(Int((Double(m.weightBytes) / perStep / 1e9).rounded())) GB/s of weights) after a \(t.promptTokens)-token prompt")
+            // With dependent launch (the default where supported) and without, to compare.
+            for dependent in backend.dependentLaunch ? [true, false] : [false] {
+                backend.dependentLaunch = dependent
+                let launches = dependent ? "dependent launch" : "plain launch"
+                for batch in [1, 8] {
+                    let t = try CUDABenchmarks.decode(model: m, batch: batch)
+                    let perStep = t.seconds / Double(t.steps)
+                    report("decode batch \(batch), \(launches): \(Int(t.tokensPerSecond.rounded())) tokens/s (\(Int((Double(t.steps) / t.seconds).rounded())) steps/s, "
+                           + "\(Int((Double(m.weightBytes) / perStep / 1e9).rounded())) GB/s of weights) after a \(t.promptTokens)-token prompt")
+                }
+                let linears = try CUDABenchmarks.decodeLinearsOnly(model: m, batch: 1)
+                report("decode batch 1, \(launches), the linears alone: \(fixed(linears * 1000, 3)) ms a step (\(Int((Double(m.weightBytes) / linears / 1e9).rounded())) GB/s)")
             }
-            let linears = try CUDABenchmarks.decodeLinearsOnly(model: m, batch: 1)
-            report("decode batch 1, the linears alone: \(fixed(linears * 1000, 3)) ms a step (\(Int((Double(m.weightBytes) / linears / 1e9).rounded())) GB/s)")
+            backend.dependentLaunch = true
             let host = try CUDABenchmarks.hostLoopDecode(model: m)
             report("decode batch 1 from the host loop: greedy \(Int(host.greedy.rounded())) tokens/s (forwardGreedy), "
                    + "sampled (T 0.8, top-k 50, top-p 0.9) \(Int(host.sampled.rounded())) tokens/s with the logits copied back to the CPU sampler, "

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import CCUDA
 import GPTQKit
 
 /// What the CUDA backend does on a machine without a GPU (CI): clean failures that
@@ -35,6 +36,20 @@ import GPTQKit
             _ = try CUDALibraries(candidates: .init(driver: ["libc.so.6"], nvrtc: ["libc.so.6"], cublas: ["libc.so.6"]))
         }
         #expect(message == "libcuda: symbol cuInit is missing")
+    }
+
+    @Test func launchConfigurationHasCUDAsLayout() {
+        // cuda.h (CUDA 12/13, x86-64): CUlaunchAttribute is an int id padded to 8 bytes and a
+        // 64-byte value union; CUlaunchConfig is 7 unsigned ints, then the stream, the attribute
+        // pointer and their count.
+        #expect(MemoryLayout<CUlaunchAttribute>.size == 72)
+        #expect(MemoryLayout<CUlaunchAttribute>.offset(of: \.value) == 8)
+        #expect(MemoryLayout<CUlaunchConfig>.offset(of: \.sharedMemBytes) == 24)
+        #expect(MemoryLayout<CUlaunchConfig>.offset(of: \.hStream) == 32)
+        #expect(MemoryLayout<CUlaunchConfig>.offset(of: \.attrs) == 40)
+        #expect(MemoryLayout<CUlaunchConfig>.offset(of: \.numAttrs) == 48)
+        #expect(MemoryLayout<CUlaunchConfig>.size == 56)
+        #expect(CCUDA_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION == 6)
     }
 
     @Test func environmentOverridesTheLibraryCandidates() {

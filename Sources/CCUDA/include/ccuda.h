@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// The table's entries are never NULL once loaded (cublasSetWorkspace excepted);
+// The table's entries are never NULL once loaded (cuLaunchKernelEx and cublasSetWorkspace excepted);
 // only they carry nullability, so Swift calls them without unwrapping.
 #pragma clang diagnostic ignored "-Wnullability-completeness"
 
@@ -20,6 +20,26 @@ typedef struct CUstream_st *CUstream;
 typedef struct CUevent_st *CUevent;
 typedef struct CUgraph_st *CUgraph;
 typedef struct CUgraphExec_st *CUgraphExec;
+
+// cuLaunchKernelEx's launch configuration (CUDA ≥ 11.8), laid out as cuda.h lays it out:
+// an attribute is its id, padding to 8 bytes and a 64-byte value union (72 bytes).
+enum { CCUDA_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+typedef struct CUlaunchAttribute {
+    int id;
+    char pad[4];
+    union {
+        char pad[64];
+        int programmaticStreamSerializationAllowed;
+    } value;
+} CUlaunchAttribute;
+typedef struct CUlaunchConfig {
+    unsigned int gridDimX, gridDimY, gridDimZ;
+    unsigned int blockDimX, blockDimY, blockDimZ;
+    unsigned int sharedMemBytes;
+    CUstream hStream;
+    CUlaunchAttribute *attrs;
+    unsigned int numAttrs;
+} CUlaunchConfig;
 
 // ---- NVRTC types ---------------------------------------------------------
 typedef int nvrtcResult;                    // NVRTC_SUCCESS = 0
@@ -70,6 +90,8 @@ typedef struct ccuda_api {
     CUresult (* _Nonnull cuLaunchKernel)(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
                                unsigned int bx, unsigned int by, unsigned int bz,
                                unsigned int shared_bytes, CUstream stream, void **params, void **extra);
+    /// Optional (CUDA ≥ 11.8): launches with attributes (programmatic dependent launch).
+    CUresult (* _Nullable cuLaunchKernelEx)(const CUlaunchConfig *config, CUfunction f, void **params, void **extra);
     CUresult (* _Nonnull cuStreamBeginCapture)(CUstream stream, int mode);
     CUresult (* _Nonnull cuStreamEndCapture)(CUstream stream, CUgraph *graph);
     CUresult (* _Nonnull cuGraphInstantiateWithFlags)(CUgraphExec *exec, CUgraph graph, unsigned long long flags);

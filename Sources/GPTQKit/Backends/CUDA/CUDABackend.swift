@@ -8,11 +8,26 @@ public final class CUDABackend: @unchecked Sendable {
     public let library: KernelLibrary
     public let cublas: CUBLAS
     private let kernels = Mutex<[String: CUDAKernel]>([:])
+    /// Whether programmatic dependent launch is possible: compute capability 9.0 or later
+    /// and a driver with cuLaunchKernelEx.
+    public let supportsDependentLaunch: Bool
+    private let dependentLaunchEnabled: Atomic<Bool>
 
     public init(device: CUDADevice, cacheFolder: String? = nil) throws {
         self.device = device
         library = try KernelLibrary(device: device, cacheFolder: cacheFolder)
         cublas = try CUBLAS(device: device)
+        supportsDependentLaunch = device.computeCapability.major >= 9 && device.libraries.api.pointee.cuLaunchKernelEx != nil
+        dependentLaunchEnabled = Atomic(supportsDependentLaunch)
+    }
+
+    /// Whether the kernels written for it (the 4-bit tiled kernel) may start before the kernel
+    /// ahead of them on the stream finishes (see `CUDAKernel.launch`). On wherever supported;
+    /// benchmarks and checks turn it off to compare. Set it before capturing a graph: a captured
+    /// launch keeps the setting it was queued with.
+    public var dependentLaunch: Bool {
+        get { dependentLaunchEnabled.load(ordering: .relaxed) }
+        set { dependentLaunchEnabled.store(newValue && supportsDependentLaunch, ordering: .relaxed) }
     }
 
     /// Opens GPU `ordinal` with the libraries found in the standard places. Where they
@@ -31,10 +46,12 @@ public final class CUDABackend: @unchecked Sendable {
         return k
     }
 
-    /// Launches `name` of `source` on the device's stream.
+    /// Launches `name` of `source` on the device's stream (`overlappingPrevious`: see
+    /// `CUDAKernel.launch`).
     public func launch(_ name: String, in source: KernelSource, grid: (Int, Int, Int), block: (Int, Int, Int),
-                       sharedBytes: Int = 0, _ args: [KernelArg]) throws {
-        try kernel(name, in: source).launch(grid: grid, block: block, sharedBytes: sharedBytes, stream: device.stream, args)
+                       sharedBytes: Int = 0, overlappingPrevious: Bool = false, _ args: [KernelArg]) throws {
+        try kernel(name, in: source).launch(grid: grid, block: block, sharedBytes: sharedBytes, stream: device.stream,
+                                            overlappingPrevious: overlappingPrevious, args)
     }
 
     /// One line describing the device and libraries.

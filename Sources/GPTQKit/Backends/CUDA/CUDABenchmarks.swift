@@ -36,6 +36,9 @@ public enum CUDABenchmarks {
     public struct LinearTiming: Sendable {
         public let inFeatures: Int, outFeatures: Int, batch: Int
         public let quantizedMs: Double, quantizedGBs: Double
+        /// The 4-bit layer launched plainly, where `quantizedMs` used dependent launch (so each
+        /// call overlapped the one before; cuBLAS's calls do not).
+        public let plainMs: Double?
         public let halfMs: Double, halfGBs: Double
         /// The 4-bit layer dequantized for cuBLAS (timed from 16 rows on).
         public let dequantizedMs: Double?
@@ -44,7 +47,9 @@ public enum CUDABenchmarks {
             func us(_ ms: Double) -> String { pad(String(format1(ms * 1000)), 8) }
             func gbs(_ v: Double) -> String { pad(String(Int(v.rounded())), 5) }
             return "\(pad("\(inFeatures)x\(outFeatures)", 11)) b\(pad(String(batch), 3))  4-bit \(us(quantizedMs)) us \(gbs(quantizedGBs)) GB/s"
+                + (plainMs.map { "  plain launch \(us($0)) us" } ?? "")
                 + "   fp16 cuBLAS \(us(halfMs)) us \(gbs(halfGBs)) GB/s   x\(format1(speedup))"
+                + (plainMs.map { " (plain x\(format1(halfMs / $0)))" } ?? "")
                 + (dequantizedMs.map { "   dequant+cuBLAS \(us($0)) us" } ?? "")
         }
     }
@@ -65,7 +70,8 @@ public enum CUDABenchmarks {
     }
 
     /// 4-bit group-`groupSize` layers against float16 cuBLAS GemmEx, both with the bytes a
-    /// single pass must move (weights + scales + zeros + x + y) over the median time.
+    /// single pass must move (weights + scales + zeros + x + y) over the median time. Where the
+    /// backend uses dependent launch, the 4-bit layers are timed without it too.
     public static func linears(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
                                log: (String) -> Void = { _ in }) throws -> [LinearTiming] {
         let scratch = CUDAScratch(backend: backend)
@@ -79,8 +85,17 @@ public enum CUDABenchmarks {
             for b in batches {
                 let io = b * (k + n) * 2
                 let calls = max(qCopies, 24)
-                let qMs = try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
-                    try quantized[i % qCopies].forward(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
+                func quantizedMs() throws -> Double {
+                    try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
+                        try quantized[i % qCopies].forward(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
+                    }
+                }
+                let qMs = try quantizedMs()
+                var plainMs: Double?
+                if backend.dependentLaunch {
+                    backend.dependentLaunch = false
+                    defer { backend.dependentLaunch = true }
+                    plainMs = try quantizedMs()
                 }
                 let hMs = try medianMilliseconds(backend: backend, callsPerSample: max(hCopies, 24), samples: 15) { i in
                     let w = half[i % hCopies]
@@ -91,7 +106,7 @@ public enum CUDABenchmarks {
                     try quantized[i % qCopies].dequantizedProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
                 }
                 let row = LinearTiming(inFeatures: k, outFeatures: n, batch: b,
-                                       quantizedMs: qMs, quantizedGBs: Double(quantized[0].weightBytes + io) / (qMs * 1e-3) / 1e9,
+                                       quantizedMs: qMs, quantizedGBs: Double(quantized[0].weightBytes + io) / (qMs * 1e-3) / 1e9, plainMs: plainMs,
                                        halfMs: hMs, halfGBs: Double(half[0].weightBytes + io) / (hMs * 1e-3) / 1e9, dequantizedMs: dMs)
                 log(row.line)
                 rows.append(row)

@@ -152,6 +152,72 @@ public enum CUDAChecks {
         return results
     }
 
+    /// Dependent launch: a chain of 4-bit tiled layers, each reading what the one before wrote
+    /// (one act-order layer, whose input a plainly launched gather writes in between; 40 rows
+    /// take two launches a layer), launched to overlap, directly and replayed from a captured
+    /// graph, against the same chain launched plainly. The kernels are the same and
+    /// deterministic, and every intermediate buffer starts as NaN: a read of an input before its
+    /// writer finished shows as a difference. Then a random 4-bit model's logits, the same way.
+    /// Empty where dependent launch is unsupported.
+    public static func dependentLaunchChain(backend: CUDABackend) throws -> [CUDACheckResult] {
+        guard backend.supportsDependentLaunch else { return [] }
+        let scratch = CUDAScratch(backend: backend)
+        let shapes: [(group: Int, k: Int, n: Int, act: Bool, bias: Bool)] = [
+            (128, 1024, 1024, false, false), (128, 1024, 2048, true, false), (64, 2048, 512, false, true), (128, 512, 1024, false, false),
+        ]
+        let chain = try shapes.enumerated().map { i, c in
+            try CUDALinear(backend: backend, gptq: randomLayer(bits: 4, groupSize: c.group, inFeatures: c.k, outFeatures: c.n, actOrder: c.act,
+                                                                bias: c.bias, seed: UInt64(500 + i)))
+        }
+        guard chain.allSatisfy({ $0.kernelDescription.contains("tiled") }) else {
+            throw GPTQError.cuda("dependent launch check: a chain layer did not take the tiled kernel (\(chain.map(\.kernelDescription)))")
+        }
+        let restoring = backend.dependentLaunch
+        defer { backend.dependentLaunch = restoring }
+        var results: [CUDACheckResult] = []
+        for rows in [1, 8, 40] {
+            let input = try backend.device.upload(Tensor(randomInput(rows: rows, k: chain[0].inFeatures, seed: UInt64(600 + rows)), shape: [rows * chain[0].inFeatures]).converted(to: .f16))
+            let outputs = try chain.map { try backend.device.allocate(bytes: rows * $0.outFeatures * 2) }
+            func queue() throws {
+                for (i, layer) in chain.enumerated() {
+                    try layer.forward(x: i == 0 ? input.address : outputs[i - 1].address, ldx: layer.inFeatures, rows: rows,
+                                      y: outputs[i].address, ldy: layer.outFeatures, scratch: scratch)
+                }
+            }
+            func result(_ run: () throws -> Void) throws -> [Float] {
+                for o in outputs { try o.fill(byte: 0xFF, stream: backend.stream) }  // NaN
+                try run()
+                let bits = try backend.device.download(outputs.last!, as: UInt16.self, count: rows * chain.last!.outFeatures)
+                return Tensor(bitPattern: bits, dtype: .f16, shape: [bits.count]).floats()
+            }
+            backend.dependentLaunch = false
+            let plain = try result(queue)
+            backend.dependentLaunch = true
+            let overlapping = try result(queue)
+            let graph = try backend.stream.capture { try queue() }
+            let replayed = try result { try graph.launch(on: backend.stream) }
+            let name = "dependent launch, 4 chained tiled layers (one act-order) rows \(rows)"
+            results.append(CUDACheckResult(name: name + " vs plain launches", relativeError: relativeError(overlapping, plain), bound: 0))
+            results.append(CUDACheckResult(name: name + ", graph replay vs plain launches", relativeError: relativeError(replayed, plain), bound: 0))
+        }
+        // A random 4-bit g128 model: a 12-token prefill (tiled linears after RMSNorm and SwiGLU)
+        // and 4 decode steps (the captured graph, where the tiled kernels overlap the norm,
+        // attention and SwiGLU kernels ahead of them).
+        let model = try CUDAModel.random4Bit(backend: backend, hidden: 512, layers: 2, heads: 8, kvHeads: 4, intermediate: 1024, vocab: 640)
+        func logits() throws -> [Float] {
+            let session = try model.makeSession(capacity: 32)
+            var out = try session.forward((0..<12).map { Int32($0 * 37 % 640) }, allLogits: true)
+            for step in 0..<4 { out += try session.forward([Int32(100 + step)], allLogits: false) }
+            return out
+        }
+        backend.dependentLaunch = false
+        let plain = try logits()
+        backend.dependentLaunch = true
+        results.append(CUDACheckResult(name: "dependent launch, random 4-bit g128 model: prefill and decode-graph logits vs plain launches",
+                                       relativeError: relativeError(try logits(), plain), bound: 0))
+        return results
+    }
+
     /// AutoGPTQ's packed layers of the gptq fixture (layer_reference.safetensors: every
     /// KEY.packed.* applied to x_forward), against AutoGPTQ's own float16 output KEY.y.
     public static func gptqFixture(backend: CUDABackend, path: String) throws -> [CUDACheckResult] {

@@ -224,8 +224,11 @@ public final class CUDALinear: @unchecked Sendable {
                          && (shape.outputTiles == 1 ? 1...16 : 1...8).contains(shape.warps) && (1...2).contains(shape.outputTiles))
             (nt, warps, stages, u) = shape
         }
+        // With dependent launch its blocks start and set up while the kernel ahead of it (which
+        // may write x or the gathered input) finishes.
         try backend.launch("mma_q4_n\(nt)_b\(bt)_s\(stages)u\(u)", in: LinearKernels.source, grid: (N / (16 * nt), 1, 1), block: (32, warps, 1),
                            sharedBytes: CUDAGPTQLayout.tiledSharedBytes(outputTiles: nt, rowTiles: bt, warps: warps),
+                           overlappingPrevious: backend.dependentLaunch,
                            [.buffer(tiles), .buffer(parameters), .pointer(input), .int(inputStride), .int(rows),
                             .pointer(y), .int(ldy), .pointer(bias?.address ?? 0), .int(K), .int(groupSize)])
     }

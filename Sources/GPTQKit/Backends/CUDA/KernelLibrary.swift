@@ -44,9 +44,14 @@ public final class CUDAKernel: @unchecked Sendable {
     }
 
     /// Queues the kernel on `stream`. Each argument travels in its own 8-byte slot, which
-    /// is what the driver reads for 4- and 8-byte parameters alike.
+    /// is what the driver reads for 4- and 8-byte parameters alike. `overlappingPrevious`
+    /// launches it with programmatic stream serialization (Hopper's programmatic dependent
+    /// launch, through cuLaunchKernelEx): its blocks may start while the kernel before it on
+    /// the stream still runs, so the kernel must execute `griddepcontrol.wait` before it reads
+    /// what earlier work wrote or writes anything; `CUDABackend.dependentLaunch` says where
+    /// the driver and device support it.
     public func launch(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0,
-                       stream: CUDAStream, _ args: [KernelArg]) throws {
+                       stream: CUDAStream, overlappingPrevious: Bool = false, _ args: [KernelArg]) throws {
         var slots = [UInt64](repeating: 0, count: args.count)
         for (i, arg) in args.enumerated() {
             switch arg {
@@ -56,15 +61,28 @@ public final class CUDAKernel: @unchecked Sendable {
             case let .float64(v): slots[i] = v.bitPattern
             }
         }
+        let api = libraries.api.pointee
+        let launchEx = overlappingPrevious ? api.cuLaunchKernelEx : nil
         let result = slots.withUnsafeMutableBytes { raw -> CUresult in
             var params: [UnsafeMutableRawPointer?] = (0..<args.count).map { raw.baseAddress! + 8 * $0 }
             return params.withUnsafeMutableBufferPointer { p in
-                libraries.api.pointee.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
-                                                     UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                                                     UInt32(sharedBytes), stream.handle, p.baseAddress, nil)
+                guard let launchEx else {
+                    return api.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                                              UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                                              UInt32(sharedBytes), stream.handle, p.baseAddress, nil)
+                }
+                var attribute = CUlaunchAttribute()
+                attribute.id = Int32(CCUDA_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
+                attribute.value.programmaticStreamSerializationAllowed = 1
+                return withUnsafeMutablePointer(to: &attribute) { attributes in
+                    var config = CUlaunchConfig(gridDimX: UInt32(grid.0), gridDimY: UInt32(grid.1), gridDimZ: UInt32(grid.2),
+                                                blockDimX: UInt32(block.0), blockDimY: UInt32(block.1), blockDimZ: UInt32(block.2),
+                                                sharedMemBytes: UInt32(sharedBytes), hStream: stream.handle, attrs: attributes, numAttrs: 1)
+                    return launchEx(&config, function, p.baseAddress, nil)
+                }
             }
         }
-        try libraries.check(result, "cuLaunchKernel(\(name), grid \(grid), block \(block))")
+        try libraries.check(result, "\(launchEx == nil ? "cuLaunchKernel" : "cuLaunchKernelEx")(\(name), grid \(grid), block \(block))")
     }
 }
 

@@ -1,7 +1,10 @@
 /// The llama decoder's other kernels: embedding, RMSNorm (with the residual add), RoPE
 /// with the KV-cache write, attention, SwiGLU, argmax. The residual stream is float32,
 /// activations entering a linear are float16. Kernels that depend on the position read
-/// it from device memory, so one captured graph serves every decode step.
+/// it from device memory, so one captured graph serves every decode step. The kernels a
+/// linear follows (RMSNorm, decode attention, SwiGLU) call allow_dependent_grids first: the
+/// 4-bit tiled kernel behind them, launched to overlap, then starts and sets up its blocks
+/// while they run (it waits for them to finish before reading their output).
 enum DecoderKernels {
     static let source = KernelSource(name: "decoder", code: KernelPrelude.source + #"""
 // x[r, :] = table[tokens[r], :] (float16 table, float32 rows)
@@ -14,6 +17,7 @@ extern "C" __global__ void embed(const int32_t *__restrict__ tokens, const half_
 // out[r, :] = float16(x[r, :] / rms(x[r, :]) * w), after x[r, :] += y[r, :] when y is given.
 extern "C" __global__ void add_rmsnorm(float *__restrict__ x, const half_t *__restrict__ y, int ldy, const float *__restrict__ w,
                                        half_t *__restrict__ out, int H, float eps) {
+    allow_dependent_grids();
     __shared__ float scratch[32];
     const int r = blockIdx.x;
     float *xr = x + (size_t)r * H;
@@ -75,6 +79,7 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
 extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int ld, const half_t *__restrict__ k_cache,
                                             const half_t *__restrict__ v_cache, half_t *__restrict__ out, int ldo,
                                             const int32_t *__restrict__ pos, int H, int KV, int D, int cap, float scale, int window) {
+    allow_dependent_grids();
     extern __shared__ float smem[];
     __shared__ float scratch[32];
     const int h = blockIdx.x, s = blockIdx.y, kvh = h / (H / KV);
@@ -142,6 +147,7 @@ extern "C" __global__ void softmax_causal(const float *__restrict__ S, half_t *_
 
 // out[r, i] = silu(gate[r, i]) · up[r, i], with gate and up side by side in one row of gu.
 extern "C" __global__ void silu_mul(const half_t *__restrict__ gu, int ld, int I, half_t *__restrict__ out) {
+    allow_dependent_grids();
     const int r = blockIdx.y;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < I; i += gridDim.x * blockDim.x) {
         const float g = h2f(gu[(size_t)r * ld + i]), u = h2f(gu[(size_t)r * ld + I + i]);

@@ -272,6 +272,12 @@ __device__ __forceinline__ void mma_q4(const uint4 *__restrict__ tiles, const ui
     #pragma unroll
     for (int bt = 0; bt < BT; bt++) xr[bt] = x + (size_t)min(bt * 8 + g, rows - 1) * ldx + 16 * t;
 
+    // Dependent launch: this block may have started while the kernel ahead still runs (it may
+    // be writing x, or reading what y overwrites): wait for it after the setup above, then let
+    // the kernel behind start its blocks. Loading or prefetching the first stage's weights before
+    // the wait ran slower (BENCHMARKS.md).
+    wait_for_prior_grids();
+    allow_dependent_grids();
     // STAGES 2: two stages in registers, the loads of the next U chunks in flight while this
     // warp works on the current ones; 1: load U chunks, then work on them.
     TiledStage<NT, U> a, b;
