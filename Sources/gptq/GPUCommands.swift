@@ -132,7 +132,8 @@ struct GPUBenchCommand: ParsableCommand {
             let m = try CUDAModel.random4Bit(backend: backend, hidden: 4096, layers: 32, heads: 32, kvHeads: 32, intermediate: 11008, vocab: 32000)
             report("Llama-2-7B shape, \(m.weightsDescription): \(m.weightBytes / 1_000_000) MB of weights read per decode step")
             // With dependent launch (the default where supported) and without, to compare.
-            for dependent in backend.dependentLaunch ? [true, false] : [false] {
+            let chosen = backend.dependentLaunch
+            for dependent in chosen ? [true, false] : [false] {
                 backend.dependentLaunch = dependent
                 let launches = dependent ? "dependent launch" : "plain launch"
                 for batch in [1, 8] {
@@ -144,7 +145,7 @@ struct GPUBenchCommand: ParsableCommand {
                 let linears = try CUDABenchmarks.decodeLinearsOnly(model: m, batch: 1)
                 report("decode batch 1, \(launches), the linears alone: \(fixed(linears * 1000, 3)) ms a step (\(Int((Double(m.weightBytes) / linears / 1e9).rounded())) GB/s)")
             }
-            backend.dependentLaunch = true
+            backend.dependentLaunch = chosen
             let host = try CUDABenchmarks.hostLoopDecode(model: m)
             report("decode batch 1 from the host loop: greedy \(Int(host.greedy.rounded())) tokens/s (forwardGreedy), "
                    + "sampled (T 0.8, top-k 50, top-p 0.9) \(Int(host.sampled.rounded())) tokens/s with the logits copied back to the CPU sampler, "
