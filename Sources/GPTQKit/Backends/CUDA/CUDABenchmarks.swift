@@ -23,6 +23,16 @@ public enum CUDABenchmarks {
         return times.sorted()[times.count / 2]
     }
 
+    /// Milliseconds per call of `body(i)` replayed from a CUDA graph of `calls` calls, median of
+    /// `samples` replays after one run outside the graph (kernels loaded, scratch sized): the
+    /// device's time without the host's cost of queuing each launch, as a decode step's graph
+    /// runs them.
+    public static func graphMedianMilliseconds(backend: CUDABackend, calls: Int, samples: Int, _ body: (Int) throws -> Void) throws -> Double {
+        for i in 0..<calls { try body(i) }
+        let graph = try backend.stream.capture { for i in 0..<calls { try body(i) } }
+        return try medianMilliseconds(backend: backend, callsPerSample: 1, samples: samples) { _ in try graph.launch(on: backend.stream) } / Double(calls)
+    }
+
     /// Device-to-device copy bandwidth in GB/s, counting bytes read and written.
     public static func copyBandwidth(backend: CUDABackend, bytes: Int = 1 << 30) throws -> Double {
         let a = try backend.device.allocate(bytes: bytes), b = try backend.device.allocate(bytes: bytes)
@@ -40,16 +50,22 @@ public enum CUDABenchmarks {
         /// call overlapped the one before; cuBLAS's calls do not).
         public let plainMs: Double?
         public let halfMs: Double, halfGBs: Double
+        /// Both replayed from CUDA graphs (no host launch cost; the 4-bit layer with dependent
+        /// launch where the backend uses it); nil where cuBLAS could not be captured.
+        public let graphMs: Double, halfGraphMs: Double?
         /// The 4-bit layer dequantized for cuBLAS (timed from 16 rows on).
         public let dequantizedMs: Double?
         public var speedup: Double { halfMs / quantizedMs }
         public var line: String {
             func us(_ ms: Double) -> String { pad(String(format1(ms * 1000)), 8) }
             func gbs(_ v: Double) -> String { pad(String(Int(v.rounded())), 5) }
+            let bytes = quantizedGBs * quantizedMs
             return "\(pad("\(inFeatures)x\(outFeatures)", 11)) b\(pad(String(batch), 3))  4-bit \(us(quantizedMs)) us \(gbs(quantizedGBs)) GB/s"
                 + (plainMs.map { "  plain launch \(us($0)) us" } ?? "")
                 + "   fp16 cuBLAS \(us(halfMs)) us \(gbs(halfGBs)) GB/s   x\(format1(speedup))"
                 + (plainMs.map { " (plain x\(format1(halfMs / $0)))" } ?? "")
+                + "   graphs: 4-bit \(us(graphMs)) us \(gbs(bytes / graphMs)) GB/s"
+                + (halfGraphMs.map { ", fp16 cuBLAS \(us($0)) us   x\(format1($0 / graphMs))" } ?? ", fp16 cuBLAS not capturable")
                 + (dequantizedMs.map { "   dequant+cuBLAS \(us($0)) us" } ?? "")
         }
     }
@@ -97,17 +113,27 @@ public enum CUDABenchmarks {
                     defer { backend.dependentLaunch = true }
                     plainMs = try quantizedMs()
                 }
-                let hMs = try medianMilliseconds(backend: backend, callsPerSample: max(hCopies, 24), samples: 15) { i in
-                    let w = half[i % hCopies]
-                    guard case let .dense(buffer) = w.weights else { return }
+                func halfCall(_ i: Int) throws {
+                    guard case let .dense(buffer) = half[i % hCopies].weights else { return }
                     try backend.cublas.linear(x: x.address, weight: buffer.address, y: y.address, rows: b, inFeatures: k, outFeatures: n)
+                }
+                let hMs = try medianMilliseconds(backend: backend, callsPerSample: max(hCopies, 24), samples: 15, halfCall)
+                let graphMs = try graphMedianMilliseconds(backend: backend, calls: calls, samples: 15) { i in
+                    try quantized[i % qCopies].forward(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
+                }
+                var hGraphMs: Double?
+                do {
+                    hGraphMs = try graphMedianMilliseconds(backend: backend, calls: max(hCopies, 24), samples: 15, halfCall)
+                } catch {
+                    log("fp16 cuBLAS \(k)x\(n) b\(b) not captured in a graph: \(error)")
                 }
                 let dMs = b < 16 ? nil : try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
                     try quantized[i % qCopies].dequantizedProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
                 }
                 let row = LinearTiming(inFeatures: k, outFeatures: n, batch: b,
                                        quantizedMs: qMs, quantizedGBs: Double(quantized[0].weightBytes + io) / (qMs * 1e-3) / 1e9, plainMs: plainMs,
-                                       halfMs: hMs, halfGBs: Double(half[0].weightBytes + io) / (hMs * 1e-3) / 1e9, dequantizedMs: dMs)
+                                       halfMs: hMs, halfGBs: Double(half[0].weightBytes + io) / (hMs * 1e-3) / 1e9,
+                                       graphMs: graphMs, halfGraphMs: hGraphMs, dequantizedMs: dMs)
                 log(row.line)
                 rows.append(row)
             }
@@ -204,8 +230,9 @@ extension CUDABenchmarks {
     }
 
     /// The tiled kernel's launch shapes (output tiles a warp × warps a block, s stages of u
-    /// chunks) for each shape and batch, microseconds a call, the chosen shape marked with *:
-    /// the data behind `CUDAGPTQLayout.tiledLaunch`.
+    /// chunks) for each shape and batch, microseconds a call replayed from a graph (as a decode
+    /// step runs them), the chosen shape marked with *: the data behind
+    /// `CUDAGPTQLayout.tiledLaunch`.
     public static func tiledShapes(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
                                    log: (String) -> Void = { _ in }) throws {
         let scratch = CUDAScratch(backend: backend)
@@ -219,7 +246,7 @@ extension CUDABenchmarks {
                 for nt in [1, 2] where n % (16 * nt) == 0 {
                     for (stages, u) in [(1, 4), (2, 2), (2, 4)] {
                         for warps in nt == 1 ? [4, 8, 16] : [4, 8] {
-                            let ms = try medianMilliseconds(backend: backend, callsPerSample: max(copies, 24), samples: 9) { i in
+                            let ms = try graphMedianMilliseconds(backend: backend, calls: max(copies, 24), samples: 9) { i in
                                 try layers[i % copies].tiledProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch,
                                                                    shape: (nt, warps, stages, u))
                             }
