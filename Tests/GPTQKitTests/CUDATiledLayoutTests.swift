@@ -10,7 +10,7 @@ import GPTQKit
     static func emulateTiledKernel(_ layout: CUDAGPTQLayout, x: [Float], rows: Int, inFeatures k: Int, outFeatures n: Int) -> [Double] {
         let perm = layout.permutation.map { $0.map(Int.init) } ?? Array(0..<k)
         let parameters = Tensor(bitPattern: layout.groupParameters, dtype: .f16, shape: [layout.groupParameters.count]).floats()
-        let (chunks, groups) = (k / 64, k / layout.groupSize)
+        let (chunks, groups) = (k / 64, (k + layout.groupSize - 1) / layout.groupSize)
         var y = [Double](repeating: 0, count: rows * n)
         for tile in 0..<(n / 16) {
             for c in 0..<chunks {
@@ -74,17 +74,18 @@ import GPTQKit
         return (num / den).squareRoot()
     }
 
-    @Test(arguments: [(128, false), (64, true), (-1, false)])
-    func emulatedKernelComputesTheLayer(group: Int, actOrder: Bool) throws {
-        let layer = try CUDAChecks.randomLayer(bits: 4, groupSize: group, inFeatures: 256, outFeatures: 48, actOrder: actOrder,
-                                               bias: false, seed: UInt64(7 + group))
+    // The last two: a shorter last group (SmolLM2's 576 inputs in groups of 128 end with 64).
+    @Test(arguments: [(128, false, 256), (64, true, 256), (-1, false, 256), (128, false, 320), (128, true, 576)])
+    func emulatedKernelComputesTheLayer(group: Int, actOrder: Bool, inFeatures k: Int) throws {
+        let layer = try CUDAChecks.randomLayer(bits: 4, groupSize: group, inFeatures: k, outFeatures: 48, actOrder: actOrder,
+                                               bias: false, seed: UInt64(7 + group + k))
         let layout = CUDAGPTQLayout(layer)
         #expect(layout.kernel == .tiled4)
         #expect((layout.permutation != nil) == actOrder)
         var rng = Xoshiro256StarStar(seed: 3)
         let rows = 11  // two row tiles of the mma's N side
-        let x = (0..<(rows * 256)).map { _ in Float(rng.nextUnit() * 2 - 1) }
-        let emulated = Self.emulateTiledKernel(layout, x: x, rows: rows, inFeatures: 256, outFeatures: 48)
+        let x = (0..<(rows * k)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        let emulated = Self.emulateTiledKernel(layout, x: x, rows: rows, inFeatures: k, outFeatures: 48)
         #expect(!emulated.contains { $0.isNaN })
         // Exact products summed in another order: only double rounding apart.
         #expect(Self.relativeError(emulated, Self.denseProduct(layer, x: x, rows: rows)) < 1e-12)
@@ -116,6 +117,13 @@ import GPTQKit
         #expect(CUDAGPTQLayout(g32).kernel == .fast4)
         let n24 = try CUDAChecks.randomLayer(bits: 4, groupSize: 128, inFeatures: 256, outFeatures: 24, actOrder: false, bias: false, seed: 3)
         #expect(CUDAGPTQLayout(n24).kernel == .fast4)
+        // A shorter last group: tiled where inputs and groups are multiples of 64, else generic
+        // (the GEMV reads whole groups).
+        let short64 = try CUDAChecks.randomLayer(bits: 4, groupSize: 128, inFeatures: 576, outFeatures: 32, actOrder: false, bias: false, seed: 4)
+        #expect(CUDAGPTQLayout(short64).kernel == .tiled4)
+        #expect(CUDAGPTQLayout(short64).groupSize == 128)
+        let short32 = try CUDAChecks.randomLayer(bits: 4, groupSize: 128, inFeatures: 544, outFeatures: 32, actOrder: false, bias: false, seed: 5)
+        #expect(CUDAGPTQLayout(short32).kernel == .generic)
     }
 
     @Test func tiledLaunchFillsAnH100ForTheLlamaShapes() {

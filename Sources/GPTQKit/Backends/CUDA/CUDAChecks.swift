@@ -119,6 +119,8 @@ public enum CUDAChecks {
             (8, 64, 512, 256, false, false), (2, -1, 256, 64, true, false),
             // Wide enough for two output tiles a warp on an H100 (4352 / 32 ≥ 132 multiprocessors).
             (4, 64, 512, 4352, false, true),
+            // SmolLM2's 576 inputs in groups of 128: the last group has 64.
+            (4, 128, 576, 576, false, false), (4, 128, 576, 192, true, true),
         ]
         for (i, c) in configs.enumerated() {
             let layer = try randomLayer(bits: c.bits, groupSize: c.group, inFeatures: c.k, outFeatures: c.n, actOrder: c.act, bias: c.bias, seed: UInt64(100 + i))

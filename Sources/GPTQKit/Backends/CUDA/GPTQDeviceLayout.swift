@@ -53,17 +53,20 @@ public struct CUDAGPTQLayout: Sendable {
     /// For the generic kernel: the group of each input.
     public let gIdx: [Int32]
 
-    /// Inputs per group when groups are equal runs of inputs (in order, or in act order).
+    /// Inputs per group when groups are runs of inputs (in order, or in act order; the last
+    /// may be shorter for the tiled kernel).
     public let groupSize: Int
 
-    /// The tiled layout where it applies, else the 4-bit GEMV's (4 bits, equal groups of a
-    /// multiple of 32 inputs, outputs a multiple of 8), else the generic one.
+    /// The tiled layout where it applies (the last group may be shorter: SmolLM2's 576 inputs
+    /// in groups of 128), else the 4-bit GEMV's (4 bits, equal groups of a multiple of 32
+    /// inputs, outputs a multiple of 8), else the generic one.
     public init(_ layer: PackedLinear) {
         let (K, N) = (layer.inFeatures, layer.outFeatures)
         let gIdx = layer.gIdx.ints()
-        let gs = K / layer.groups
-        let equalGroups = K % layer.groups == 0
-        guard layer.bits == 4, equalGroups, gs % 32 == 0, N % 8 == 0 else {
+        // Groups of gs inputs (in order or in act order), the last possibly shorter.
+        let gs = gIdx.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
+        let runs = gs > 0 && layer.groups == (K + gs - 1) / gs
+        guard layer.bits == 4, runs, gs % 32 == 0, N % 8 == 0 else {
             self.init(kernel: .generic, qweight: Self.words(layer.qweight), permutation: nil, gIdx: gIdx, groupSize: gs)
             return
         }
@@ -83,6 +86,10 @@ public struct CUDAGPTQLayout: Sendable {
             self.init(kernel: .tiled4, qweight: Self.tiledWords(qweight: layer.qweight, inFeatures: K, outFeatures: N, permutation: perm),
                       groupParameters: Self.tileGroupParameters(scales: scaleBits, zeros: layer.unpackedZeros(), groups: layer.groups, outFeatures: N),
                       permutation: perm, gIdx: gIdx, groupSize: gs)
+            return
+        }
+        guard K % gs == 0 else {
+            self.init(kernel: .generic, qweight: Self.words(layer.qweight), permutation: nil, gIdx: gIdx, groupSize: gs)
             return
         }
         guard let perm else {

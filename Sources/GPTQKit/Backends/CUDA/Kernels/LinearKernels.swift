@@ -257,7 +257,7 @@ __device__ __forceinline__ void mma_q4(const uint4 *__restrict__ tiles, const ui
     extern __shared__ float reduction[];  // [warps][BT·8 rows][TN outputs]
     const int lane = threadIdx.x, warp = threadIdx.y, warps = blockDim.y;
     const int g = lane >> 2, t = lane & 3;
-    const int chunks = K >> 6, groups = K / group_size, chunks_per_group = group_size >> 6;
+    const int chunks = K >> 6, groups = (K + group_size - 1) / group_size, chunks_per_group = group_size >> 6;  // the last group may be shorter
     const uint32_t group_magic = chunks_per_group == 1 ? 0u : 0xFFFFFFFFu / (uint32_t)chunks_per_group + 1u;
     const int tile0 = blockIdx.x * NT;
     const uint64_t policy = evict_first_policy();
@@ -336,7 +336,7 @@ extern "C" __global__ void dequantize_q4_tiled(const uint4 *__restrict__ tiles, 
     const int chunks = K >> 6, c = blockIdx.x * blockDim.y + threadIdx.y, tile = blockIdx.y;
     if (c >= chunks) return;
     const uint4 v = tiles[((size_t)tile * chunks + c) * 32 + lane];
-    const TileGroup q = tile_group(params[((size_t)tile * (K / group_size) + c / (group_size >> 6)) * 8 + g]);
+    const TileGroup q = tile_group(params[((size_t)tile * ((K + group_size - 1) / group_size) + c / (group_size >> 6)) * 8 + g]);
     const uint32_t wc[4] = {v.x, v.y, v.z, v.w};
     uint32_t lo[8], hi[8];
     #pragma unroll
