@@ -106,7 +106,7 @@ struct BenchCommand: ParsableCommand {
     /// them (the decode graph replayed each token, the argmax found on the GPU, one id
     /// copied back), after a warm-up pass that compiles the kernels and captures the graph.
     func runCUDA() throws {
-        let backend = try CUDABackend()
+        let backend = try CUDABackend(log: printToStandardError)
         let loaded = try CUDAModel.load(folder: model, backend: backend)
         let config = try ModelConfig(folder: model)
         print("model: \(model) (\(config.modelType), \(loaded.numLayers) layers, hidden \(loaded.hidden), \(loaded.weightsDescription))")

@@ -28,7 +28,7 @@ struct DeviceModel {
             (config, cpu, cuda) = (model.config, model, nil)
         case .cuda:
             // The libraries first: where they are missing this fails at once, naming the library.
-            let backend = try CUDABackend()
+            let backend = try CUDABackend(log: printToStandardError)
             (config, cpu, cuda) = (try ModelConfig(folder: folder), nil, try CUDAModel.load(folder: folder, backend: backend))
         }
     }

@@ -54,7 +54,7 @@ struct GPUCheckCommand: ParsableCommand {
 
     func run() throws {
         let report = ReportLog(path: log)
-        let backend = try CUDABackend()
+        let backend = try CUDABackend(log: printToStandardError)
         report("device: \(backend.summary)")
         var results: [CUDACheckResult] = []
         if !gptqOnly {
@@ -117,7 +117,7 @@ struct GPUBenchCommand: ParsableCommand {
 
     func run() throws {
         let report = ReportLog(path: log)
-        let backend = try CUDABackend()
+        let backend = try CUDABackend(log: printToStandardError)
         report("device: \(backend.summary)")
         if kernels {
             let copy = try CUDABenchmarks.copyBandwidth(backend: backend)

@@ -13,9 +13,10 @@ public final class CUDABackend: @unchecked Sendable {
     public let supportsDependentLaunch: Bool
     private let dependentLaunchEnabled: Atomic<Bool>
 
-    public init(device: CUDADevice, cacheFolder: String? = nil) throws {
+    /// `log` hears when kernels compile (see `KernelLibrary`).
+    public init(device: CUDADevice, cacheFolder: String? = nil, log: (@Sendable (String) -> Void)? = nil) throws {
         self.device = device
-        library = try KernelLibrary(device: device, cacheFolder: cacheFolder)
+        library = try KernelLibrary(device: device, cacheFolder: cacheFolder, log: log)
         cublas = try CUBLAS(device: device)
         supportsDependentLaunch = device.computeCapability.major >= 9 && device.libraries.api.pointee.cuLaunchKernelEx != nil
         dependentLaunchEnabled = Atomic(supportsDependentLaunch)
@@ -32,8 +33,8 @@ public final class CUDABackend: @unchecked Sendable {
 
     /// Opens GPU `ordinal` with the libraries found in the standard places. Where they
     /// are missing this throws `GPTQError.cuda` naming the library.
-    public convenience init(ordinal: Int = 0) throws {
-        try self.init(device: CUDADevice(ordinal: ordinal))
+    public convenience init(ordinal: Int = 0, log: (@Sendable (String) -> Void)? = nil) throws {
+        try self.init(device: CUDADevice(ordinal: ordinal), log: log)
     }
 
     public var stream: CUDAStream { device.stream }

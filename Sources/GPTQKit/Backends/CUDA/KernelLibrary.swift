@@ -94,13 +94,16 @@ public final class KernelLibrary: @unchecked Sendable {
     public let nvrtcVersion: (major: Int, minor: Int)
     /// Loaded modules by source name, held as addresses (handles are not Sendable).
     private let modules = Mutex<[String: Int]>([:])
+    /// Told when a source compiles and how long it took (a first use takes about a minute).
+    let log: (@Sendable (String) -> Void)?
 
     /// Options every kernel is compiled with (besides the architecture).
     public static let options = ["--std=c++17", "-default-device", "-lineinfo"]
 
-    public init(device: CUDADevice, cacheFolder: String? = nil) throws {
+    public init(device: CUDADevice, cacheFolder: String? = nil, log: (@Sendable (String) -> Void)? = nil) throws {
         self.device = device
         self.cacheFolder = cacheFolder ?? Self.defaultCacheFolder()
+        self.log = log
         var major: Int32 = 0, minor: Int32 = 0
         try device.libraries.checkNVRTC(device.libraries.api.pointee.nvrtcVersion(&major, &minor), "nvrtcVersion")
         nvrtcVersion = (Int(major), Int(minor))
@@ -152,7 +155,11 @@ public final class KernelLibrary: @unchecked Sendable {
         if FileIO.exists(path), let cached = try? FileIO.readAll(path: path), !cached.isEmpty {
             cubin = cached
         } else {
+            log?("compiling the '\(source.name)' CUDA kernels for \(device.architecture) with NVRTC (once: cached in \(cacheFolder))")
+            let start = ContinuousClock.now
             cubin = try compile(source)
+            let elapsed = (ContinuousClock.now - start).components
+            log?("compiled '\(source.name)' in \(format1(Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18)) s")
             // The cache is an optimisation: a read-only home must not stop the GPU path.
             if (try? FileIO.makeDirectory(cacheFolder)) != nil { try? FileIO.writeAtomically(path: path, bytes: cubin) }
         }
