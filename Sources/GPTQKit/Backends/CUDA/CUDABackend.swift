@@ -68,21 +68,21 @@ public final class CUDABackend: @unchecked Sendable {
     /// Pseudo-random 32-bit words (packed weights of a benchmark model).
     public func fillRandomWords(_ buffer: DeviceBuffer, seed: UInt32) throws {
         let count = buffer.byteCount / 4
-        try launch("fill_random_u32", in: LinearKernels.source, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
+        try launch("fill_random_u32", in: LinearKernels.common, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
                    [.buffer(buffer), .pointer(UInt64(count)), .int32(Int32(bitPattern: seed))])
     }
 
     /// Pseudo-random float16 values, uniform in [lo, hi).
     public func fillRandomHalves(_ buffer: DeviceBuffer, seed: UInt32, lo: Float, hi: Float) throws {
         let count = buffer.byteCount / 2
-        try launch("fill_random_f16", in: LinearKernels.source, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
+        try launch("fill_random_f16", in: LinearKernels.common, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
                    [.buffer(buffer), .pointer(UInt64(count)), .int32(Int32(bitPattern: seed)), .float32(lo), .float32(hi)])
     }
 
     /// Pseudo-random float32 values, uniform in [lo, hi) (benchmark activations and weights).
     public func fillRandomFloats(_ buffer: DeviceBuffer, seed: UInt32, lo: Float, hi: Float) throws {
         let count = buffer.byteCount / 4
-        try launch("fill_random_f32", in: LinearKernels.source, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
+        try launch("fill_random_f32", in: LinearKernels.common, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
                    [.buffer(buffer), .pointer(UInt64(count)), .int32(Int32(bitPattern: seed)), .float32(lo), .float32(hi)])
     }
 }

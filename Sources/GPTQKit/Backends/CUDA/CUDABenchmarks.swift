@@ -244,7 +244,7 @@ extension CUDABenchmarks {
                 let chosen = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: b, multiprocessors: backend.device.multiprocessorCount)
                 var line = "\(pad("\(k)x\(n)", 11)) b\(pad(String(b), 3)) "
                 for nt in [1, 2] where n % (16 * nt) == 0 {
-                    for (stages, u) in [(1, 4), (2, 2), (2, 4)] {
+                    for (stages, u) in [(1, 4), (2, 2)] {
                         for warps in nt == 1 ? [4, 8, 16] : [4, 8] {
                             let ms = try graphMedianMilliseconds(backend: backend, calls: max(copies, 24), samples: 9) { i in
                                 try layers[i % copies].tiledProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch,

@@ -94,7 +94,7 @@ public final class CUDALinear: @unchecked Sendable {
         let parameters = try device.allocate(bytes: k / groupSize * n * 4)
         try backend.fillRandomWords(tiles, seed: seed)
         let count = parameters.byteCount / 8
-        try backend.launch("fill_random_q4_params", in: LinearKernels.source, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
+        try backend.launch("fill_random_q4_params", in: LinearKernels.common, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
                            [.buffer(parameters), .pointer(UInt64(count)), .int32(Int32(bitPattern: seed &+ 1)), .float32(0.001), .float32(0.004)])
         weights = .tiled4(groupSize: groupSize, tiles: tiles, parameters: parameters, permutation: nil)
         bias = nil
@@ -183,7 +183,7 @@ public final class CUDALinear: @unchecked Sendable {
             // their original order) and let cuBLAS run the product on the tensor cores.
             let w = try scratch.buffer("dequantized", bytes: K * N * 2)
             let sortedGroups = kernel == .fast4
-            try backend.launch("dequantize_gptq", in: LinearKernels.source, grid: ((N + 127) / 128, (K + 7) / 8, 1), block: (128, 1, 1),
+            try backend.launch("dequantize_gptq", in: LinearKernels.generic, grid: ((N + 127) / 128, (K + 7) / 8, 1), block: (128, 1, 1),
                                [.buffer(qweight), .buffer(qzeros), .buffer(scales), .pointer(sortedGroups ? 0 : gIdx.address),
                                 .pointer(permutation?.address ?? 0), .buffer(w), .int(K), .int(N), .int(bits), .int(groupSize), .int(zeroOffset)])
             try backend.cublas.linearKN(x: x, ldx: ldx, weight: w.address, y: y, ldy: ldy, rows: rows, inFeatures: K, outFeatures: N)
@@ -195,7 +195,7 @@ public final class CUDALinear: @unchecked Sendable {
 
     private func addBias(y: CUdeviceptr, ldy: Int, rows: Int) throws {
         guard let bias else { return }
-        try backend.launch("add_bias", in: LinearKernels.source, grid: ((outFeatures + 255) / 256, rows, 1), block: (256, 1, 1),
+        try backend.launch("add_bias", in: LinearKernels.common, grid: ((outFeatures + 255) / 256, rows, 1), block: (256, 1, 1),
                            [.pointer(y), .int(ldy), .buffer(bias), .int(rows), .int(outFeatures)])
     }
 
@@ -204,7 +204,7 @@ public final class CUDALinear: @unchecked Sendable {
         guard let permutation else { return (x, ldx) }
         let K = inFeatures
         let gathered = try scratch.buffer("gather", bytes: rows * K * 2)
-        try backend.launch("gather_columns", in: LinearKernels.source, grid: (min((K + 255) / 256, 1024), rows, 1), block: (256, 1, 1),
+        try backend.launch("gather_columns", in: LinearKernels.common, grid: (min((K + 255) / 256, 1024), rows, 1), block: (256, 1, 1),
                            [.pointer(x), .int(ldx), .buffer(permutation), .buffer(gathered), .int(K)])
         return (gathered.address, K)
     }
@@ -220,13 +220,13 @@ public final class CUDALinear: @unchecked Sendable {
         var (nt, bt, warps, stages, u) = CUDAGPTQLayout.tiledLaunch(inFeatures: K, outFeatures: N, rows: rows,
                                                                     multiprocessors: backend.device.multiprocessorCount)
         if let shape {
-            precondition(N % (16 * shape.outputTiles) == 0 && [(1, 4), (2, 2), (2, 4)].contains { $0 == (shape.stages, shape.stageChunks) }
+            precondition(N % (16 * shape.outputTiles) == 0 && [(1, 4), (2, 2)].contains { $0 == (shape.stages, shape.stageChunks) }
                          && (shape.outputTiles == 1 ? 1...16 : 1...8).contains(shape.warps) && (1...2).contains(shape.outputTiles))
             (nt, warps, stages, u) = shape
         }
         // With dependent launch its blocks start and set up while the kernel ahead of it (which
         // may write x or the gathered input) finishes.
-        try backend.launch("mma_q4_n\(nt)_b\(bt)_s\(stages)u\(u)", in: LinearKernels.source, grid: (N / (16 * nt), 1, 1), block: (32, warps, 1),
+        try backend.launch("mma_q4_n\(nt)_b\(bt)_s\(stages)u\(u)", in: LinearKernels.tiled, grid: (N / (16 * nt), 1, 1), block: (32, warps, 1),
                            sharedBytes: CUDAGPTQLayout.tiledSharedBytes(outputTiles: nt, rowTiles: bt, warps: warps),
                            overlappingPrevious: backend.dependentLaunch,
                            [.buffer(tiles), .buffer(parameters), .pointer(input), .int(inputStride), .int(rows),
@@ -239,7 +239,7 @@ public final class CUDALinear: @unchecked Sendable {
         guard case let .tiled4(groupSize, tiles, parameters, permutation) = weights else { preconditionFailure("not a tiled layer") }
         let (K, N) = (inFeatures, outFeatures)
         let w = try scratch.buffer("dequantized", bytes: K * N * 2)
-        try backend.launch("dequantize_q4_tiled", in: LinearKernels.source, grid: ((K / 64 + 7) / 8, N / 16, 1), block: (32, 8, 1),
+        try backend.launch("dequantize_q4_tiled", in: LinearKernels.tiled, grid: ((K / 64 + 7) / 8, N / 16, 1), block: (32, 8, 1),
                            [.buffer(tiles), .buffer(parameters), .buffer(w), .int(K), .int(groupSize)])
         let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
         try backend.cublas.linear(x: input, ldx: inputStride, weight: w.address, y: y, ldy: ldy, rows: rows, inFeatures: K, outFeatures: N)
@@ -248,12 +248,11 @@ public final class CUDALinear: @unchecked Sendable {
 
     /// One GEMV launch for up to 8 rows.
     private func gemv(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch, f32Output: Bool) throws {
-        let source = LinearKernels.source
         let (K, N) = (inFeatures, outFeatures)
         let biasArg = KernelArg.pointer(bias?.address ?? 0)
         switch weights {
         case let .dense(w):
-            try backend.launch(f32Output ? "gemv_f16_f32out_b\(rows)" : "gemv_f16_b\(rows)", in: source,
+            try backend.launch(f32Output ? "gemv_f16_f32out_b\(rows)" : "gemv_f16_b\(rows)", in: LinearKernels.common,
                                grid: ((N + 7) / 8, 1, 1), block: (256, 1, 1),
                                [.buffer(w), .pointer(x), .int(ldx), .pointer(y), .int(ldy), biasArg, .int(K), .int(N)])
         case let .gptq(bits, groupSize, zeroOffset, kernel, qweight, qzeros, scales, gIdx, permutation):
@@ -263,11 +262,11 @@ public final class CUDALinear: @unchecked Sendable {
                 let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
                 let (tx, r) = CUDAGPTQLayout.fastLaunch(inFeatures: K, outFeatures: N, groupSize: groupSize,
                                                         multiprocessors: backend.device.multiprocessorCount)
-                try backend.launch("gemv_q4_b\(rows)_r\(r)_t\(tx)", in: source, grid: ((N + 4 * tx - 1) / (4 * tx), 1, 1), block: (tx, 256 / tx, 1),
+                try backend.launch("gemv_q4_b\(rows)_r\(r)_t\(tx)", in: LinearKernels.fastGEMV, grid: ((N + 4 * tx - 1) / (4 * tx), 1, 1), block: (tx, 256 / tx, 1),
                                    [.buffer(qweight), .buffer(qzeros), .buffer(scales), .pointer(input), .int(inputStride),
                                     .pointer(y), .int(ldy), biasArg, .int(K), .int(N), .int(groupSize), .int(zeroOffset)])
             case .generic:
-                try backend.launch("gemv_qn_b\(rows)", in: source, grid: ((N + 31) / 32, 1, 1), block: (32, 8, 1),
+                try backend.launch("gemv_qn_b\(rows)", in: LinearKernels.generic, grid: ((N + 31) / 32, 1, 1), block: (32, 8, 1),
                                    [.buffer(qweight), .buffer(qzeros), .buffer(scales), .buffer(gIdx), .pointer(x), .int(ldx),
                                     .pointer(y), .int(ldy), biasArg, .int(K), .int(N), .int(bits), .int(zeroOffset)])
             case .tiled4:

@@ -1,5 +1,6 @@
-/// Matrix-vector kernels of the decode path (batch 1–8) and the GPTQ dequantizer that
-/// feeds cuBLAS for larger batches.
+/// The linear layers' kernels, in four sources that NVRTC compiles on first use, each alone
+/// (all at once took about a minute on an H100): a model's first command compiles only what
+/// its layers use.
 ///
 /// GPTQ tensors are AutoGPTQ's: qweight [K·bits/32, N] int32 packed along the input
 /// dimension as a little-endian bit stream (value k at bit k·bits of column n), qzeros
@@ -8,124 +9,8 @@
 /// as stored+1 with no wrap (so a v1 zero field of all ones means 2^bits, which is what
 /// AutoGPTQ computes for layers whose zero was 0); format v2 stores the zero.
 enum LinearKernels {
-    static let source = KernelSource(name: "linear", code: KernelPrelude.source + #"""
-
-// ---- 4-bit GEMV, the decode fast path ------------------------------------------
-// y[b, n] = sum_k x[b, k] * scale[g, n] * (q[k, n] - zero[g, n]), for B rows of x.
-// Block: TX × (256/TX) threads over TX·4 columns; each thread owns 4 adjacent columns and
-// reads them as one 16-byte load per packed row (8 k × 4 n). threadIdx.y splits K in chunks
-// of R packed rows (R·8 k, inside one group), R loads in flight before the first use.
-// Narrow blocks (TX 2 or 4) give narrow layers enough blocks to fill the GPU.
-// Nibbles become half2 (k, k+4) pairs with the 0x6400 magic number; subtracting
-// (1024 + zero) leaves exact q − zero, scaled in fp16 like a dequantized weight; the
-// products of two packed rows (8 per half2 lane) are summed in half2, then in fp32.
-// Act-order checkpoints arrive with rows sorted by group (and x permuted to match).
-template <int B, int R, int TX>
-__device__ __forceinline__ void gemv_q4(const uint4 *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
-                                        const half_t *__restrict__ scales, const half_t *__restrict__ x, int ldx,
-                                        half_t *__restrict__ y, int ldy, const half_t *__restrict__ bias,
-                                        int K, int N, int group_size, int zero_offset) {
-    constexpr int TY = 256 / TX, COLS = TX * 4;
-    __shared__ float partial[TY][B][COLS];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    const int n0 = (blockIdx.x * TX + tx) * 4;
-    float acc[4][B];
-    #pragma unroll
-    for (int j = 0; j < 4; j++)
-        #pragma unroll
-        for (int b = 0; b < B; b++) acc[j][b] = 0.f;
-
-    if (n0 < N) {
-        const int chunks = K / (8 * R);
-        const int rows_per_group = group_size / 8;
-        const int row_uint4 = N / 4;
-        for (int c = ty; c < chunks; c += TY) {
-            const int row0 = c * R;
-            const int g = row0 / rows_per_group;
-            uint4 w[R];
-            #pragma unroll
-            for (int r = 0; r < R; r++) w[r] = __ldg(qweight + (size_t)(row0 + r) * row_uint4 + (n0 >> 2));
-            const uint2 sraw = __ldg((const uint2 *)(scales + (size_t)g * N + n0));
-            const uint32_t zw = __ldg(qzeros + (size_t)g * (N >> 3) + (n0 >> 3)) >> ((n0 & 7) * 4);
-            half2_t z2[4], s2[4];
-            #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const uint32_t zh = 0x6400u + ((zw >> (4 * j)) & 0xFu) + zero_offset;
-                z2[j] = zh | (zh << 16);
-            }
-            s2[0] = (sraw.x & 0xffffu) * 0x10001u;
-            s2[1] = (sraw.x >> 16) * 0x10001u;
-            s2[2] = (sraw.y & 0xffffu) * 0x10001u;
-            s2[3] = (sraw.y >> 16) * 0x10001u;
-            #pragma unroll
-            for (int r2 = 0; r2 < R; r2 += 2) {
-                half2_t hacc[4][B];
-                #pragma unroll
-                for (int r = r2; r < r2 + 2; r++) {
-                    const int k0 = (row0 + r) * 8;
-                    half2_t xp[B][4];
-                    #pragma unroll
-                    for (int b = 0; b < B; b++) {
-                        const uint4 xv = *(const uint4 *)(x + (size_t)b * ldx + k0);
-                        xp[b][0] = prmt(xv.x, xv.z, 0x5410);  // (x0, x4)
-                        xp[b][1] = prmt(xv.x, xv.z, 0x7632);  // (x1, x5)
-                        xp[b][2] = prmt(xv.y, xv.w, 0x5410);  // (x2, x6)
-                        xp[b][3] = prmt(xv.y, xv.w, 0x7632);  // (x3, x7)
-                    }
-                    const uint32_t wc[4] = {w[r].x, w[r].y, w[r].z, w[r].w};
-                    #pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        const half2_t d0 = hmul2(hsub2(and_or(wc[j], 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
-                        const half2_t d1 = hmul2(hsub2(and_or(wc[j] >> 4, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
-                        const half2_t d2 = hmul2(hsub2(and_or(wc[j] >> 8, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
-                        const half2_t d3 = hmul2(hsub2(and_or(wc[j] >> 12, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
-                        #pragma unroll
-                        for (int b = 0; b < B; b++) {
-                            half2_t p = r == r2 ? hmul2(d0, xp[b][0]) : hfma2(d0, xp[b][0], hacc[j][b]);
-                            p = hfma2(d1, xp[b][1], p);
-                            p = hfma2(d2, xp[b][2], p);
-                            hacc[j][b] = hfma2(d3, xp[b][3], p);
-                        }
-                    }
-                }
-                #pragma unroll
-                for (int j = 0; j < 4; j++)
-                    #pragma unroll
-                    for (int b = 0; b < B; b++) {
-                        const float2 f = h22f2(hacc[j][b]);
-                        acc[j][b] += f.x + f.y;
-                    }
-            }
-        }
-    }
-    #pragma unroll
-    for (int j = 0; j < 4; j++)
-        #pragma unroll
-        for (int b = 0; b < B; b++) partial[ty][b][tx * 4 + j] = acc[j][b];
-    __syncthreads();
-    for (int o = ty * TX + tx; o < COLS * B; o += TX * TY) {
-        const int col = o % COLS, b = o / COLS;
-        float s = 0.f;
-        #pragma unroll 8
-        for (int i = 0; i < TY; i++) s += partial[i][b][col];
-        const int n = blockIdx.x * COLS + col;
-        if (n < N) {
-            if (bias) s += h2f(bias[n]);
-            y[(size_t)b * ldy + n] = f2h(s);
-        }
-    }
-}
-
-#define GEMV_Q4(B, R, TX)                                                                                     \
-extern "C" __global__ void __launch_bounds__(256) gemv_q4_b##B##_r##R##_t##TX(                                \
-    const uint4 *qweight, const uint32_t *qzeros, const half_t *scales, const half_t *x, int ldx,             \
-    half_t *y, int ldy, const half_t *bias, int K, int N, int group_size, int zero_offset) {                 \
-    gemv_q4<B, R, TX>(qweight, qzeros, scales, x, ldx, y, ldy, bias, K, N, group_size, zero_offset);        \
-}
-#define GEMV_Q4_R(B, TX) GEMV_Q4(B, 4, TX) GEMV_Q4(B, 8, TX) GEMV_Q4(B, 16, TX)
-#define GEMV_Q4_ALL(B) GEMV_Q4_R(B, 2) GEMV_Q4_R(B, 4) GEMV_Q4_R(B, 8)
-GEMV_Q4_ALL(1) GEMV_Q4_ALL(2) GEMV_Q4_ALL(3) GEMV_Q4_ALL(4)
-GEMV_Q4_ALL(5) GEMV_Q4_ALL(6) GEMV_Q4_ALL(7) GEMV_Q4_ALL(8)
+    /// The 4-bit tensor-core kernel on the tiled layout and its dequantizer for cuBLAS.
+    static let tiled = KernelSource(name: "linear-tiled", code: KernelPrelude.source + #"""
 
 // ---- 4-bit tensor-core kernel, 1–32 rows (mma.sync m16n8k16, unpacked in registers) -----
 // Weights in CUDAGPTQLayout's tiled layout: for output tile T (16 outputs) and input chunk
@@ -325,7 +210,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) mma_q4_n##NT##_b##BT##_s##
 }
 #define MMA_Q4_SU(S, U) MMA_Q4(1, 1, S, U, 512) MMA_Q4(1, 2, S, U, 512) MMA_Q4(1, 4, S, U, 512) \
                         MMA_Q4(2, 1, S, U, 256) MMA_Q4(2, 2, S, U, 256) MMA_Q4(2, 4, S, U, 256)
-MMA_Q4_SU(1, 4) MMA_Q4_SU(2, 2) MMA_Q4_SU(2, 4)
+MMA_Q4_SU(1, 4) MMA_Q4_SU(2, 2)
 
 // ---- tiled 4-bit → fp16 W [N, K] (the tile's k order), for cuBLAS -------------------------
 // One warp per (tile, chunk): lane (g, t) writes inputs 16t … 16t+15 of outputs g and g+8
@@ -350,6 +235,131 @@ extern "C" __global__ void dequantize_q4_tiled(const uint4 *__restrict__ tiles, 
     out_lo[0] = make_uint4(lo[0], lo[1], lo[2], lo[3]); out_lo[1] = make_uint4(lo[4], lo[5], lo[6], lo[7]);
     out_hi[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]); out_hi[1] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
 }
+"""#)
+
+    /// The 4-bit GEMV on AutoGPTQ's packing (layers the tiled layout does not fit).
+    static let fastGEMV = KernelSource(name: "linear-gemv4", code: KernelPrelude.source + #"""
+
+// ---- 4-bit GEMV, the decode fast path ------------------------------------------
+// y[b, n] = sum_k x[b, k] * scale[g, n] * (q[k, n] - zero[g, n]), for B rows of x.
+// Block: TX × (256/TX) threads over TX·4 columns; each thread owns 4 adjacent columns and
+// reads them as one 16-byte load per packed row (8 k × 4 n). threadIdx.y splits K in chunks
+// of R packed rows (R·8 k, inside one group), R loads in flight before the first use.
+// Narrow blocks (TX 2 or 4) give narrow layers enough blocks to fill the GPU.
+// Nibbles become half2 (k, k+4) pairs with the 0x6400 magic number; subtracting
+// (1024 + zero) leaves exact q − zero, scaled in fp16 like a dequantized weight; the
+// products of two packed rows (8 per half2 lane) are summed in half2, then in fp32.
+// Act-order checkpoints arrive with rows sorted by group (and x permuted to match).
+template <int B, int R, int TX>
+__device__ __forceinline__ void gemv_q4(const uint4 *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
+                                        const half_t *__restrict__ scales, const half_t *__restrict__ x, int ldx,
+                                        half_t *__restrict__ y, int ldy, const half_t *__restrict__ bias,
+                                        int K, int N, int group_size, int zero_offset) {
+    constexpr int TY = 256 / TX, COLS = TX * 4;
+    __shared__ float partial[TY][B][COLS];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int n0 = (blockIdx.x * TX + tx) * 4;
+    float acc[4][B];
+    #pragma unroll
+    for (int j = 0; j < 4; j++)
+        #pragma unroll
+        for (int b = 0; b < B; b++) acc[j][b] = 0.f;
+
+    if (n0 < N) {
+        const int chunks = K / (8 * R);
+        const int rows_per_group = group_size / 8;
+        const int row_uint4 = N / 4;
+        for (int c = ty; c < chunks; c += TY) {
+            const int row0 = c * R;
+            const int g = row0 / rows_per_group;
+            uint4 w[R];
+            #pragma unroll
+            for (int r = 0; r < R; r++) w[r] = __ldg(qweight + (size_t)(row0 + r) * row_uint4 + (n0 >> 2));
+            const uint2 sraw = __ldg((const uint2 *)(scales + (size_t)g * N + n0));
+            const uint32_t zw = __ldg(qzeros + (size_t)g * (N >> 3) + (n0 >> 3)) >> ((n0 & 7) * 4);
+            half2_t z2[4], s2[4];
+            #pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const uint32_t zh = 0x6400u + ((zw >> (4 * j)) & 0xFu) + zero_offset;
+                z2[j] = zh | (zh << 16);
+            }
+            s2[0] = (sraw.x & 0xffffu) * 0x10001u;
+            s2[1] = (sraw.x >> 16) * 0x10001u;
+            s2[2] = (sraw.y & 0xffffu) * 0x10001u;
+            s2[3] = (sraw.y >> 16) * 0x10001u;
+            #pragma unroll
+            for (int r2 = 0; r2 < R; r2 += 2) {
+                half2_t hacc[4][B];
+                #pragma unroll
+                for (int r = r2; r < r2 + 2; r++) {
+                    const int k0 = (row0 + r) * 8;
+                    half2_t xp[B][4];
+                    #pragma unroll
+                    for (int b = 0; b < B; b++) {
+                        const uint4 xv = *(const uint4 *)(x + (size_t)b * ldx + k0);
+                        xp[b][0] = prmt(xv.x, xv.z, 0x5410);  // (x0, x4)
+                        xp[b][1] = prmt(xv.x, xv.z, 0x7632);  // (x1, x5)
+                        xp[b][2] = prmt(xv.y, xv.w, 0x5410);  // (x2, x6)
+                        xp[b][3] = prmt(xv.y, xv.w, 0x7632);  // (x3, x7)
+                    }
+                    const uint32_t wc[4] = {w[r].x, w[r].y, w[r].z, w[r].w};
+                    #pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        const half2_t d0 = hmul2(hsub2(and_or(wc[j], 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
+                        const half2_t d1 = hmul2(hsub2(and_or(wc[j] >> 4, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
+                        const half2_t d2 = hmul2(hsub2(and_or(wc[j] >> 8, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
+                        const half2_t d3 = hmul2(hsub2(and_or(wc[j] >> 12, 0x000F000Fu, 0x64006400u), z2[j]), s2[j]);
+                        #pragma unroll
+                        for (int b = 0; b < B; b++) {
+                            half2_t p = r == r2 ? hmul2(d0, xp[b][0]) : hfma2(d0, xp[b][0], hacc[j][b]);
+                            p = hfma2(d1, xp[b][1], p);
+                            p = hfma2(d2, xp[b][2], p);
+                            hacc[j][b] = hfma2(d3, xp[b][3], p);
+                        }
+                    }
+                }
+                #pragma unroll
+                for (int j = 0; j < 4; j++)
+                    #pragma unroll
+                    for (int b = 0; b < B; b++) {
+                        const float2 f = h22f2(hacc[j][b]);
+                        acc[j][b] += f.x + f.y;
+                    }
+            }
+        }
+    }
+    #pragma unroll
+    for (int j = 0; j < 4; j++)
+        #pragma unroll
+        for (int b = 0; b < B; b++) partial[ty][b][tx * 4 + j] = acc[j][b];
+    __syncthreads();
+    for (int o = ty * TX + tx; o < COLS * B; o += TX * TY) {
+        const int col = o % COLS, b = o / COLS;
+        float s = 0.f;
+        #pragma unroll 8
+        for (int i = 0; i < TY; i++) s += partial[i][b][col];
+        const int n = blockIdx.x * COLS + col;
+        if (n < N) {
+            if (bias) s += h2f(bias[n]);
+            y[(size_t)b * ldy + n] = f2h(s);
+        }
+    }
+}
+
+#define GEMV_Q4(B, R, TX)                                                                                     \
+extern "C" __global__ void __launch_bounds__(256) gemv_q4_b##B##_r##R##_t##TX(                                \
+    const uint4 *qweight, const uint32_t *qzeros, const half_t *scales, const half_t *x, int ldx,             \
+    half_t *y, int ldy, const half_t *bias, int K, int N, int group_size, int zero_offset) {                 \
+    gemv_q4<B, R, TX>(qweight, qzeros, scales, x, ldx, y, ldy, bias, K, N, group_size, zero_offset);        \
+}
+#define GEMV_Q4_R(B, TX) GEMV_Q4(B, 4, TX) GEMV_Q4(B, 8, TX) GEMV_Q4(B, 16, TX)
+#define GEMV_Q4_ALL(B) GEMV_Q4_R(B, 2) GEMV_Q4_R(B, 4) GEMV_Q4_R(B, 8)
+GEMV_Q4_ALL(1) GEMV_Q4_ALL(2) GEMV_Q4_ALL(3) GEMV_Q4_ALL(4)
+GEMV_Q4_ALL(5) GEMV_Q4_ALL(6) GEMV_Q4_ALL(7) GEMV_Q4_ALL(8)
+"""#)
+
+    /// The any-width GEMV and the GPTQ dequantizer for cuBLAS.
+    static let generic = KernelSource(name: "linear-generic", code: KernelPrelude.source + #"""
 
 // ---- any-width GEMV (2, 3, 4, 8 bits, any g_idx): correct first ---------------
 // Block 32 × 8: threadIdx.x is the column, threadIdx.y splits K.
@@ -433,6 +443,10 @@ extern "C" __global__ void dequantize_gptq(const uint32_t *__restrict__ qweight,
         w[(size_t)row * N + n] = f2h(value);
     }
 }
+"""#)
+
+    /// What every model uses: the act-order gather, the float16 GEMV, bias, benchmark fills.
+    static let common = KernelSource(name: "linear-common", code: KernelPrelude.source + #"""
 
 // ---- x[:, perm] for act-order 4-bit layers -----------------------------------------
 extern "C" __global__ void gather_columns(const half_t *__restrict__ x, int ldx, const int32_t *__restrict__ perm,
