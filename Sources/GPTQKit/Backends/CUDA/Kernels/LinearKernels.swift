@@ -1,6 +1,8 @@
-/// The linear layers' kernels, in four sources that NVRTC compiles on first use, each alone
-/// (all at once took about a minute on an H100): a model's first command compiles only what
-/// its layers use.
+import Synchronization
+
+/// The linear layers' kernels, in sources that NVRTC compiles on first use, each alone (all
+/// at once took about a minute on an H100): a model's first command compiles only what its
+/// layers use.
 ///
 /// GPTQ tensors are AutoGPTQ's: qweight [K·bits/32, N] int32 packed along the input
 /// dimension as a little-endian bit stream (value k at bit k·bits of column n), qzeros
@@ -237,8 +239,18 @@ extern "C" __global__ void dequantize_q4_tiled(const uint4 *__restrict__ tiles, 
 }
 """#)
 
-    /// The 4-bit GEMV on AutoGPTQ's packing (layers the tiled layout does not fit).
-    static let fastGEMV = KernelSource(name: "linear-gemv4", code: KernelPrelude.source + #"""
+    /// The 4-bit GEMV on AutoGPTQ's packing (layers the tiled layout does not fit), kernel
+    /// `gemv_q4_b{rows}_r{chunk}_t{width}` alone in its source: its 72 variants took 52 s to
+    /// compile together on an H100, and a model uses a few.
+    static func fastGEMV(rows: Int, chunk: Int, width: Int) -> KernelSource {
+        let name = "linear-gemv4-b\(rows)-r\(chunk)-t\(width)"
+        if let source = fastGEMVSources.withLock({ $0[name] }) { return source }
+        let source = KernelSource(name: name, code: fastGEMVTemplate + "GEMV_Q4(\(rows), \(chunk), \(width))\n")
+        fastGEMVSources.withLock { $0[name] = source }
+        return source
+    }
+    private static let fastGEMVSources = Mutex<[String: KernelSource]>([:])
+    private static let fastGEMVTemplate = KernelPrelude.source + #"""
 
 // ---- 4-bit GEMV, the decode fast path ------------------------------------------
 // y[b, n] = sum_k x[b, k] * scale[g, n] * (q[k, n] - zero[g, n]), for B rows of x.
@@ -352,11 +364,8 @@ extern "C" __global__ void __launch_bounds__(256) gemv_q4_b##B##_r##R##_t##TX(  
     half_t *y, int ldy, const half_t *bias, int K, int N, int group_size, int zero_offset) {                 \
     gemv_q4<B, R, TX>(qweight, qzeros, scales, x, ldx, y, ldy, bias, K, N, group_size, zero_offset);        \
 }
-#define GEMV_Q4_R(B, TX) GEMV_Q4(B, 4, TX) GEMV_Q4(B, 8, TX) GEMV_Q4(B, 16, TX)
-#define GEMV_Q4_ALL(B) GEMV_Q4_R(B, 2) GEMV_Q4_R(B, 4) GEMV_Q4_R(B, 8)
-GEMV_Q4_ALL(1) GEMV_Q4_ALL(2) GEMV_Q4_ALL(3) GEMV_Q4_ALL(4)
-GEMV_Q4_ALL(5) GEMV_Q4_ALL(6) GEMV_Q4_ALL(7) GEMV_Q4_ALL(8)
-"""#)
+
+"""#
 
     /// The any-width GEMV and the GPTQ dequantizer for cuBLAS.
     static let generic = KernelSource(name: "linear-generic", code: KernelPrelude.source + #"""
