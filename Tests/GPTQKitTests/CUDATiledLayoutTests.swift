@@ -1,5 +1,5 @@
 import Testing
-import GPTQKit
+@testable import GPTQKit
 
 /// The tiled 4-bit layout of the CUDA tensor-core kernel, checked on the CPU: an emulation
 /// of what the kernel does with it (each lane's words split into A registers of
@@ -146,5 +146,23 @@ import GPTQKit
         // Outputs not a multiple of 32: one tile a warp.
         #expect(launch(4096, 4112, 32) == [1, 4, 8, 2, 2])
         #expect(CUDAGPTQLayout.tiledSharedBytes(outputTiles: 2, rowTiles: 4, warps: 8) <= 48 * 1024)
+    }
+
+    @Test func everyLaunchNamesACompiledKernel() {
+        // The tiled launches for any width and row count are instantiated in their source.
+        for (k, n) in [(576, 576), (4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672), (4096, 4112)] {
+            for rows in 1...32 {
+                let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
+                #expect(LinearKernels.tiled.code.contains("MMA_Q4_SU(\(l.stages), \(l.stageChunks))"), "\(k)x\(n) rows \(rows): \(l)")
+                #expect(l.outputTiles == 1 ? l.warps <= 16 : l.warps <= 8)
+            }
+        }
+        // A GEMV variant is its own source, instantiating exactly the kernel the layer launches.
+        let (tx, r) = CUDAGPTQLayout.fastLaunch(inFeatures: 4096, outFeatures: 4104, groupSize: 32, multiprocessors: 132)
+        let source = LinearKernels.fastGEMV(rows: 3, chunk: r, width: tx)
+        #expect(source.name == "linear-gemv4-b3-r\(r)-t\(tx)")
+        #expect(source.code.hasSuffix("GEMV_Q4(3, \(r), \(tx))\n"))
+        #expect(source.code.contains("gemv_q4_b##B##_r##R##_t##TX"))
+        #expect(LinearKernels.fastGEMV(rows: 3, chunk: r, width: tx).code == source.code)
     }
 }
