@@ -94,7 +94,7 @@ public final class KernelLibrary: @unchecked Sendable {
     public let nvrtcVersion: (major: Int, minor: Int)
     /// Loaded modules by source name, held as addresses (handles are not Sendable).
     private let modules = Mutex<[String: Int]>([:])
-    /// Told when a source compiles and how long it took (a first use takes about a minute).
+    /// Told when a source compiles and how long it took (seconds a source on an H100).
     let log: (@Sendable (String) -> Void)?
 
     /// Options every kernel is compiled with (besides the architecture).
