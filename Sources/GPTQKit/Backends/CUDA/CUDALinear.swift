@@ -262,7 +262,8 @@ public final class CUDALinear: @unchecked Sendable {
                 let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
                 let (tx, r) = CUDAGPTQLayout.fastLaunch(inFeatures: K, outFeatures: N, groupSize: groupSize,
                                                         multiprocessors: backend.device.multiprocessorCount)
-                try backend.launch("gemv_q4_b\(rows)_r\(r)_t\(tx)", in: LinearKernels.fastGEMV(rows: rows, chunk: r, width: tx), grid: ((N + 4 * tx - 1) / (4 * tx), 1, 1), block: (tx, 256 / tx, 1),
+                try backend.launch("gemv_q4_b\(rows)_r\(r)_t\(tx)", in: LinearKernels.fastGEMV(rows: rows, chunk: r, width: tx),
+                                   grid: ((N + 4 * tx - 1) / (4 * tx), 1, 1), block: (tx, 256 / tx, 1),
                                    [.buffer(qweight), .buffer(qzeros), .buffer(scales), .pointer(input), .int(inputStride),
                                     .pointer(y), .int(ldy), biasArg, .int(K), .int(N), .int(groupSize), .int(zeroOffset)])
             case .generic:
