@@ -50,9 +50,11 @@ public final class CUDAModel: @unchecked Sendable {
     init(backend: CUDABackend, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, intermediate: Int, vocab: Int, eps: Float,
          embedding: DeviceBuffer, finalNorm: DeviceBuffer, lmHead: CUDALinear, layers: [CUDADecoderLayer],
          inverseFrequencies: [Float], weightsDescription: String) throws {
-        // The decode attention kernel gives each lane at most 8 of a head's dimensions.
-        guard headDim % 2 == 0, headDim <= 256, kvHeads > 0, heads % kvHeads == 0 else {
-            throw GPTQError.unsupported("CUDA model with head dimension \(headDim) (even, at most 256 supported) and \(heads) heads over \(kvHeads) key/value heads")
+        // Decode attention reads a key 8 dimensions (16 bytes) a lane, at most 32 lanes a key;
+        // RMSNorm keeps at most 8 of a row's elements in each of its at most 1024 threads.
+        guard headDim % 8 == 0, headDim <= 256, kvHeads > 0, heads % kvHeads == 0, hidden <= 8 * 1024 else {
+            throw GPTQError.unsupported("CUDA model with hidden size \(hidden) (at most 8192 supported), head dimension \(headDim) "
+                                        + "(a multiple of 8, at most 256) and \(heads) heads over \(kvHeads) key/value heads")
         }
         self.backend = backend
         self.hidden = hidden
@@ -156,9 +158,11 @@ public final class CUDAModel: @unchecked Sendable {
 
     /// A model of the given shape with pseudo-random 4-bit group-`groupSize` layers and
     /// float16 embedding and LM head, built on the GPU (benchmarks: Llama-2-7B is hidden
-    /// 4096, 32 layers, 32 heads, intermediate 11008, vocab 32000).
+    /// 4096, 32 layers, 32 heads, intermediate 11008, vocab 32000), every layer's attention
+    /// within `window` positions when given.
     public static func random4Bit(backend: CUDABackend, hidden: Int, layers count: Int, heads: Int, kvHeads: Int,
-                                  intermediate: Int, vocab: Int, groupSize: Int = 128, halfWeights: Bool = false) throws -> CUDAModel {
+                                  intermediate: Int, vocab: Int, groupSize: Int = 128, halfWeights: Bool = false,
+                                  window: Int? = nil) throws -> CUDAModel {
         let headDim = hidden / heads
         let device = backend.device
         var seed: UInt32 = 1
@@ -175,7 +179,7 @@ public final class CUDAModel: @unchecked Sendable {
                              qkv: [PlacedLinear(linear: try q4(hidden, (heads + 2 * kvHeads) * headDim), column: 0)],
                              output: try q4(heads * headDim, hidden),
                              gateUp: [PlacedLinear(linear: try q4(hidden, 2 * intermediate), column: 0)],
-                             down: try q4(intermediate, hidden), window: nil)
+                             down: try q4(intermediate, hidden), window: window)
         }
         let embedding = try device.allocate(bytes: vocab * hidden * 2)
         try backend.fillRandomHalves(embedding, seed: next(), lo: -1, hi: 1)

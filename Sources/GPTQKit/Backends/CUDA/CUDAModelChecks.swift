@@ -18,6 +18,26 @@ extension CUDAChecks {
     /// shapes (measured 0 to 3.6e-4 on an H100).
     static let chunkBound = 1e-3
 
+    /// Decode attention at the head dimensions of real models (the fixtures have 16): random
+    /// 4-bit models, one token at a time through the decode graph against the prefill path
+    /// (RoPE, cache writes and softmax in other kernels) on the same 40 tokens: head dimension
+    /// 128 with 4 query heads a key/value head, 64 with 2 and a sliding window of 16, 256 with 1.
+    static func decodeAttention(backend: CUDABackend) throws -> [CUDACheckResult] {
+        let shapes: [(hidden: Int, heads: Int, kvHeads: Int, window: Int?)] = [(1024, 8, 2, nil), (512, 8, 4, 16), (1024, 4, 4, nil)]
+        return try shapes.map { shape in
+            let model = try CUDAModel.random4Bit(backend: backend, hidden: shape.hidden, layers: 2, heads: shape.heads, kvHeads: shape.kvHeads,
+                                                 intermediate: 1024, vocab: 640, window: shape.window)
+            let prompt = (0..<40).map { Int32($0 * 53 % 640) }
+            let prefill = try model.makeSession(capacity: 48).forward(prompt, allLogits: true)
+            let session = try model.makeSession(capacity: 48)
+            var decode: [Float] = []
+            for token in prompt { decode += try session.forward([token], allLogits: false) }
+            let window = shape.window.map { ", window \($0)" } ?? ""
+            return CUDACheckResult(name: "random 4-bit model, head dimension \(model.headDim), \(shape.heads / shape.kvHeads) q heads a kv head\(window): "
+                                   + "decode graph vs prefill logits, 40 tokens", relativeError: relativeError(decode, prefill), bound: float16Bound)
+        }
+    }
+
     public static func models(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
         var results: [CUDACheckResult] = []
         for arch in ["llama", "mistral", "qwen2", "qwen3"] {
@@ -93,6 +113,7 @@ extension CUDAChecks {
             results.append(CUDACheckResult(name: "\(arch) layerForward(0) vs transformers' hidden state", relativeError: relativeError(layerOut, after), bound: float16Bound))
         }
         results += try sampling(backend: backend, fixtures: fixtures)
+        results += try decodeAttention(backend: backend)
         for variant in ["w4_g32_descact_asym", "w3_perchannel_sym", "w8_g32_sym", "w2_g32_asym"] {
             let folder = FileIO.join(fixtures, "autogptq_ckpt", variant)
             let model = try CUDAModel.load(folder: folder, backend: backend)

@@ -48,11 +48,6 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         guard capacity >= 1, prefillChunk >= 2 else {
             throw GPTQError.invalidArgument("CUDA session capacity \(capacity) and prefill chunk \(prefillChunk) must be at least 1 and 2")
         }
-        let attentionBytes = Self.decodeAttentionSharedBytes(headDim: model.headDim, capacity: capacity)
-        guard attentionBytes <= model.backend.device.maxSharedMemoryPerBlock else {
-            throw GPTQError.unsupported("CUDA session capacity \(capacity): decode attention keeps one score per position in shared memory, "
-                                        + "\(attentionBytes) bytes; this GPU allows \(model.backend.device.maxSharedMemoryPerBlock)")
-        }
         self.model = model
         self.batch = batch
         self.capacity = capacity
@@ -256,12 +251,12 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try launch("embed", grid: (batch, 1, 1), block: (256, 1, 1), [.buffer(tokens), .buffer(m.embedding), .buffer(x), .int(m.hidden)])
         for (i, layer) in m.layers.enumerated() {
             try attentionInput(i, layer, rows: batch, scratch: decodeScratch)
-            try launch("rope_qkv", grid: (batch, m.heads + m.kvHeads, 1), block: (64, 1, 1), ropeArgs(layer: i, decodeRows: true, sequence: 0))
             try launch("attention_decode", grid: (m.heads, batch, 1), block: (32 * Self.decodeAttentionWarps, 1, 1),
-                       sharedBytes: Self.decodeAttentionSharedBytes(headDim: m.headDim, capacity: capacity),
-                       [.buffer(qkv), .int(m.qkvWidth), .buffer(keys[i]), .buffer(values[i]), .buffer(attention), .int(m.heads * m.headDim),
-                        .buffer(positionBuffer), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .int(capacity),
-                        .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0)])
+                       sharedBytes: Self.decodeAttentionSharedBytes(headDim: m.headDim), overlapping: true,
+                       [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(m.heads),
+                        .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
+                        .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(m.eps),
+                        .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0), .buffer(attention), .int(m.heads * m.headDim)])
             try attentionOutputAndMLP(layer, rows: batch, scratch: decodeScratch)
         }
         try finalLogits(rows: batch, firstRow: 0, scratch: decodeScratch)
@@ -326,7 +321,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
                               observe: ((LinearInput, CUdeviceptr, Int) throws -> Void)?) throws {
         let m = model, layer = m.layers[i]
         try attentionInput(i, layer, rows: rows, scratch: prefillScratch, previous: previous) { try observe?(.attention, $0, $1) }
-        try launch("rope_qkv", grid: (rows, m.heads + m.kvHeads, 1), block: (64, 1, 1), ropeArgs(layer: i, decodeRows: false, sequence: sequence))
+        try launch("rope_qkv", grid: (rows, m.heads + m.kvHeads, 1), block: (64, 1, 1), ropeArgs(layer: i, sequence: sequence))
         let L = p0 + rows
         let scores = try prefillScratch.buffer("scores", bytes: m.heads * rows * L * 4)
         let probabilities = try prefillScratch.buffer("probabilities", bytes: m.heads * rows * L * 2)
@@ -362,7 +357,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     private func attentionInput(_ index: Int, _ layer: CUDADecoderLayer, rows: Int, scratch: CUDAScratch, previous: Bool? = nil,
                                 observe: (CUdeviceptr, Int) throws -> Void = { _, _ in }) throws {
         let m = model
-        try launch("add_rmsnorm", grid: (rows, 1, 1), block: (normThreads, 1, 1),
+        try launch("add_rmsnorm", grid: (rows, 1, 1), block: (normThreads, 1, 1), overlapping: true,
                    [.buffer(x), .pointer((previous ?? (index > 0)) ? projected.address : 0), .int(m.hidden), .buffer(layer.inputNorm),
                     .buffer(normed), .int(m.hidden), .float32(m.eps)])
         try observe(normed.address, m.hidden)
@@ -378,14 +373,14 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         let m = model
         try observe(.outputProjection, attention.address, m.heads * m.headDim)
         try layer.output.forward(x: attention.address, ldx: m.heads * m.headDim, rows: rows, y: projected.address, ldy: m.hidden, scratch: scratch)
-        try launch("add_rmsnorm", grid: (rows, 1, 1), block: (normThreads, 1, 1),
+        try launch("add_rmsnorm", grid: (rows, 1, 1), block: (normThreads, 1, 1), overlapping: true,
                    [.buffer(x), .buffer(projected), .int(m.hidden), .buffer(layer.postAttentionNorm), .buffer(normed), .int(m.hidden), .float32(m.eps)])
         try observe(.mlp, normed.address, m.hidden)
         for part in layer.gateUp {
             try part.linear.forward(x: normed.address, ldx: m.hidden, rows: rows, y: gateUp.address + CUdeviceptr(part.column * 2),
                                     ldy: 2 * m.intermediate, scratch: scratch)
         }
-        try launch("silu_mul", grid: (min((m.intermediate + 255) / 256, 64), rows, 1), block: (256, 1, 1),
+        try launch("silu_mul", grid: (min((m.intermediate + 255) / 256, 64), rows, 1), block: (256, 1, 1), overlapping: true,
                    [.buffer(gateUp), .int(2 * m.intermediate), .int(m.intermediate), .buffer(activated)])
         try observe(.downProjection, activated.address, m.intermediate)
         try layer.down.forward(x: activated.address, ldx: m.intermediate, rows: rows, y: projected.address, ldy: m.hidden, scratch: scratch)
@@ -395,23 +390,27 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     /// of rows firstRow..<firstRow+rows into float32 logits rows 0..<rows.
     private func finalLogits(rows: Int, firstRow: Int, scratch: CUDAScratch) throws {
         let m = model
-        try launch("add_rmsnorm", grid: (firstRow + rows, 1, 1), block: (normThreads, 1, 1),
+        try launch("add_rmsnorm", grid: (firstRow + rows, 1, 1), block: (normThreads, 1, 1), overlapping: true,
                    [.buffer(x), .buffer(projected), .int(m.hidden), .buffer(m.finalNorm), .buffer(normed), .int(m.hidden), .float32(m.eps)])
         try m.lmHead.forward(x: normed.address + CUdeviceptr(firstRow * m.hidden * 2), ldx: m.hidden, rows: rows, y: logits.address,
                              ldy: m.vocab, scratch: scratch, f32Output: true)
     }
 
-    /// Decode attention's warps, and its shared memory: the query, every key's score and each
-    /// warp's partial output.
+    /// Decode attention's warps, and its shared memory: the query (float32), the new key and
+    /// value (float16), and each warp's running max, sum and partial output per slot lane
+    /// (lanes: a key's head dimension over 8, rounded up to a power of two).
     static let decodeAttentionWarps = 8
-    static func decodeAttentionSharedBytes(headDim: Int, capacity: Int) -> Int { (headDim * (1 + decodeAttentionWarps) + capacity) * 4 }
+    static func decodeAttentionSharedBytes(headDim: Int) -> Int {
+        var lanes = 1
+        while lanes * 8 < headDim { lanes *= 2 }
+        return (2 * headDim + decodeAttentionWarps * lanes * 10) * 4
+    }
 
     private var normThreads: Int { min(1024, max(32, (model.hidden / 4 + 31) / 32 * 32)) }
 
-    private func ropeArgs(layer i: Int, decodeRows: Bool, sequence: Int) -> [KernelArg] {
+    private func ropeArgs(layer i: Int, sequence: Int) -> [KernelArg] {
         let m = model, layer = m.layers[i]
-        return [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(decodeRows ? 1 : 0),
-                .int(sequence), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
+        return [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(sequence), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
                 .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(m.eps)]
     }
 
@@ -430,9 +429,13 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         devicePositions = values
     }
 
-    private func launch(_ name: String, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, _ args: [KernelArg]) throws {
+    /// `overlapping`: a kernel that waits for the one ahead before it reads or writes (RMSNorm,
+    /// decode attention, SwiGLU) is launched to overlap it when the backend uses dependent launch.
+    private func launch(_ name: String, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, overlapping: Bool = false,
+                        _ args: [KernelArg]) throws {
         let kernel = try backend.kernel(name, in: DecoderKernels.source)
         if sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(sharedBytes) }
-        try kernel.launch(grid: grid, block: block, sharedBytes: sharedBytes, stream: backend.stream, args)
+        try kernel.launch(grid: grid, block: block, sharedBytes: sharedBytes, stream: backend.stream,
+                          overlappingPrevious: overlapping && backend.dependentLaunch, args)
     }
 }

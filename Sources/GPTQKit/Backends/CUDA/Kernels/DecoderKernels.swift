@@ -1,10 +1,11 @@
 /// The llama decoder's other kernels: embedding, RMSNorm (with the residual add), RoPE
 /// with the KV-cache write, attention, SwiGLU, argmax. The residual stream is float32,
 /// activations entering a linear are float16. Kernels that depend on the position read
-/// it from device memory, so one captured graph serves every decode step. The kernels a
-/// linear follows (RMSNorm, decode attention, SwiGLU) call allow_dependent_grids first: the
-/// 4-bit tiled kernel behind them, launched to overlap, then starts and sets up its blocks
-/// while they run (it waits for them to finish before reading their output).
+/// it from device memory, so one captured graph serves every decode step. RMSNorm, decode
+/// attention and SwiGLU are launched to overlap the kernel ahead (they wait for it before
+/// reading its output) and call allow_dependent_grids as soon as they have waited: the
+/// 4-bit tiled kernel behind them, launched to overlap too, then starts and sets up its
+/// blocks while they run.
 enum DecoderKernels {
     static let source = KernelSource(name: "decoder", code: KernelPrelude.source + #"""
 // x[r, :] = table[tokens[r], :] (float16 table, float32 rows)
@@ -15,35 +16,55 @@ extern "C" __global__ void embed(const int32_t *__restrict__ tokens, const half_
 }
 
 // out[r, :] = float16(x[r, :] / rms(x[r, :]) * w), after x[r, :] += y[r, :] when y is given.
-extern "C" __global__ void add_rmsnorm(float *__restrict__ x, const half_t *__restrict__ y, int ldy, const float *__restrict__ w,
+// Each thread keeps its elements (at most NORM_ITEMS: H <= NORM_ITEMS · blockDim.x) in
+// registers, so x, y and w are each read once and all before the block's reduction (one
+// memory latency instead of two); w, which no kernel writes, is read before waiting for the
+// kernel ahead. Up to 1024 threads: at most 64 registers a thread.
+#define NORM_ITEMS 8
+extern "C" __global__ void __launch_bounds__(1024) add_rmsnorm(float *__restrict__ x, const half_t *__restrict__ y, int ldy, const float *__restrict__ w,
                                        half_t *__restrict__ out, int H, float eps) {
-    allow_dependent_grids();
     __shared__ float scratch[32];
     const int r = blockIdx.x;
     float *xr = x + (size_t)r * H;
+    float v[NORM_ITEMS], g[NORM_ITEMS];
+    #pragma unroll
+    for (int k = 0; k < NORM_ITEMS; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        g[k] = i < H ? w[i] : 0.f;
+    }
+    wait_for_prior_grids();
+    allow_dependent_grids();
+    #pragma unroll
+    for (int k = 0; k < NORM_ITEMS; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        v[k] = i < H ? xr[i] + (y ? h2f(y[(size_t)r * ldy + i]) : 0.f) : 0.f;
+    }
     float ss = 0.f;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) {
-        float v = xr[i];
-        if (y) { v += h2f(y[(size_t)r * ldy + i]); xr[i] = v; }
-        ss += v * v;
+    #pragma unroll
+    for (int k = 0; k < NORM_ITEMS; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (y && i < H) xr[i] = v[k];
+        ss += v[k] * v[k];
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / H + eps);
-    for (int i = threadIdx.x; i < H; i += blockDim.x) out[(size_t)r * H + i] = f2h(xr[i] * inv * w[i]);
+    #pragma unroll
+    for (int k = 0; k < NORM_ITEMS; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i < H) out[(size_t)r * H + i] = f2h(v[k] * inv * g[k]);
+    }
 }
 
-// Per row r (a token of sequence `seq` at position pos[seq] + r, or with decode_rows
-// sequence r at position pos[r]) and head: optional per-head RMSNorm of q and k (Qwen3), RoPE as
-// transformers' rotate_half with angles position · inv_freq[i] in float32, q rotated in
-// place in the qkv row, k (rotated) and v written to the caches [seq][kv head][cap][D].
-// Grid (rows, H + KV), block 64.
+// Prefill: per row r (a token of sequence `seq` at position pos[seq] + r) and head: optional
+// per-head RMSNorm of q and k (Qwen3), RoPE as transformers' rotate_half with angles
+// position · inv_freq[i] in float32, q rotated in place in the qkv row, k (rotated) and v
+// written to the caches [seq][kv head][cap][D]. Grid (rows, H + KV), block 64.
 extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const float *__restrict__ inv_freq, const int32_t *__restrict__ pos,
-                                    int decode_rows, int seq, int H, int KV, int D, half_t *__restrict__ k_cache,
+                                    int seq, int H, int KV, int D, half_t *__restrict__ k_cache,
                                     half_t *__restrict__ v_cache, int cap, const float *__restrict__ q_norm,
                                     const float *__restrict__ k_norm, float eps) {
     __shared__ float scratch[32];
     const int r = blockIdx.x, head = blockIdx.y, half = D / 2;
-    const int position = decode_rows ? pos[r] : pos[seq] + r;
-    const int s = decode_rows ? r : seq;
+    const int position = pos[seq] + r;
     const bool is_q = head < H;
     half_t *v = qkv + (size_t)r * ld + (size_t)(H + KV) * D + (size_t)(head - H) * D;
     half_t *x = qkv + (size_t)r * ld + (size_t)head * D;
@@ -54,7 +75,7 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
         for (int i = threadIdx.x; i < D; i += blockDim.x) { const float t = h2f(x[i]); ss += t * t; }
         inv = rsqrtf(block_sum(ss, scratch) / D + eps);
     }
-    half_t *dst = is_q ? x : k_cache + (((size_t)s * KV + (head - H)) * cap + position) * D;
+    half_t *dst = is_q ? x : k_cache + (((size_t)seq * KV + (head - H)) * cap + position) * D;
     // Each thread reads and writes its own pair (i, i + D/2), so q can be rotated in place.
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float a = h2f(x[i]), b = h2f(x[i + half]);
@@ -66,62 +87,137 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
         dst[i + half] = f2h(rb);
     }
     if (!is_q) {
-        half_t *vdst = v_cache + (((size_t)s * KV + (head - H)) * cap + position) * D;
+        half_t *vdst = v_cache + (((size_t)seq * KV + (head - H)) * cap + position) * D;
         for (int i = threadIdx.x; i < D; i += blockDim.x) vdst[i] = v[i];
     }
 }
 
-// One query per sequence s (decode): grid (H, sequences), block 256 (8 warps), dynamic
-// shared memory (D + cap + 8·D) floats. Keys 0..pos[s] (those within `window` of it when
-// window > 0). Warp w scores keys w, w + 8, ... (lanes across the head dimension), then
-// accumulates the same keys' values with lane l owning dimensions l, l + 32, ... (D <= 256),
-// and the warps' partial outputs are summed: no thread walks every key alone.
-extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int ld, const half_t *__restrict__ k_cache,
-                                            const half_t *__restrict__ v_cache, half_t *__restrict__ out, int ldo,
-                                            const int32_t *__restrict__ pos, int H, int KV, int D, int cap, float scale, int window) {
-    allow_dependent_grids();
+// Decode: one new token a sequence, grid (H, sequences), block a multiple of 32 (256),
+// dynamic shared memory (2·D + warps · lanes · 10) floats, lanes = D/8 rounded up to a power of
+// two. Sequence s's token sits at position p = pos[s]. Its q (head h) and k, v (kv head
+// h / (H / KV)) come from the qkv row: q and k normed per head (Qwen3) and rotated as rope_qkv
+// does, rounded to float16 as prefill keeps them, and the group's first q head writes k and v
+// into the caches at p (no other block reads that position of the cache: each uses its own
+// copy). Keys start..p (start > 0 with a sliding window): a key's D halves are read 16 bytes
+// a lane by `lanes` lanes (a slot), slot i takes keys i, i + slots, ... four at a time (their
+// loads in flight together) with its own running max and sum (online softmax), and the slots
+// are merged at the end, within each warp by shuffles, then across warps.
+extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int ld, const float *__restrict__ inv_freq,
+                                            const int32_t *__restrict__ pos, int H, int KV, int D, half_t *__restrict__ k_cache,
+                                            half_t *__restrict__ v_cache, int cap, const float *__restrict__ q_norm,
+                                            const float *__restrict__ k_norm, float eps, float scale, int window,
+                                            half_t *__restrict__ out, int ldo) {
     extern __shared__ float smem[];
     __shared__ float scratch[32];
-    const int h = blockIdx.x, s = blockIdx.y, kvh = h / (H / KV);
-    const int L = pos[s] + 1, start = window > 0 ? max(0, L - window) : 0;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-    float *q = smem, *scores = smem + D, *partial = smem + D + cap;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) q[i] = h2f(qkv[(size_t)s * ld + (size_t)h * D + i]) * scale;
+    const int h = blockIdx.x, s = blockIdx.y, group = H / KV, kvh = h / group, half = D / 2;
+    float *q = smem;                                             // [D] rotated, rounded, scaled
+    half_t *k_new = (half_t *)(smem + D), *v_new = k_new + D;    // [D] each
+    float *merge = smem + 2 * D;                                 // [warps][lanes][m, l, 8 sums]
+    wait_for_prior_grids();
+    allow_dependent_grids();
+    const int p = pos[s], L = p + 1, start = window > 0 ? max(0, L - window) : 0;
+    const half_t *row = qkv + (size_t)s * ld;
+    const half_t *qh = row + (size_t)h * D, *kh = row + (size_t)(H + kvh) * D, *vh = row + (size_t)(H + KV + kvh) * D;
+    float q_inv = 1.f, k_inv = 1.f;
+    if (q_norm) {
+        float qs = 0.f, ks = 0.f;
+        for (int i = threadIdx.x; i < D; i += blockDim.x) { const float a = h2f(qh[i]), b = h2f(kh[i]); qs += a * a; ks += b * b; }
+        q_inv = rsqrtf(block_sum(qs, scratch) / D + eps);
+        k_inv = rsqrtf(block_sum(ks, scratch) / D + eps);
+    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float sn, cs;
+        sincosf((float)p * inv_freq[i], &sn, &cs);
+        float a = h2f(qh[i]), b = h2f(qh[i + half]);
+        if (q_norm) { a *= q_inv * q_norm[i]; b *= q_inv * q_norm[i + half]; }
+        q[i] = h2f(f2h(a * cs - b * sn)) * scale;
+        q[i + half] = h2f(f2h(b * cs + a * sn)) * scale;
+        a = h2f(kh[i]); b = h2f(kh[i + half]);
+        if (k_norm) { a *= k_inv * k_norm[i]; b *= k_inv * k_norm[i + half]; }
+        k_new[i] = f2h(a * cs - b * sn);
+        k_new[i + half] = f2h(b * cs + a * sn);
+    }
+    for (int i = threadIdx.x; i < D; i += blockDim.x) v_new[i] = vh[i];
     __syncthreads();
-    const half_t *K = k_cache + ((size_t)s * KV + kvh) * cap * D;
-    const half_t *V = v_cache + ((size_t)s * KV + kvh) * cap * D;
-    float local_max = -3.0e38f;
-    for (int j = start + warp; j < L; j += warps) {
-        float dot = 0.f;
-        for (int d = lane; d < D; d += 32) dot += q[d] * h2f(K[(size_t)j * D + d]);
-        dot = warp_sum(dot);
-        if (lane == 0) scores[j - start] = dot;
-        local_max = fmaxf(local_max, dot);
-    }
-    const float m = block_max(local_max, scratch);
-    float local_sum = 0.f;
-    for (int j = start + threadIdx.x; j < L; j += blockDim.x) {
-        const float e = __expf(scores[j - start] - m);
-        scores[j - start] = e;
-        local_sum += e;
-    }
-    const float inv = 1.f / block_sum(local_sum, scratch);
-    float acc[8];
+    const size_t head_base = ((size_t)s * KV + kvh) * cap * D;
+    if (h % group == 0)
+        for (int i = threadIdx.x; i < D; i += blockDim.x) {
+            k_cache[head_base + (size_t)p * D + i] = k_new[i];
+            v_cache[head_base + (size_t)p * D + i] = v_new[i];
+        }
+
+    int lanes = 1;
+    while (lanes * 8 < D) lanes <<= 1;
+    const int slots = blockDim.x / lanes, slot = threadIdx.x / lanes, sub = threadIdx.x % lanes;
+    const bool active = sub * 8 < D;
+    float qr[8], acc[8], m = -3.0e38f, l = 0.f;
     #pragma unroll
-    for (int c = 0; c < 8; c++) acc[c] = 0.f;
-    for (int j = start + warp; j < L; j += warps) {
-        const float p = scores[j - start];
-        const half_t *row = V + (size_t)j * D;
+    for (int e = 0; e < 8; e++) { qr[e] = active ? q[sub * 8 + e] : 0.f; acc[e] = 0.f; }
+    const half_t *K = k_cache + head_base + sub * 8, *V = v_cache + head_base + sub * 8;
+    // Every thread runs the same number of rounds (the shuffles need whole warps).
+    for (int j00 = start; j00 < L; j00 += 4 * slots) {
+        uint4 kw[4], vw[4];
         #pragma unroll
-        for (int c = 0; c < 8; c++) if (lane + 32 * c < D) acc[c] += p * h2f(row[lane + 32 * c]);
+        for (int u = 0; u < 4; u++) {
+            const int j = j00 + slot + u * slots;
+            kw[u] = vw[u] = make_uint4(0u, 0u, 0u, 0u);
+            if (j < L && active) {
+                kw[u] = j == p ? *(const uint4 *)(k_new + sub * 8) : *(const uint4 *)(K + (size_t)j * D);
+                vw[u] = j == p ? *(const uint4 *)(v_new + sub * 8) : *(const uint4 *)(V + (size_t)j * D);
+            }
+        }
+        #pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const uint32_t kk[4] = {kw[u].x, kw[u].y, kw[u].z, kw[u].w}, vv[4] = {vw[u].x, vw[u].y, vw[u].z, vw[u].w};
+            float dot = 0.f;
+            #pragma unroll
+            for (int e = 0; e < 4; e++) { const float2 f = h22f2(kk[e]); dot += qr[2 * e] * f.x + qr[2 * e + 1] * f.y; }
+            for (int o = lanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+            if (j00 + slot + u * slots < L) {
+                const float mn = fmaxf(m, dot), c = __expf(m - mn), w = __expf(dot - mn);
+                l = l * c + w;
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float2 f = h22f2(vv[e]);
+                    acc[2 * e] = acc[2 * e] * c + w * f.x;
+                    acc[2 * e + 1] = acc[2 * e + 1] * c + w * f.y;
+                }
+                m = mn;
+            }
+        }
     }
-    #pragma unroll
-    for (int c = 0; c < 8; c++) if (lane + 32 * c < D) partial[warp * D + lane + 32 * c] = acc[c];
+    for (int o = lanes; o < 32; o <<= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
+        const float mn = fmaxf(m, m2), c1 = __expf(m - mn), c2 = __expf(m2 - mn);
+        l = l * c1 + l2 * c2;
+        #pragma unroll
+        for (int e = 0; e < 8; e++) acc[e] = acc[e] * c1 + __shfl_xor_sync(0xffffffffu, acc[e], o) * c2;
+        m = mn;
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    if (lane < lanes) {
+        float *r = merge + (warp * lanes + lane) * 10;
+        r[0] = m; r[1] = l;
+        #pragma unroll
+        for (int e = 0; e < 8; e++) r[2 + e] = acc[e];
+    }
     __syncthreads();
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float t = 0.f;
-        for (int w = 0; w < warps; w++) t += partial[w * D + d];
-        out[(size_t)s * ldo + (size_t)h * D + d] = f2h(t * inv);
+    if (warp == 0 && lane < lanes && active) {
+        float M = -3.0e38f, total = 0.f, o[8];
+        for (int w = 0; w < warps; w++) M = fmaxf(M, merge[(w * lanes + lane) * 10]);
+        #pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = 0.f;
+        for (int w = 0; w < warps; w++) {
+            const float *r = merge + (w * lanes + lane) * 10, c = __expf(r[0] - M);
+            total += r[1] * c;
+            #pragma unroll
+            for (int e = 0; e < 8; e++) o[e] += r[2 + e] * c;
+        }
+        const float inv = 1.f / total;
+        uint32_t packed[4];
+        #pragma unroll
+        for (int e = 0; e < 4; e++) packed[e] = (uint32_t)f2h(o[2 * e] * inv) | ((uint32_t)f2h(o[2 * e + 1] * inv) << 16);
+        *(uint4 *)(out + (size_t)s * ldo + (size_t)h * D + lane * 8) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
     }
 }
 
@@ -147,6 +243,7 @@ extern "C" __global__ void softmax_causal(const float *__restrict__ S, half_t *_
 
 // out[r, i] = silu(gate[r, i]) · up[r, i], with gate and up side by side in one row of gu.
 extern "C" __global__ void silu_mul(const half_t *__restrict__ gu, int ld, int I, half_t *__restrict__ out) {
+    wait_for_prior_grids();
     allow_dependent_grids();
     const int r = blockIdx.y;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < I; i += gridDim.x * blockDim.x) {
