@@ -88,8 +88,11 @@ struct GPUBenchCommand: ParsableCommand {
     @Flag(help: "Time the linear kernels and the copy bandwidth.")
     var kernels = false
 
-    @Flag(help: "Time decode (batch 1 and 8, 32-token prompt) and a 2048-token prefill of a Llama-2-7B-shaped 4-bit model with random weights.")
+    @Flag(help: "Time decode (batch 1 and 8, after --prompt-tokens) and a 2048-token prefill of a Llama-2-7B-shaped 4-bit model with random weights.")
     var model = false
+
+    @Option(help: "--model: the prompt each sequence has before the timed decode steps, in tokens.")
+    var promptTokens = 32
 
     @Flag(help: "Time GPTQ on the GPU for Llama-2-7B-shaped layers (random weights and activations): Hessians and the 7 linears.")
     var quantize = false
@@ -115,6 +118,10 @@ struct GPUBenchCommand: ParsableCommand {
     @Option(help: "Write the report to this file too.")
     var log: String?
 
+    func validate() throws {
+        guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1 (got \(promptTokens))") }
+    }
+
     func run() throws {
         let report = ReportLog(path: log)
         let backend = try CUDABackend(log: printToStandardError)
@@ -137,7 +144,7 @@ struct GPUBenchCommand: ParsableCommand {
                 backend.dependentLaunch = dependent
                 let launches = dependent ? "dependent launch" : "plain launch"
                 for batch in [1, 8] {
-                    let t = try CUDABenchmarks.decode(model: m, batch: batch)
+                    let t = try CUDABenchmarks.decode(model: m, batch: batch, promptTokens: promptTokens)
                     let perStep = t.seconds / Double(t.steps)
                     report("decode batch \(batch), \(launches): \(Int(t.tokensPerSecond.rounded())) tokens/s (\(Int((Double(t.steps) / t.seconds).rounded())) steps/s, "
                            + "\(Int((Double(m.weightBytes) / perStep / 1e9).rounded())) GB/s of weights) after a \(t.promptTokens)-token prompt")

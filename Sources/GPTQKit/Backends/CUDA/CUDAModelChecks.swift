@@ -20,21 +20,26 @@ extension CUDAChecks {
 
     /// Decode attention at the head dimensions of real models (the fixtures have 16): random
     /// 4-bit models, one token at a time through the decode graph against the prefill path
-    /// (RoPE, cache writes and softmax in other kernels) on the same 40 tokens: head dimension
-    /// 128 with 4 query heads a key/value head, 64 with 2 and a sliding window of 16, 256 with 1.
+    /// (RoPE, cache writes and softmax in other kernels) on the same tokens: head dimension 128
+    /// with 4 query heads a key/value head, 64 with 2 and a sliding window, 256 with 1; over 40
+    /// tokens (one block a head) and over 700–1000 (the context split over up to 4 blocks).
     static func decodeAttention(backend: CUDABackend) throws -> [CUDACheckResult] {
-        let shapes: [(hidden: Int, heads: Int, kvHeads: Int, window: Int?)] = [(1024, 8, 2, nil), (512, 8, 4, 16), (1024, 4, 4, nil)]
+        let shapes: [(hidden: Int, heads: Int, kvHeads: Int, window: Int?, tokens: Int)] = [
+            (1024, 8, 2, nil, 40), (512, 8, 4, 16, 40), (1024, 4, 4, nil, 40),
+            (1024, 8, 2, nil, 1000), (512, 8, 4, 300, 1000), (1024, 4, 4, nil, 700),
+        ]
         return try shapes.map { shape in
             let model = try CUDAModel.random4Bit(backend: backend, hidden: shape.hidden, layers: 2, heads: shape.heads, kvHeads: shape.kvHeads,
                                                  intermediate: 1024, vocab: 640, window: shape.window)
-            let prompt = (0..<40).map { Int32($0 * 53 % 640) }
-            let prefill = try model.makeSession(capacity: 48).forward(prompt, allLogits: true)
-            let session = try model.makeSession(capacity: 48)
+            let prompt = (0..<shape.tokens).map { Int32($0 * 53 % 640) }
+            let prefill = try model.makeSession(capacity: shape.tokens + 8).forward(prompt, allLogits: true)
+            let session = try model.makeSession(capacity: shape.tokens + 8)
             var decode: [Float] = []
             for token in prompt { decode += try session.forward([token], allLogits: false) }
             let window = shape.window.map { ", window \($0)" } ?? ""
             return CUDACheckResult(name: "random 4-bit model, head dimension \(model.headDim), \(shape.heads / shape.kvHeads) q heads a kv head\(window): "
-                                   + "decode graph vs prefill logits, 40 tokens", relativeError: relativeError(decode, prefill), bound: float16Bound)
+                                   + "decode graph vs prefill logits, \(shape.tokens) tokens (\(session.attentionSplits) attention blocks a head at most)",
+                                   relativeError: relativeError(decode, prefill), bound: float16Bound)
         }
     }
 

@@ -34,6 +34,10 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     /// int32 [batch]: each sequence's position (the decode graph advances them).
     let positionBuffer: DeviceBuffer
     let keys: [DeviceBuffer], values: [DeviceBuffer]
+    /// Decode attention's blocks a head and sequence at most (a long context is split over
+    /// them), their partial results and per-head arrival counters (zero between launches).
+    let attentionSplits: Int
+    let attentionPartials: DeviceBuffer, attentionCounters: DeviceBuffer
     private var decodeGraph: CUDAGraph?
     /// What the token and position buffers are known to hold (nil: unknown), so that a
     /// greedy loop feeding back the device's own argmax uploads nothing.
@@ -71,7 +75,12 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         let cacheBytes = batch * model.kvHeads * capacity * model.headDim * 2
         keys = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
         values = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
+        attentionSplits = Self.decodeAttentionSplits(capacity: capacity, blocksWithoutSplitting: model.heads * batch,
+                                                     multiprocessors: device.multiprocessorCount)
+        attentionPartials = try device.allocate(bytes: batch * model.heads * attentionSplits * (2 + model.headDim) * 4)
+        attentionCounters = try device.allocate(bytes: batch * model.heads * 4)
         nextTokens = [Int32](repeating: 0, count: batch)
+        try attentionCounters.fill(byte: 0, stream: backend.stream)
     }
 
     public func rewind(to position: Int) { positions[0] = min(max(0, position), positions[0]) }
@@ -251,12 +260,13 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try launch("embed", grid: (batch, 1, 1), block: (256, 1, 1), [.buffer(tokens), .buffer(m.embedding), .buffer(x), .int(m.hidden)])
         for (i, layer) in m.layers.enumerated() {
             try attentionInput(i, layer, rows: batch, scratch: decodeScratch)
-            try launch("attention_decode", grid: (m.heads, batch, 1), block: (32 * Self.decodeAttentionWarps, 1, 1),
+            try launch("attention_decode", grid: (m.heads, batch, attentionSplits), block: (32 * Self.decodeAttentionWarps, 1, 1),
                        sharedBytes: Self.decodeAttentionSharedBytes(headDim: m.headDim), overlapping: true,
                        [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(m.heads),
                         .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
                         .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(m.eps),
-                        .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0), .buffer(attention), .int(m.heads * m.headDim)])
+                        .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0), .buffer(attention), .int(m.heads * m.headDim),
+                        .buffer(attentionPartials), .buffer(attentionCounters)])
             try attentionOutputAndMLP(layer, rows: batch, scratch: decodeScratch)
         }
         try finalLogits(rows: batch, firstRow: 0, scratch: decodeScratch)
@@ -400,6 +410,15 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     /// value (float16), and each warp's running max, sum and partial output per slot lane
     /// (lanes: a key's head dimension over 8, rounded up to a power of two).
     static let decodeAttentionWarps = 8
+    /// Blocks a head and sequence: enough for about two blocks a multiprocessor over all heads
+    /// and sequences, at most one for every 256 positions of capacity (the kernel's least keys
+    /// a split) and 32. Measured on the 7B shape after a 2000-token prompt (BENCHMARKS.md):
+    /// batch 1 gains most from 9 (the capacity's limit), batch 8 is flat from 1 to 3 and loses
+    /// at 9.
+    static func decodeAttentionSplits(capacity: Int, blocksWithoutSplitting: Int, multiprocessors: Int) -> Int {
+        let wanted = (2 * multiprocessors + blocksWithoutSplitting - 1) / blocksWithoutSplitting
+        return max(1, min(32, (capacity + 255) / 256, wanted))
+    }
     static func decodeAttentionSharedBytes(headDim: Int) -> Int {
         var lanes = 1
         while lanes * 8 < headDim { lanes *= 2 }

@@ -92,30 +92,44 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
     }
 }
 
-// Decode: one new token a sequence, grid (H, sequences), block a multiple of 32 (256),
-// dynamic shared memory (2·D + warps · lanes · 10) floats, lanes = D/8 rounded up to a power of
-// two. Sequence s's token sits at position p = pos[s]. Its q (head h) and k, v (kv head
-// h / (H / KV)) come from the qkv row: q and k normed per head (Qwen3) and rotated as rope_qkv
-// does, rounded to float16 as prefill keeps them, and the group's first q head writes k and v
-// into the caches at p (no other block reads that position of the cache: each uses its own
-// copy). Keys start..p (start > 0 with a sliding window): a key's D halves are read 16 bytes
-// a lane by `lanes` lanes (a slot), slot i takes keys i, i + slots, ... four at a time (their
-// loads in flight together) with its own running max and sum (online softmax), and the slots
-// are merged at the end, within each warp by shuffles, then across warps.
+// Decode: one new token a sequence, grid (H, sequences, splits), block a multiple of 32
+// (256), dynamic shared memory (2·D + warps · lanes · 10) floats, lanes = D/8 rounded up to a
+// power of two. Sequence s's token sits at position p = pos[s]. Its q (head h) and k, v (kv
+// head h / (H / KV)) come from the qkv row: q and k normed per head (Qwen3) and rotated as
+// rope_qkv does, rounded to float16 as prefill keeps them, and the group's first q head
+// writes k and v into the caches at p (no other block reads that position of the cache: each
+// uses its own copy). Keys start..p (start > 0 with a sliding window) are split into chunks
+// of whole rounds, at least SPLIT_MIN_KEYS keys, over at most `splits` blocks (gridDim.z; the
+// others return at once), so a long context is read by many blocks. In a block, a key's D
+// halves are read 16 bytes a lane by `lanes` lanes (a slot), slot i takes keys i, i + slots,
+// ... four at a time (their loads in flight together) with its own running max and sum
+// (online softmax), and the slots are merged, within each warp by shuffles, then across
+// warps. One chunk: the block writes the output. Several: each writes its max, sum and
+// unnormalized output to partials [sequence][head][split][2 + D], and the last to finish
+// (counters [sequence][head], left at 0 again) merges them in split order.
+#define SPLIT_MIN_KEYS 256
 extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int ld, const float *__restrict__ inv_freq,
                                             const int32_t *__restrict__ pos, int H, int KV, int D, half_t *__restrict__ k_cache,
                                             half_t *__restrict__ v_cache, int cap, const float *__restrict__ q_norm,
                                             const float *__restrict__ k_norm, float eps, float scale, int window,
-                                            half_t *__restrict__ out, int ldo) {
+                                            half_t *__restrict__ out, int ldo, float *__restrict__ partials, int *__restrict__ counters) {
     extern __shared__ float smem[];
     __shared__ float scratch[32];
-    const int h = blockIdx.x, s = blockIdx.y, group = H / KV, kvh = h / group, half = D / 2;
+    __shared__ int last_block;
+    const int h = blockIdx.x, s = blockIdx.y, z = blockIdx.z, group = H / KV, kvh = h / group, half = D / 2;
     float *q = smem;                                             // [D] rotated, rounded, scaled
     half_t *k_new = (half_t *)(smem + D), *v_new = k_new + D;    // [D] each
     float *merge = smem + 2 * D;                                 // [warps][lanes][m, l, 8 sums]
     wait_for_prior_grids();
     allow_dependent_grids();
     const int p = pos[s], L = p + 1, start = window > 0 ? max(0, L - window) : 0;
+    int lanes = 1;
+    while (lanes * 8 < D) lanes <<= 1;
+    const int slots = blockDim.x / lanes, round = 4 * slots;
+    const int chunk = (max((L - start + gridDim.z - 1) / gridDim.z, SPLIT_MIN_KEYS) + round - 1) / round * round;
+    const int splits = (L - start + chunk - 1) / chunk;
+    if (z >= splits) return;
+    const int lo = start + z * chunk, hi = min(L, lo + chunk);
     const half_t *row = qkv + (size_t)s * ld;
     const half_t *qh = row + (size_t)h * D, *kh = row + (size_t)(H + kvh) * D, *vh = row + (size_t)(H + KV + kvh) * D;
     float q_inv = 1.f, k_inv = 1.f;
@@ -140,51 +154,56 @@ extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int 
     for (int i = threadIdx.x; i < D; i += blockDim.x) v_new[i] = vh[i];
     __syncthreads();
     const size_t head_base = ((size_t)s * KV + kvh) * cap * D;
-    if (h % group == 0)
+    if (h % group == 0 && z == 0)
         for (int i = threadIdx.x; i < D; i += blockDim.x) {
             k_cache[head_base + (size_t)p * D + i] = k_new[i];
             v_cache[head_base + (size_t)p * D + i] = v_new[i];
         }
 
-    int lanes = 1;
-    while (lanes * 8 < D) lanes <<= 1;
-    const int slots = blockDim.x / lanes, slot = threadIdx.x / lanes, sub = threadIdx.x % lanes;
+    const int slot = threadIdx.x / lanes, sub = threadIdx.x % lanes;
     const bool active = sub * 8 < D;
     float qr[8], acc[8], m = -3.0e38f, l = 0.f;
     #pragma unroll
     for (int e = 0; e < 8; e++) { qr[e] = active ? q[sub * 8 + e] : 0.f; acc[e] = 0.f; }
-    const half_t *K = k_cache + head_base + sub * 8, *V = v_cache + head_base + sub * 8;
-    // Every thread runs the same number of rounds (the shuffles need whole warps).
-    for (int j00 = start; j00 < L; j00 += 4 * slots) {
+    const uint4 *K = (const uint4 *)(k_cache + head_base + sub * 8), *V = (const uint4 *)(v_cache + head_base + sub * 8);
+    // One key's dot product with q over its slot's lanes, and the slot's online-softmax update.
+    auto attend = [&](uint4 kw, uint4 vw, bool counted) {
+        const uint32_t kk[4] = {kw.x, kw.y, kw.z, kw.w}, vv[4] = {vw.x, vw.y, vw.z, vw.w};
+        float dot = 0.f;
+        #pragma unroll
+        for (int e = 0; e < 4; e++) { const float2 f = h22f2(kk[e]); dot += qr[2 * e] * f.x + qr[2 * e + 1] * f.y; }
+        for (int o = lanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        if (counted) {
+            const float mn = fmaxf(m, dot), c = __expf(m - mn), w = __expf(dot - mn);
+            l = l * c + w;
+            #pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float2 f = h22f2(vv[e]);
+                acc[2 * e] = acc[2 * e] * c + w * f.x;
+                acc[2 * e + 1] = acc[2 * e + 1] * c + w * f.y;
+            }
+            m = mn;
+        }
+    };
+    // The cached keys of this chunk (before p, which no block of this launch writes), 16-byte
+    // loads through the read-only path; every thread runs the same rounds (the shuffles need
+    // whole warps).
+    const int cached_hi = min(hi, p);
+    for (int j00 = lo; j00 < cached_hi; j00 += round) {
         uint4 kw[4], vw[4];
         #pragma unroll
         for (int u = 0; u < 4; u++) {
             const int j = j00 + slot + u * slots;
             kw[u] = vw[u] = make_uint4(0u, 0u, 0u, 0u);
-            if (j < L && active) {
-                kw[u] = j == p ? *(const uint4 *)(k_new + sub * 8) : *(const uint4 *)(K + (size_t)j * D);
-                vw[u] = j == p ? *(const uint4 *)(v_new + sub * 8) : *(const uint4 *)(V + (size_t)j * D);
-            }
+            if (j < cached_hi && active) { kw[u] = __ldg(K + (size_t)j * (D / 8)); vw[u] = __ldg(V + (size_t)j * (D / 8)); }
         }
         #pragma unroll
-        for (int u = 0; u < 4; u++) {
-            const uint32_t kk[4] = {kw[u].x, kw[u].y, kw[u].z, kw[u].w}, vv[4] = {vw[u].x, vw[u].y, vw[u].z, vw[u].w};
-            float dot = 0.f;
-            #pragma unroll
-            for (int e = 0; e < 4; e++) { const float2 f = h22f2(kk[e]); dot += qr[2 * e] * f.x + qr[2 * e + 1] * f.y; }
-            for (int o = lanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-            if (j00 + slot + u * slots < L) {
-                const float mn = fmaxf(m, dot), c = __expf(m - mn), w = __expf(dot - mn);
-                l = l * c + w;
-                #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float2 f = h22f2(vv[e]);
-                    acc[2 * e] = acc[2 * e] * c + w * f.x;
-                    acc[2 * e + 1] = acc[2 * e + 1] * c + w * f.y;
-                }
-                m = mn;
-            }
-        }
+        for (int u = 0; u < 4; u++) attend(kw[u], vw[u], j00 + slot + u * slots < cached_hi);
+    }
+    // The new key, in the chunk that ends at p: slot 0 takes it from shared memory.
+    if (hi == L) {
+        const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+        attend(active ? *(const uint4 *)(k_new + sub * 8) : zero, active ? *(const uint4 *)(v_new + sub * 8) : zero, slot == 0);
     }
     for (int o = lanes; o < 32; o <<= 1) {
         const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
@@ -213,12 +232,40 @@ extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int 
             #pragma unroll
             for (int e = 0; e < 8; e++) o[e] += r[2 + e] * c;
         }
-        const float inv = 1.f / total;
-        uint32_t packed[4];
-        #pragma unroll
-        for (int e = 0; e < 4; e++) packed[e] = (uint32_t)f2h(o[2 * e] * inv) | ((uint32_t)f2h(o[2 * e + 1] * inv) << 16);
-        *(uint4 *)(out + (size_t)s * ldo + (size_t)h * D + lane * 8) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        if (splits == 1) {
+            const float inv = 1.f / total;
+            uint32_t packed[4];
+            #pragma unroll
+            for (int e = 0; e < 4; e++) packed[e] = (uint32_t)f2h(o[2 * e] * inv) | ((uint32_t)f2h(o[2 * e + 1] * inv) << 16);
+            *(uint4 *)(out + (size_t)s * ldo + (size_t)h * D + lane * 8) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        } else {
+            float *part = partials + (((size_t)s * H + h) * gridDim.z + z) * (2 + D);
+            if (lane == 0) { part[0] = M; part[1] = total; }
+            #pragma unroll
+            for (int e = 0; e < 8; e++) part[2 + lane * 8 + e] = o[e];
+        }
     }
+    if (splits == 1) return;
+    // Publish this chunk, then the last block to arrive merges every chunk (in split order).
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last_block = atomicAdd(counters + s * H + h, 1) == splits - 1;
+    __syncthreads();
+    if (!last_block) return;
+    __threadfence();
+    const volatile float *parts = partials + ((size_t)s * H + h) * gridDim.z * (2 + D);
+    float M = -3.0e38f;
+    for (int c = 0; c < splits; c++) M = fmaxf(M, parts[c * (2 + D)]);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float total = 0.f, o = 0.f;
+        for (int c = 0; c < splits; c++) {
+            const float w = __expf(parts[c * (2 + D)] - M);
+            total += parts[c * (2 + D) + 1] * w;
+            o += parts[c * (2 + D) + 2 + d] * w;
+        }
+        out[(size_t)s * ldo + (size_t)h * D + d] = f2h(o / total);
+    }
+    if (threadIdx.x == 0) counters[s * H + h] = 0;
 }
 
 // Prefill: softmax over keys of the scores S[h][t][L] (float32, from cuBLAS) with the
