@@ -406,30 +406,33 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
                              ldy: m.vocab, scratch: scratch, f32Output: true)
     }
 
-    /// Decode attention's warps, and its shared memory: the query (float32), the new key and
-    /// value (float16), and each warp's running max, sum and partial output per slot lane
-    /// (lanes: a key's head dimension over 8, rounded up to a power of two).
+    /// Decode attention's warps, and its shared memory (at most 12 KB, whatever the context):
+    /// the query (float32), the new key and value (float16), and each warp's running max, sum
+    /// and partial output per slot lane (lanes: a key's head dimension over 8, rounded up to a
+    /// power of two).
     static let decodeAttentionWarps = 8
-    /// Blocks a head and sequence: enough for about two blocks a multiprocessor over all heads
-    /// and sequences, at most one for every 256 positions of capacity (the kernel's least keys
-    /// a split) and 32. Measured on the 7B shape after a 2000-token prompt (BENCHMARKS.md):
-    /// batch 1 gains most from 9 (the capacity's limit), batch 8 is flat from 1 to 3 and loses
-    /// at 9.
-    static func decodeAttentionSplits(capacity: Int, blocksWithoutSplitting: Int, multiprocessors: Int) -> Int {
-        let wanted = (2 * multiprocessors + blocksWithoutSplitting - 1) / blocksWithoutSplitting
-        return max(1, min(32, (capacity + 255) / 256, wanted))
-    }
     static func decodeAttentionSharedBytes(headDim: Int) -> Int {
         var lanes = 1
         while lanes * 8 < headDim { lanes *= 2 }
         return (2 * headDim + decodeAttentionWarps * lanes * 10) * 4
     }
 
+    /// Decode attention's blocks a head and sequence: enough for about two blocks a
+    /// multiprocessor over all heads and sequences, at most one for every 256 positions of
+    /// capacity (the kernel's least keys a split) and 32. Measured on the 7B shape after a
+    /// 2000-token prompt (BENCHMARKS.md): batch 1 gains most from 9 (the capacity's limit),
+    /// batch 8 is flat from 1 to 3 and loses at 9.
+    static func decodeAttentionSplits(capacity: Int, blocksWithoutSplitting: Int, multiprocessors: Int) -> Int {
+        let wanted = (2 * multiprocessors + blocksWithoutSplitting - 1) / blocksWithoutSplitting
+        return max(1, min(32, (capacity + 255) / 256, wanted))
+    }
+
     private var normThreads: Int { min(1024, max(32, (model.hidden / 4 + 31) / 32 * 32)) }
 
     private func ropeArgs(layer i: Int, sequence: Int) -> [KernelArg] {
         let m = model, layer = m.layers[i]
-        return [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(sequence), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
+        return [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(sequence), .int(m.heads),
+                .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
                 .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(m.eps)]
     }
 
@@ -453,7 +456,6 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     private func launch(_ name: String, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, overlapping: Bool = false,
                         _ args: [KernelArg]) throws {
         let kernel = try backend.kernel(name, in: DecoderKernels.source)
-        if sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(sharedBytes) }
         try kernel.launch(grid: grid, block: block, sharedBytes: sharedBytes, stream: backend.stream,
                           overlappingPrevious: overlapping && backend.dependentLaunch, args)
     }

@@ -99,8 +99,8 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
 // rope_qkv does, rounded to float16 as prefill keeps them, and the group's first q head
 // writes k and v into the caches at p (no other block reads that position of the cache: each
 // uses its own copy). Keys start..p (start > 0 with a sliding window) are split into chunks
-// of whole rounds, at least SPLIT_MIN_KEYS keys, over at most `splits` blocks (gridDim.z; the
-// others return at once), so a long context is read by many blocks. In a block, a key's D
+// of whole rounds, at least SPLIT_MIN_KEYS keys, over at most gridDim.z blocks (those past
+// the context return at once), so a long context is read by many blocks. In a block, a key's D
 // halves are read 16 bytes a lane by `lanes` lanes (a slot), slot i takes keys i, i + slots,
 // ... four at a time (their loads in flight together) with its own running max and sum
 // (online softmax), and the slots are merged, within each warp by shuffles, then across
