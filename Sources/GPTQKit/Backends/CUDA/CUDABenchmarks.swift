@@ -169,7 +169,7 @@ extension CUDABenchmarks {
 
     /// Seconds per decode step spent in the linears alone: a graph of one step's linears
     /// (every layer's, then the LM head) at `batch` rows, replayed `steps` times. The rest of a
-    /// step (norms, RoPE, attention, SwiGLU, argmax, launch gaps) is the full step minus this.
+    /// step (norms, attention with its RoPE, SwiGLU, argmax, launch gaps) is the full step minus this.
     public static func decodeLinearsOnly(model: CUDAModel, batch: Int, steps: Int = 128) throws -> Double {
         let backend = model.backend, scratch = CUDAScratch(backend: backend)
         let widest = max(model.qkvWidth, 2 * model.intermediate, model.hidden, model.heads * model.headDim)
