@@ -92,6 +92,8 @@ static int resolve_all(ccuda_api *api, void *libcuda, void *libnvrtc, void *libc
     RESOLVE(libcuda, cuModuleUnload, "cuModuleUnload");
     RESOLVE(libcuda, cuModuleGetFunction, "cuModuleGetFunction");
     RESOLVE(libcuda, cuFuncSetAttribute, "cuFuncSetAttribute");
+    RESOLVE(libcuda, cuFuncGetAttribute, "cuFuncGetAttribute");
+    RESOLVE(libcuda, cuOccupancyMaxActiveBlocksPerMultiprocessor, "cuOccupancyMaxActiveBlocksPerMultiprocessor");
     RESOLVE(libcuda, cuLaunchKernel, "cuLaunchKernel");
     void *launch_ex = dlsym(libcuda, "cuLaunchKernelEx");
     memcpy(&api->cuLaunchKernelEx, &launch_ex, sizeof launch_ex);

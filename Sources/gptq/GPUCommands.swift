@@ -115,11 +115,32 @@ struct GPUBenchCommand: ParsableCommand {
     @Flag(help: "Time every launch shape of the 4-bit tiled kernel (output tiles a warp x warps a block, s stages of u chunks; microseconds).")
     var tiledShapes = false
 
+    @Option(help: "--kernels, --tiled-shapes: a layer shape to time, inputs x outputs (e.g. 4096x11008; repeatable; default the four Llama-2-7B shapes).")
+    var shape: [String] = []
+
+    @Option(help: "--kernels, --tiled-shapes: a batch to time (repeatable; default 1, 2, 4, 8, 16, 32, 64, 128 and 1, 8, 16, 32).")
+    var batch: [Int] = []
+
     @Option(help: "Write the report to this file too.")
     var log: String?
 
     func validate() throws {
         guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1 (got \(promptTokens))") }
+        _ = try layerShapes()
+        if let bad = batch.first(where: { !(1...128).contains($0) }) { throw ValidationError("--batch must be 1 to 128 (got \(bad))") }
+        if tiledShapes, let bad = batch.first(where: { $0 > 32 }) { throw ValidationError("--tiled-shapes times at most 32 rows (got --batch \(bad))") }
+    }
+
+    /// --shape as (inputs, outputs): multiples of 64 and 16, the tiled layout's units.
+    private func layerShapes() throws -> [(Int, Int)] {
+        if shape.isEmpty { return [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672)] }
+        return try shape.map { text in
+            let parts = text.split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2, parts[0] > 0, parts[1] > 0, parts[0] % 64 == 0, parts[1] % 16 == 0 else {
+                throw ValidationError("--shape must be INPUTSxOUTPUTS with inputs a multiple of 64 and outputs of 16 (got \(text))")
+            }
+            return (parts[0], parts[1])
+        }
     }
 
     func run() throws {
@@ -129,8 +150,8 @@ struct GPUBenchCommand: ParsableCommand {
         if kernels {
             let copy = try CUDABenchmarks.copyBandwidth(backend: backend)
             report("device-to-device copy: \(Int(copy.rounded())) GB/s (read + written)")
-            let shapes = [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672)]
-            let rows = try CUDABenchmarks.linears(backend: backend, shapes: shapes, batches: [1, 2, 4, 8, 16, 32, 64, 128], log: { report($0) })
+            let rows = try CUDABenchmarks.linears(backend: backend, shapes: try layerShapes(),
+                                                  batches: batch.isEmpty ? [1, 2, 4, 8, 16, 32, 64, 128] : batch, log: { report($0) })
             report("4-bit GB/s as a fraction of the copy: " + rows.filter { $0.batch == 1 }.map {
                 "\($0.inFeatures)x\($0.outFeatures) \(Int(($0.quantizedGBs / copy * 100).rounded()))%"
             }.joined(separator: ", "))
@@ -175,8 +196,8 @@ struct GPUBenchCommand: ParsableCommand {
                    + "(AutoGPTQ on an H100: 16.8 s per layer, about 9.0 min, layer forwards included)")
         }
         if tiledShapes {
-            try CUDABenchmarks.tiledShapes(backend: backend, shapes: [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672)],
-                                           batches: [1, 8, 16, 32], log: { report($0) })
+            try CUDABenchmarks.tiledShapes(backend: backend, shapes: try layerShapes(), batches: batch.isEmpty ? [1, 8, 16, 32] : batch,
+                                           log: { report($0) })
         }
         try report.save()
     }

@@ -127,34 +127,47 @@ import Testing
     }
 
     @Test func tiledLaunchFillsAnH100ForTheLlamaShapes() {
-        // 132 multiprocessors: (output tiles a warp, row tiles, warps a block, stages, chunks a stage).
-        let launch = { (k: Int, n: Int, rows: Int) -> [Int] in
-            let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
-            return [l.outputTiles, l.rowTiles, l.warps, l.stages, l.stageChunks]
+        // 132 multiprocessors, as `gpu-bench --tiled-shapes` measured them (BENCHMARKS.md).
+        let launch = { (k: Int, n: Int, rows: Int) -> String in
+            CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132).description
         }
-        #expect(launch(4096, 4096, 1) == [1, 1, 16, 1, 4])
-        #expect(launch(11008, 4096, 8) == [1, 1, 16, 1, 4])
-        #expect(launch(4096, 11008, 1) == [1, 1, 4, 1, 4])
-        #expect(launch(8192, 28672, 5) == [1, 1, 4, 1, 4])
-        #expect(launch(4096, 4096, 16) == [1, 2, 8, 2, 2])
-        #expect(launch(4096, 11008, 16) == [2, 2, 4, 1, 4])
-        #expect(launch(4096, 4096, 32) == [2, 4, 8, 1, 4])
-        #expect(launch(8192, 28672, 17) == [2, 4, 8, 1, 4])
-        // A small layer: every warp keeps two chunks of 64 inputs.
-        #expect(launch(576, 576, 3) == [1, 1, 4, 1, 4])
-        #expect(launch(576, 576, 17) == [2, 4, 4, 1, 4])
+        // Up to 8 rows, x loaded with the weights: 16 warps where 256 tiles fit 32 warps a
+        // multiprocessor; else 4 warps, one wave of 6 blocks a multiprocessor (688 tiles) or
+        // more than one (1792 tiles).
+        #expect(launch(4096, 4096, 1) == "1x16s1u2x")
+        #expect(launch(11008, 4096, 8) == "1x16s1u2x")
+        #expect(launch(4096, 11008, 1) == "1x4s1u4xm6")
+        #expect(launch(8192, 28672, 5) == "1x4s1u2x")
+        #expect(launch(4096, 4096, 16) == "1x8s2u2")
+        #expect(launch(4096, 11008, 16) == "2x4s1u4")
+        #expect(launch(4096, 4096, 32) == "2x8s1u4")
+        #expect(launch(8192, 28672, 17) == "2x8s1u4")
+        // A small layer: no more warps than half its chunks of 64 inputs (36 tiles: one wave).
+        #expect(launch(576, 576, 3) == "1x4s1u4xm6")
+        #expect(launch(576, 576, 17) == "2x4s1u4")
+        #expect(launch(1536, 576, 1) == "1x8s1u2x")
         // Outputs not a multiple of 32: one tile a warp.
-        #expect(launch(4096, 4112, 32) == [1, 4, 8, 2, 2])
+        #expect(launch(4096, 4112, 32) == "1x8s2u2")
         #expect(CUDAGPTQLayout.tiledSharedBytes(outputTiles: 2, rowTiles: 4, warps: 8) <= 48 * 1024)
     }
 
     @Test func everyLaunchNamesACompiledKernel() {
-        // The tiled launches for any width and row count are instantiated in their source.
-        for (k, n) in [(576, 576), (4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672), (4096, 4112)] {
+        // The tiled launches for any width and row count are instantiated in their source, those
+        // compiled for resident blocks with the block size they launch with.
+        let code = LinearKernels.tiled.code
+        for (k, n) in [(576, 576), (1536, 576), (4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672), (4096, 4112)] {
             for rows in 1...32 {
                 let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
-                #expect(LinearKernels.tiled.code.contains("MMA_Q4_SU(\(l.stages), \(l.stageChunks))"), "\(k)x\(n) rows \(rows): \(l)")
+                if l.xWithWeights {
+                    let threads = l.residentBlocks > 0 ? 32 * l.warps : 512
+                    #expect(code.contains("MMA_Q4_X(\(l.stages), \(l.stageChunks), \(threads), \(max(l.residentBlocks, 1)), \(l.kernelName))"),
+                            "\(k)x\(n) rows \(rows): \(l)")
+                } else {
+                    #expect(l.kernelName == "mma_q4_n\(l.outputTiles)_b\(l.rowTiles)_s\(l.stages)u\(l.stageChunks)")
+                    #expect(code.contains("MMA_Q4_SU(\(l.stages), \(l.stageChunks))"), "\(k)x\(n) rows \(rows): \(l)")
+                }
                 #expect(l.outputTiles == 1 ? l.warps <= 16 : l.warps <= 8)
+                #expect(l.rowTiles * 8 >= rows && (l.rowTiles == 1) == (rows <= 8))
             }
         }
         // A GEMV variant is its own source, instantiating exactly the kernel the layer launches.

@@ -87,6 +87,9 @@ typedef struct ccuda_api {
     CUresult (* _Nonnull cuModuleUnload)(CUmodule module);
     CUresult (* _Nonnull cuModuleGetFunction)(CUfunction *function, CUmodule module, const char *name);
     CUresult (* _Nonnull cuFuncSetAttribute)(CUfunction function, int attribute, int value);
+    CUresult (* _Nonnull cuFuncGetAttribute)(int *value, int attribute, CUfunction function);
+    CUresult (* _Nonnull cuOccupancyMaxActiveBlocksPerMultiprocessor)(int *blocks, CUfunction function, int block_threads,
+                                                                      size_t dynamic_shared_bytes);
     CUresult (* _Nonnull cuLaunchKernel)(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
                                unsigned int bx, unsigned int by, unsigned int bz,
                                unsigned int shared_bytes, CUstream stream, void **params, void **extra);

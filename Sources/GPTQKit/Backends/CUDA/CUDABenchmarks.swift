@@ -229,9 +229,11 @@ extension CUDABenchmarks {
         return Double(tokens) / times.sorted()[runs / 2]
     }
 
-    /// The tiled kernel's launch shapes (output tiles a warp × warps a block, s stages of u
-    /// chunks) for each shape and batch, microseconds a call replayed from a graph (as a decode
-    /// step runs them), the chosen shape marked with *: the data behind
+    /// The tiled kernel's launches (`CUDAGPTQLayout.TiledLaunch.description`: output tiles a
+    /// warp x warps a block, s stages of u chunks, x where x is loaded with the weights, mM
+    /// compiled for M resident blocks) for each shape and batch: microseconds a call replayed
+    /// from a graph (as a decode step runs them), registers a thread and blocks a
+    /// multiprocessor, the chosen launch marked with *: the data behind
     /// `CUDAGPTQLayout.tiledLaunch`.
     public static func tiledShapes(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
                                    log: (String) -> Void = { _ in }) throws {
@@ -242,20 +244,34 @@ extension CUDABenchmarks {
             let layers = try (0..<copies).map { try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(300 + $0)) }
             for b in batches {
                 let chosen = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: b, multiprocessors: backend.device.multiprocessorCount)
-                var line = "\(pad("\(k)x\(n)", 11)) b\(pad(String(b), 3)) "
+                let rowTiles = chosen.rowTiles
+                var launches: [CUDAGPTQLayout.TiledLaunch] = []
                 for nt in [1, 2] where n % (16 * nt) == 0 {
                     for (stages, u) in [(1, 4), (2, 2)] {
                         for warps in nt == 1 ? [4, 8, 16] : [4, 8] {
-                            let ms = try graphMedianMilliseconds(backend: backend, calls: max(copies, 24), samples: 9) { i in
-                                try layers[i % copies].tiledProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch,
-                                                                   shape: (nt, warps, stages, u))
-                            }
-                            let mark = chosen.outputTiles == nt && chosen.warps == warps && chosen.stages == stages && chosen.stageChunks == u ? "*" : " "
-                            line += " \(nt)x\(warps)s\(stages)u\(u)\(mark)\(pad(format1(ms * 1000), 6))"
+                            launches.append(.init(outputTiles: nt, rowTiles: rowTiles, warps: warps, stages: stages, stageChunks: u))
                         }
                     }
                 }
-                log(line)
+                if rowTiles == 1 {
+                    for warps in [4, 8, 16] {
+                        launches.append(.init(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true))
+                    }
+                    launches.append(.init(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 4, xWithWeights: true, residentBlocks: 6))
+                }
+                if !launches.contains(chosen) { launches.append(chosen) }
+                log("\(pad("\(k)x\(n)", 11)) b\(pad(String(b), 3))")
+                var line = ""
+                for (i, launch) in launches.enumerated() {
+                    let ms = try graphMedianMilliseconds(backend: backend, calls: max(copies, 24), samples: 9) { i in
+                        try layers[i % copies].tiledProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch, launch: launch)
+                    }
+                    let kernel = try backend.kernel(launch.kernelName, in: LinearKernels.tiled)
+                    let resident = try kernel.residentBlocks(blockThreads: 32 * launch.warps,
+                                                             sharedBytes: CUDAGPTQLayout.tiledSharedBytes(outputTiles: launch.outputTiles, rowTiles: rowTiles, warps: launch.warps))
+                    line += "  \(pad("\(launch)" + (launch == chosen ? "*" : ""), 11)) \(pad(format1(ms * 1000), 5)) us r\(try kernel.registers()) \(resident)/SM"
+                    if i % 4 == 3 || i == launches.count - 1 { log(line); line = "" }
+                }
             }
         }
     }

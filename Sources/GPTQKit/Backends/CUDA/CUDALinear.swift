@@ -209,25 +209,19 @@ public final class CUDALinear: @unchecked Sendable {
         return (gathered.address, K)
     }
 
-    /// The tiled tensor-core kernel, one launch for up to 32 rows; `shape` overrides the
-    /// output tiles a warp, warps a block, stages and chunks a stage of
+    /// The tiled tensor-core kernel, one launch for up to 32 rows; `launch` overrides
     /// `CUDAGPTQLayout.tiledLaunch` (benchmarks).
     func tiledProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch,
-                      shape: (outputTiles: Int, warps: Int, stages: Int, stageChunks: Int)? = nil) throws {
+                      launch override: CUDAGPTQLayout.TiledLaunch? = nil) throws {
         guard case let .tiled4(groupSize, tiles, parameters, permutation) = weights else { preconditionFailure("not a tiled layer") }
         let (K, N) = (inFeatures, outFeatures)
         let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
-        var (nt, bt, warps, stages, u) = CUDAGPTQLayout.tiledLaunch(inFeatures: K, outFeatures: N, rows: rows,
-                                                                    multiprocessors: backend.device.multiprocessorCount)
-        if let shape {
-            precondition(N % (16 * shape.outputTiles) == 0 && [(1, 4), (2, 2)].contains { $0 == (shape.stages, shape.stageChunks) }
-                         && (shape.outputTiles == 1 ? 1...16 : 1...8).contains(shape.warps) && (1...2).contains(shape.outputTiles))
-            (nt, warps, stages, u) = shape
-        }
+        let launch = override ?? CUDAGPTQLayout.tiledLaunch(inFeatures: K, outFeatures: N, rows: rows, multiprocessors: backend.device.multiprocessorCount)
+        precondition(N % (16 * launch.outputTiles) == 0 && launch.rowTiles * 8 >= rows)
         // With dependent launch its blocks start and set up while the kernel ahead of it (which
         // may write x or the gathered input) finishes.
-        try backend.launch("mma_q4_n\(nt)_b\(bt)_s\(stages)u\(u)", in: LinearKernels.tiled, grid: (N / (16 * nt), 1, 1), block: (32, warps, 1),
-                           sharedBytes: CUDAGPTQLayout.tiledSharedBytes(outputTiles: nt, rowTiles: bt, warps: warps),
+        try backend.launch(launch.kernelName, in: LinearKernels.tiled, grid: (N / (16 * launch.outputTiles), 1, 1), block: (32, launch.warps, 1),
+                           sharedBytes: CUDAGPTQLayout.tiledSharedBytes(outputTiles: launch.outputTiles, rowTiles: launch.rowTiles, warps: launch.warps),
                            overlappingPrevious: backend.dependentLaunch,
                            [.buffer(tiles), .buffer(parameters), .pointer(input), .int(inputStride), .int(rows),
                             .pointer(y), .int(ldy), .pointer(bias?.address ?? 0), .int(K), .int(groupSize)])

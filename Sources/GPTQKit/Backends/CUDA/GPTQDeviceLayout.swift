@@ -190,30 +190,62 @@ public struct CUDAGPTQLayout: Sendable {
         return (tx, r)
     }
 
-    /// Launch shape of the tiled kernel for a [K → N] layer and `rows` rows (at most 32), as
-    /// `gptq gpu-bench --tiled-shapes` measured it on an H100 (BENCHMARKS.md, v3): row tiles
-    /// of 8 (1, 2 or 4 a launch). Up to 8 rows: one output tile a warp, one stage of 4 chunks,
-    /// the most warps a block (16, 8 or 4) that keeps the grid within 32 warps a
-    /// multiprocessor. 9–16 rows: two output tiles a warp (sharing the reads of x) and 4 warps
-    /// where there are two blocks of 32 outputs a multiprocessor, else one tile, 8 warps and
-    /// two stages of 2 chunks. 17–32 rows: two tiles, 8 warps. Each warp keeps two chunks.
-    public static func tiledLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, multiprocessors: Int)
-        -> (outputTiles: Int, rowTiles: Int, warps: Int, stages: Int, stageChunks: Int) {
-        precondition(rows >= 1 && rows <= 32 && k % 64 == 0 && n % 16 == 0)
-        let rowTiles = rows <= 8 ? 1 : rows <= 16 ? 2 : 4
-        let chunks = k / 64
-        var shape: (outputTiles: Int, warps: Int, stages: Int, stageChunks: Int)
-        switch rowTiles {
-        case 1:
-            let warps = [16, 8, 4].first { n / 16 * $0 <= 32 * multiprocessors } ?? 4
-            shape = (1, warps, 1, 4)
-        case 2:
-            shape = n % 32 == 0 && n / 32 >= 2 * multiprocessors ? (2, 4, 1, 4) : (1, 8, 2, 2)
-        default:
-            shape = n % 32 == 0 ? (2, 8, 1, 4) : (1, 8, 2, 2)
+    /// A launch of the tiled kernel: output tiles a warp (16 outputs each), row tiles (8 rows
+    /// each), warps a block (they split the chunks of 64 inputs), stages of `stageChunks`
+    /// chunks a warp keeps in registers, whether x is loaded with each stage's weights, and
+    /// the resident blocks a multiprocessor the kernel is compiled for (0: the default bounds).
+    public struct TiledLaunch: Equatable, Sendable, CustomStringConvertible {
+        public var outputTiles: Int, rowTiles: Int, warps: Int, stages: Int, stageChunks: Int
+        public var xWithWeights = false
+        public var residentBlocks = 0
+
+        public init(outputTiles: Int, rowTiles: Int, warps: Int, stages: Int, stageChunks: Int, xWithWeights: Bool = false, residentBlocks: Int = 0) {
+            (self.outputTiles, self.rowTiles, self.warps, self.stages, self.stageChunks) = (outputTiles, rowTiles, warps, stages, stageChunks)
+            (self.xWithWeights, self.residentBlocks) = (xWithWeights, residentBlocks)
         }
-        while shape.warps > 1, chunks < 2 * shape.warps { shape.warps /= 2 }
-        return (shape.outputTiles, rowTiles, shape.warps, shape.stages, shape.stageChunks)
+
+        /// The `__global__` function in `LinearKernels.tiled`.
+        public var kernelName: String {
+            "mma_q4_n\(outputTiles)_b\(rowTiles)_s\(stages)u\(stageChunks)" + (xWithWeights ? "x" : "")
+                + (residentBlocks > 0 ? "_w\(warps)m\(residentBlocks)" : "")
+        }
+
+        /// NTxW sSuU, x where x comes with the weights, mM for M resident blocks.
+        public var description: String {
+            "\(outputTiles)x\(warps)s\(stages)u\(stageChunks)" + (xWithWeights ? "x" : "") + (residentBlocks > 0 ? "m\(residentBlocks)" : "")
+        }
+    }
+
+    /// Launch of the tiled kernel for a [K → N] layer and `rows` rows (at most 32), as
+    /// `gptq gpu-bench --tiled-shapes` measured it on an H100 (BENCHMARKS.md): row tiles of 8
+    /// (1, 2 or 4 a launch). Up to 8 rows: one output tile a warp and x loaded with the weights;
+    /// the most warps a block (16 or 8) that keeps the grid within 32 warps a multiprocessor,
+    /// with one stage of 2 chunks; else 4 warps: one stage of 4 chunks compiled for 6 blocks a
+    /// multiprocessor where that holds the whole grid at once (80 registers), else 2 chunks.
+    /// 9–16 rows: two output tiles a warp (sharing the reads of x) and 4 warps where there are
+    /// two blocks of 32 outputs a multiprocessor, else one tile, 8 warps and two stages of 2
+    /// chunks. 17–32 rows: two tiles, 8 warps. Each warp keeps two chunks.
+    public static func tiledLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, multiprocessors: Int) -> TiledLaunch {
+        precondition(rows >= 1 && rows <= 32 && k % 64 == 0 && n % 16 == 0)
+        let chunks = k / 64, tiles = n / 16
+        var launch: TiledLaunch
+        switch rows {
+        case ...8:
+            var warps = [16, 8].first { tiles * $0 <= 32 * multiprocessors } ?? 4
+            while warps > 4, chunks < 2 * warps { warps /= 2 }
+            launch = warps > 4 || tiles > 6 * multiprocessors
+                ? TiledLaunch(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true)
+                : TiledLaunch(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 4, xWithWeights: true, residentBlocks: 6)
+        case ...16:
+            launch = n % 32 == 0 && n / 32 >= 2 * multiprocessors
+                ? TiledLaunch(outputTiles: 2, rowTiles: 2, warps: 4, stages: 1, stageChunks: 4)
+                : TiledLaunch(outputTiles: 1, rowTiles: 2, warps: 8, stages: 2, stageChunks: 2)
+        default:
+            launch = n % 32 == 0 ? TiledLaunch(outputTiles: 2, rowTiles: 4, warps: 8, stages: 1, stageChunks: 4)
+                : TiledLaunch(outputTiles: 1, rowTiles: 4, warps: 8, stages: 2, stageChunks: 2)
+        }
+        while launch.residentBlocks == 0, launch.warps > 1, chunks < 2 * launch.warps { launch.warps /= 2 }
+        return launch
     }
 
     /// Shared memory of a tiled launch: each warp's float accumulators.

@@ -43,6 +43,22 @@ public final class CUDAKernel: @unchecked Sendable {
                             "cuFuncSetAttribute(\(name), MAX_DYNAMIC_SHARED_SIZE_BYTES, \(bytes))")
     }
 
+    /// Registers a thread (the compiler's choice under the kernel's launch bounds).
+    public func registers() throws -> Int {
+        var value: Int32 = 0
+        try libraries.check(libraries.api.pointee.cuFuncGetAttribute(&value, 4 /* NUM_REGS */, function), "cuFuncGetAttribute(\(name), NUM_REGS)")
+        return Int(value)
+    }
+
+    /// Blocks of `blockThreads` threads and `sharedBytes` of dynamic shared memory that fit on one
+    /// multiprocessor at once.
+    public func residentBlocks(blockThreads: Int, sharedBytes: Int) throws -> Int {
+        var blocks: Int32 = 0
+        try libraries.check(libraries.api.pointee.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, function, Int32(blockThreads), sharedBytes),
+                            "cuOccupancyMaxActiveBlocksPerMultiprocessor(\(name), \(blockThreads) threads)")
+        return Int(blocks)
+    }
+
     /// Queues the kernel on `stream`. Each argument travels in its own 8-byte slot, which
     /// is what the driver reads for 4- and 8-byte parameters alike. `overlappingPrevious`
     /// launches it with programmatic stream serialization (Hopper's programmatic dependent

@@ -69,11 +69,13 @@ __device__ __forceinline__ void levels_q4_word(uint32_t w, half2_t z0, half2_t z
     a[3] = hfma2(and_or(w8, 0x00F000F0u, 0x64006400u), 0x2C002C00u, z1_neg);
 }
 
-/// U chunks of NT tiles: packed words and group parameters, loaded together.
-template <int NT, int U> struct TiledStage { uint4 w[U][NT]; uint2 p[U][NT]; };
+/// U chunks of NT tiles: packed words and group parameters, loaded together (XPRE: and the
+/// chunks' x of BT row tiles, so that their latency overlaps the weights').
+template <int NT, int U, int BT, bool XPRE> struct TiledStage { uint4 w[U][NT]; uint2 p[U][NT]; uint4 x[XPRE ? U : 1][XPRE ? BT : 1][2]; };
 
-template <int NT, int U>
-__device__ __forceinline__ void load_stage(TiledStage<NT, U> &s, const uint4 *__restrict__ tiles, const uint2 *__restrict__ params,
+template <int NT, int U, int BT, bool XPRE>
+__device__ __forceinline__ void load_stage(TiledStage<NT, U, BT, XPRE> &s, const uint4 *__restrict__ tiles, const uint2 *__restrict__ params,
+                                           const half_t *const (&xr)[BT],
                                            int tile0, int c0, int step, int chunks, int groups, int chunks_per_group,
                                            uint32_t group_magic, int lane, int g, uint64_t policy) {
     #pragma unroll
@@ -87,12 +89,19 @@ __device__ __forceinline__ void load_stage(TiledStage<NT, U> &s, const uint4 *__
                 s.w[u][nt] = ld_stream(tiles + ((size_t)(tile0 + nt) * chunks + c) * 32 + lane, policy);
                 s.p[u][nt] = __ldg(params + ((size_t)(tile0 + nt) * groups + group) * 8 + g);
             }
+            if (XPRE) {
+                #pragma unroll
+                for (int bt = 0; bt < BT; bt++) {
+                    s.x[XPRE ? u : 0][XPRE ? bt : 0][0] = __ldg((const uint4 *)(xr[bt] + c * 64));
+                    s.x[XPRE ? u : 0][XPRE ? bt : 0][1] = __ldg((const uint4 *)(xr[bt] + c * 64 + 8));
+                }
+            }
         }
     }
 }
 
-template <int NT, int BT, int U>
-__device__ __forceinline__ void compute_stage(const TiledStage<NT, U> &s, float (&acc)[NT][BT][4], const half_t *const (&xr)[BT],
+template <int NT, int BT, int U, bool XPRE>
+__device__ __forceinline__ void compute_stage(const TiledStage<NT, U, BT, XPRE> &s, float (&acc)[NT][BT][4], const half_t *const (&xr)[BT],
                                               int c0, int step, int chunks) {
     #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -101,7 +110,8 @@ __device__ __forceinline__ void compute_stage(const TiledStage<NT, U> &s, float 
             uint32_t xb[BT][8];
             #pragma unroll
             for (int bt = 0; bt < BT; bt++) {
-                const uint4 lo = __ldg((const uint4 *)(xr[bt] + c * 64)), hi = __ldg((const uint4 *)(xr[bt] + c * 64 + 8));
+                const uint4 lo = XPRE ? s.x[XPRE ? u : 0][XPRE ? bt : 0][0] : __ldg((const uint4 *)(xr[bt] + c * 64));
+                const uint4 hi = XPRE ? s.x[XPRE ? u : 0][XPRE ? bt : 0][1] : __ldg((const uint4 *)(xr[bt] + c * 64 + 8));
                 xb[bt][0] = lo.x; xb[bt][1] = lo.y; xb[bt][2] = lo.z; xb[bt][3] = lo.w;
                 xb[bt][4] = hi.x; xb[bt][5] = hi.y; xb[bt][6] = hi.z; xb[bt][7] = hi.w;
             }
@@ -136,7 +146,7 @@ __device__ __forceinline__ void compute_stage(const TiledStage<NT, U> &s, float 
     }
 }
 
-template <int NT, int BT, int STAGES, int U>
+template <int NT, int BT, int STAGES, int U, bool XPRE = false>
 __device__ __forceinline__ void mma_q4(const uint4 *__restrict__ tiles, const uint2 *__restrict__ params,
                                        const half_t *__restrict__ x, int ldx, int rows, half_t *__restrict__ y, int ldy,
                                        const half_t *__restrict__ bias, int K, int group_size) {
@@ -167,19 +177,19 @@ __device__ __forceinline__ void mma_q4(const uint4 *__restrict__ tiles, const ui
     allow_dependent_grids();
     // STAGES 2: two stages in registers, the loads of the next U chunks in flight while this
     // warp works on the current ones; 1: load U chunks, then work on them.
-    TiledStage<NT, U> a, b;
+    TiledStage<NT, U, BT, XPRE> a, b;
     const int span = warps * U;
     if (STAGES == 2) {
-        load_stage(a, tiles, params, tile0, warp, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
+        load_stage(a, tiles, params, xr, tile0, warp, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
         for (int c0 = warp; c0 < chunks; c0 += 2 * span) {
-            load_stage(b, tiles, params, tile0, c0 + span, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
+            load_stage(b, tiles, params, xr, tile0, c0 + span, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
             compute_stage<NT, BT, U>(a, acc, xr, c0, warps, chunks);
-            load_stage(a, tiles, params, tile0, c0 + 2 * span, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
+            load_stage(a, tiles, params, xr, tile0, c0 + 2 * span, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
             compute_stage<NT, BT, U>(b, acc, xr, c0 + span, warps, chunks);
         }
     } else {
         for (int c0 = warp; c0 < chunks; c0 += span) {
-            load_stage(a, tiles, params, tile0, c0, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
+            load_stage(a, tiles, params, xr, tile0, c0, warps, chunks, groups, chunks_per_group, group_magic, lane, g, policy);
             compute_stage<NT, BT, U>(a, acc, xr, c0, warps, chunks);
         }
     }
@@ -213,6 +223,15 @@ extern "C" __global__ void __launch_bounds__(THREADS) mma_q4_n##NT##_b##BT##_s##
 #define MMA_Q4_SU(S, U) MMA_Q4(1, 1, S, U, 512) MMA_Q4(1, 2, S, U, 512) MMA_Q4(1, 4, S, U, 512) \
                         MMA_Q4(2, 1, S, U, 256) MMA_Q4(2, 2, S, U, 256) MMA_Q4(2, 4, S, U, 256)
 MMA_Q4_SU(1, 4) MMA_Q4_SU(2, 2)
+// Up to 8 rows, x loaded with the weights (XPRE): any warps a block, or exactly W warps
+// compiled for M resident blocks a multiprocessor (`CUDAGPTQLayout.TiledLaunch.kernelName`).
+#define MMA_Q4_X(S, U, THREADS, MINB, NAME)                                                                  \
+extern "C" __global__ void __launch_bounds__(THREADS, MINB) NAME(                                           \
+    const uint4 *tiles, const uint2 *params, const half_t *x, int ldx, int rows, half_t *y, int ldy,         \
+    const half_t *bias, int K, int group_size) {                                                               \
+    mma_q4<1, 1, S, U, true>(tiles, params, x, ldx, rows, y, ldy, bias, K, group_size);                      \
+}
+MMA_Q4_X(1, 2, 512, 1, mma_q4_n1_b1_s1u2x) MMA_Q4_X(1, 4, 128, 6, mma_q4_n1_b1_s1u4x_w4m6)
 
 // ---- tiled 4-bit → fp16 W [N, K] (the tile's k order), for cuBLAS -------------------------
 // One warp per (tile, chunk): lane (g, t) writes inputs 16t … 16t+15 of outputs g and g+8
