@@ -112,7 +112,7 @@ struct GPUBenchCommand: ParsableCommand {
     @Flag(help: "--quantize: the whole `gptq quantize --device cuda` loop on a random float16 model, layer forwards included.")
     var pipeline = false
 
-    @Flag(help: "Time every launch shape of the 4-bit tiled kernel (output tiles a warp x warps a block, s stages of u chunks; microseconds).")
+    @Flag(help: "Time every launch shape of the 4-bit tiled kernel (output tiles a warp x warps a block, s stages of u chunks, x: x loaded with the weights, mM: compiled for M blocks a multiprocessor; microseconds, registers, resident blocks).")
     var tiledShapes = false
 
     @Option(help: "--kernels, --tiled-shapes: a layer shape to time, inputs x outputs (e.g. 4096x11008; repeatable; default the four Llama-2-7B shapes).")
