@@ -132,11 +132,14 @@ import Testing
             CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132).description
         }
         // Up to 8 rows, x loaded with the weights: 16 warps where 256 tiles fit 32 warps a
-        // multiprocessor; else 4 warps, one wave of 6 blocks a multiprocessor (688 tiles) or
-        // more than one (1792 tiles).
+        // multiprocessor; two tiles a warp in one wave of 3 blocks a multiprocessor (688 and 768
+        // tiles; 4 warps with one tile where outputs are not a multiple of 32); one tile and 4
+        // warps for more than one wave (1792 tiles).
         #expect(launch(4096, 4096, 1) == "1x16s1u2x")
         #expect(launch(11008, 4096, 8) == "1x16s1u2x")
-        #expect(launch(4096, 11008, 1) == "1x4s1u4xm6")
+        #expect(launch(4096, 11008, 1) == "2x8s1u2xm3")
+        #expect(launch(4096, 12288, 8) == "2x8s1u2xm3")
+        #expect(launch(4096, 11024, 1) == "1x4s1u4xm6")
         #expect(launch(8192, 28672, 5) == "1x4s1u2x")
         #expect(launch(4096, 4096, 16) == "1x8s2u2")
         #expect(launch(4096, 11008, 16) == "2x4s1u4")
@@ -155,12 +158,12 @@ import Testing
         // The tiled launches for any width and row count are instantiated in their source, those
         // compiled for resident blocks with the block size they launch with.
         let code = LinearKernels.tiled.code
-        for (k, n) in [(576, 576), (1536, 576), (4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672), (4096, 4112)] {
+        for (k, n) in [(576, 576), (1536, 576), (4096, 4096), (4096, 11008), (4096, 11024), (11008, 4096), (8192, 28672), (4096, 4112)] {
             for rows in 1...32 {
                 let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
                 if l.xWithWeights {
                     let threads = l.residentBlocks > 0 ? 32 * l.warps : 512
-                    #expect(code.contains("MMA_Q4_X(\(l.stages), \(l.stageChunks), \(threads), \(max(l.residentBlocks, 1)), \(l.kernelName))"),
+                    #expect(code.contains("MMA_Q4_X(\(l.outputTiles), \(l.stages), \(l.stageChunks), \(threads), \(max(l.residentBlocks, 1)), \(l.kernelName))"),
                             "\(k)x\(n) rows \(rows): \(l)")
                 } else {
                     #expect(l.kernelName == "mma_q4_n\(l.outputTiles)_b\(l.rowTiles)_s\(l.stages)u\(l.stageChunks)")

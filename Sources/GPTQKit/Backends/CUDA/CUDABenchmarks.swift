@@ -258,6 +258,9 @@ extension CUDABenchmarks {
                         launches.append(.init(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true))
                     }
                     launches.append(.init(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 4, xWithWeights: true, residentBlocks: 6))
+                    if n % 32 == 0 {
+                        launches.append(.init(outputTiles: 2, rowTiles: 1, warps: 8, stages: 1, stageChunks: 2, xWithWeights: true, residentBlocks: 3))
+                    }
                 }
                 if !launches.contains(chosen) { launches.append(chosen) }
                 log("\(pad("\(k)x\(n)", 11)) b\(pad(String(b), 3))")

@@ -121,8 +121,9 @@ public enum CUDAChecks {
             (4, 64, 512, 4352, false, true),
             // SmolLM2's 576 inputs in groups of 128: the last group has 64.
             (4, 128, 576, 576, false, false), (4, 128, 576, 192, true, true),
-            // 32 chunks of 64 inputs: 16 warps a block up to 8 rows on an H100.
-            (4, 128, 2048, 512, false, true),
+            // Up to 8 rows on an H100: 32 chunks of 64 inputs take 16 warps a block; 272 tiles of
+            // 16 outputs, two a warp.
+            (4, 128, 2048, 512, false, true), (4, 128, 1024, 4352, true, true),
         ]
         for (i, c) in configs.enumerated() {
             let layer = try randomLayer(bits: c.bits, groupSize: c.group, inFeatures: c.k, outFeatures: c.n, actOrder: c.act, bias: c.bias, seed: UInt64(100 + i))

@@ -218,24 +218,34 @@ public struct CUDAGPTQLayout: Sendable {
 
     /// Launch of the tiled kernel for a [K → N] layer and `rows` rows (at most 32), as
     /// `gptq gpu-bench --tiled-shapes` measured it on an H100 (BENCHMARKS.md): row tiles of 8
-    /// (1, 2 or 4 a launch). Up to 8 rows: one output tile a warp and x loaded with the weights;
-    /// the most warps a block (16 or 8) that keeps the grid within 32 warps a multiprocessor,
-    /// with one stage of 2 chunks; else 4 warps: one stage of 4 chunks compiled for 6 blocks a
-    /// multiprocessor where that holds the whole grid at once (80 registers), else 2 chunks.
-    /// 9–16 rows: two output tiles a warp (sharing the reads of x) and 4 warps where there are
-    /// two blocks of 32 outputs a multiprocessor, else one tile, 8 warps and two stages of 2
-    /// chunks. 17–32 rows: two tiles, 8 warps. Each warp keeps two chunks.
+    /// (1, 2 or 4 a launch). Up to 8 rows x is loaded with the weights, and:
+    /// - where 16 or 8 warps a tile keep the grid within 32 warps a multiprocessor: one output
+    ///   tile a warp, that many warps, stages of 2 chunks;
+    /// - else, where 6 blocks a multiprocessor hold the grid: two tiles a warp (sharing x) with
+    ///   8 warps compiled for 3 blocks (outputs a multiple of 32, at least 16 chunks), or one
+    ///   tile with 4 warps and stages of 4 compiled for 6 blocks;
+    /// - else one tile, 4 warps, stages of 2.
+    /// 9–16 rows: two output tiles a warp and 4 warps where there are two blocks of 32 outputs a
+    /// multiprocessor, else one tile, 8 warps and two stages of 2 chunks. 17–32 rows: two tiles,
+    /// 8 warps. Each warp keeps two chunks.
     public static func tiledLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, multiprocessors: Int) -> TiledLaunch {
         precondition(rows >= 1 && rows <= 32 && k % 64 == 0 && n % 16 == 0)
         let chunks = k / 64, tiles = n / 16
         var launch: TiledLaunch
         switch rows {
         case ...8:
-            var warps = [16, 8].first { tiles * $0 <= 32 * multiprocessors } ?? 4
+            let fitting = [16, 8].first { tiles * $0 <= 32 * multiprocessors }
+            var warps = fitting ?? 4
             while warps > 4, chunks < 2 * warps { warps /= 2 }
-            launch = warps > 4 || tiles > 6 * multiprocessors
-                ? TiledLaunch(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true)
-                : TiledLaunch(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 4, xWithWeights: true, residentBlocks: 6)
+            if warps > 4 {
+                launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true)
+            } else if fitting == nil, n % 32 == 0, chunks >= 16, tiles <= 6 * multiprocessors {
+                launch = TiledLaunch(outputTiles: 2, rowTiles: 1, warps: 8, stages: 1, stageChunks: 2, xWithWeights: true, residentBlocks: 3)
+            } else if tiles <= 6 * multiprocessors {
+                launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 4, xWithWeights: true, residentBlocks: 6)
+            } else {
+                launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 2, xWithWeights: true)
+            }
         case ...16:
             launch = n % 32 == 0 && n / 32 >= 2 * multiprocessors
                 ? TiledLaunch(outputTiles: 2, rowTiles: 2, warps: 4, stages: 1, stageChunks: 4)

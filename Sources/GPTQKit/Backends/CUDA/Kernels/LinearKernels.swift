@@ -225,13 +225,14 @@ extern "C" __global__ void __launch_bounds__(THREADS) mma_q4_n##NT##_b##BT##_s##
 MMA_Q4_SU(1, 4) MMA_Q4_SU(2, 2)
 // Up to 8 rows, x loaded with the weights (XPRE): any warps a block, or exactly W warps
 // compiled for M resident blocks a multiprocessor (`CUDAGPTQLayout.TiledLaunch.kernelName`).
-#define MMA_Q4_X(S, U, THREADS, MINB, NAME)                                                                  \
+#define MMA_Q4_X(NT, S, U, THREADS, MINB, NAME)                                                              \
 extern "C" __global__ void __launch_bounds__(THREADS, MINB) NAME(                                           \
     const uint4 *tiles, const uint2 *params, const half_t *x, int ldx, int rows, half_t *y, int ldy,         \
     const half_t *bias, int K, int group_size) {                                                               \
-    mma_q4<1, 1, S, U, true>(tiles, params, x, ldx, rows, y, ldy, bias, K, group_size);                      \
+    mma_q4<NT, 1, S, U, true>(tiles, params, x, ldx, rows, y, ldy, bias, K, group_size);                     \
 }
-MMA_Q4_X(1, 2, 512, 1, mma_q4_n1_b1_s1u2x) MMA_Q4_X(1, 4, 128, 6, mma_q4_n1_b1_s1u4x_w4m6)
+MMA_Q4_X(1, 1, 2, 512, 1, mma_q4_n1_b1_s1u2x) MMA_Q4_X(1, 1, 4, 128, 6, mma_q4_n1_b1_s1u4x_w4m6)
+MMA_Q4_X(2, 1, 2, 256, 3, mma_q4_n2_b1_s1u2x_w8m3)
 
 // ---- tiled 4-bit → fp16 W [N, K] (the tile's k order), for cuBLAS -------------------------
 // One warp per (tile, chunk): lane (g, t) writes inputs 16t … 16t+15 of outputs g and g+8
