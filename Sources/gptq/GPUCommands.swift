@@ -60,6 +60,7 @@ struct GPUCheckCommand: ParsableCommand {
         if !gptqOnly {
             results += try CUDAChecks.linearKernels(backend: backend)
             results += try CUDAChecks.dependentLaunchChain(backend: backend)
+            results += try CUDAChecks.rmsNorm(backend: backend)
             if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
             results += try CUDAChecks.models(backend: backend, fixtures: fixtures)
             if let model, let text { results += try CUDAChecks.folder(backend: backend, folder: model, text: text) }

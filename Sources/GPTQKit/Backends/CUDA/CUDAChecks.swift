@@ -157,6 +157,44 @@ public enum CUDAChecks {
         return results
     }
 
+    /// RMSNorm with and without the residual add (the float32 rows updated in place) at hidden
+    /// sizes across both kernels (`CUDASession.rmsNormLaunch`), against a double reference.
+    public static func rmsNorm(backend: CUDABackend) throws -> [CUDACheckResult] {
+        var results: [CUDACheckResult] = []
+        let rows = 3, eps: Float = 1e-5
+        for hidden in [576, 8192, 8200, 12288, 16384] {
+            guard let launch = CUDASession.rmsNormLaunch(hidden: hidden) else { throw GPTQError.cuda("no RMSNorm launch for hidden \(hidden)") }
+            var rng = Xoshiro256StarStar(seed: UInt64(hidden))
+            let x = (0..<(rows * hidden)).map { _ in Float(rng.nextUnit() * 4 - 2) }
+            let y = randomInput(rows: rows, k: hidden, seed: UInt64(hidden + 1))
+            let w = (0..<hidden).map { _ in Float(rng.nextUnit() + 0.5) }
+            for residual in [false, true] {
+                let xBuffer = try backend.device.upload(x), wBuffer = try backend.device.upload(w)
+                let yBuffer = try backend.device.upload(Tensor(y, shape: [y.count]).converted(to: .f16))
+                let out = try backend.device.allocate(bytes: rows * hidden * 2)
+                try backend.launch(launch.kernel, in: DecoderKernels.source, grid: (rows, 1, 1), block: (launch.threads, 1, 1),
+                                   [.buffer(xBuffer), .pointer(residual ? yBuffer.address : 0), .int(hidden), .buffer(wBuffer),
+                                    .buffer(out), .int(hidden), .float32(eps)])
+                let got = Tensor(bitPattern: try backend.device.download(out, as: UInt16.self, count: rows * hidden), dtype: .f16,
+                                 shape: [rows * hidden]).floats()
+                let gotX = try backend.device.download(xBuffer, as: Float.self, count: rows * hidden)
+                var expected = [Float](repeating: 0, count: rows * hidden), expectedX = x
+                for r in 0..<rows {
+                    let row = (0..<hidden).map { Double(x[r * hidden + $0]) + (residual ? Double(y[r * hidden + $0]) : 0) }
+                    let inv = 1 / (row.reduce(0) { $0 + $1 * $1 } / Double(hidden) + Double(eps)).squareRoot()
+                    for i in 0..<hidden {
+                        expected[r * hidden + i] = Float(row[i] * inv * Double(w[i]))
+                        expectedX[r * hidden + i] = Float(row[i])
+                    }
+                }
+                let name = "RMSNorm \(launch.kernel) (\(launch.threads) threads) hidden \(hidden)\(residual ? " after the residual add" : "")"
+                results.append(CUDACheckResult(name: name, relativeError: relativeError(got, expected), bound: 1e-3))
+                results.append(CUDACheckResult(name: name + ": float32 rows", relativeError: relativeError(gotX, expectedX), bound: 1e-6))
+            }
+        }
+        return results
+    }
+
     /// Dependent launch: a chain of 4-bit tiled layers, each reading what the one before wrote
     /// (one act-order layer, whose input a plainly launched gather writes in between; 40 rows
     /// take two launches a layer), launched to overlap, directly and replayed from a captured

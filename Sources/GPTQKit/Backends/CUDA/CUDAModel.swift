@@ -51,9 +51,9 @@ public final class CUDAModel: @unchecked Sendable {
          embedding: DeviceBuffer, finalNorm: DeviceBuffer, lmHead: CUDALinear, layers: [CUDADecoderLayer],
          inverseFrequencies: [Float], weightsDescription: String) throws {
         // Decode attention reads a key 8 dimensions (16 bytes) a lane, at most 32 lanes a key;
-        // RMSNorm keeps at most 8 of a row's elements in each of its at most 1024 threads.
-        guard headDim % 8 == 0, headDim <= 256, kvHeads > 0, heads % kvHeads == 0, hidden <= 8 * 1024 else {
-            throw GPTQError.unsupported("CUDA model with hidden size \(hidden) (at most 8192 supported), head dimension \(headDim) "
+        // RMSNorm keeps at most 16 of a row's elements in each of its at most 1024 threads.
+        guard headDim % 8 == 0, headDim <= 256, kvHeads > 0, heads % kvHeads == 0, CUDASession.rmsNormLaunch(hidden: hidden) != nil else {
+            throw GPTQError.unsupported("CUDA model with hidden size \(hidden) (at most 16384 supported), head dimension \(headDim) "
                                         + "(a multiple of 8, at most 256) and \(heads) heads over \(kvHeads) key/value heads")
         }
         self.backend = backend

@@ -367,7 +367,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     private func attentionInput(_ index: Int, _ layer: CUDADecoderLayer, rows: Int, scratch: CUDAScratch, previous: Bool? = nil,
                                 observe: (CUdeviceptr, Int) throws -> Void = { _, _ in }) throws {
         let m = model
-        try launch("add_rmsnorm", grid: (rows, 1, 1), block: (normThreads, 1, 1), overlapping: true,
+        try launch(norm.kernel, grid: (rows, 1, 1), block: (norm.threads, 1, 1), overlapping: true,
                    [.buffer(x), .pointer((previous ?? (index > 0)) ? projected.address : 0), .int(m.hidden), .buffer(layer.inputNorm),
                     .buffer(normed), .int(m.hidden), .float32(m.eps)])
         try observe(normed.address, m.hidden)
@@ -383,7 +383,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         let m = model
         try observe(.outputProjection, attention.address, m.heads * m.headDim)
         try layer.output.forward(x: attention.address, ldx: m.heads * m.headDim, rows: rows, y: projected.address, ldy: m.hidden, scratch: scratch)
-        try launch("add_rmsnorm", grid: (rows, 1, 1), block: (normThreads, 1, 1), overlapping: true,
+        try launch(norm.kernel, grid: (rows, 1, 1), block: (norm.threads, 1, 1), overlapping: true,
                    [.buffer(x), .buffer(projected), .int(m.hidden), .buffer(layer.postAttentionNorm), .buffer(normed), .int(m.hidden), .float32(m.eps)])
         try observe(.mlp, normed.address, m.hidden)
         for part in layer.gateUp {
@@ -400,7 +400,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     /// of rows firstRow..<firstRow+rows into float32 logits rows 0..<rows.
     private func finalLogits(rows: Int, firstRow: Int, scratch: CUDAScratch) throws {
         let m = model
-        try launch("add_rmsnorm", grid: (firstRow + rows, 1, 1), block: (normThreads, 1, 1), overlapping: true,
+        try launch(norm.kernel, grid: (firstRow + rows, 1, 1), block: (norm.threads, 1, 1), overlapping: true,
                    [.buffer(x), .buffer(projected), .int(m.hidden), .buffer(m.finalNorm), .buffer(normed), .int(m.hidden), .float32(m.eps)])
         try m.lmHead.forward(x: normed.address + CUdeviceptr(firstRow * m.hidden * 2), ldx: m.hidden, rows: rows, y: logits.address,
                              ldy: m.vocab, scratch: scratch, f32Output: true)
@@ -427,7 +427,16 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         return max(1, min(32, (capacity + 255) / 256, wanted))
     }
 
-    private var normThreads: Int { min(1024, max(32, (model.hidden / 4 + 31) / 32 * 32)) }
+    /// RMSNorm's kernel and block for rows of `hidden` elements: a quarter as many threads
+    /// (a multiple of 32, 32 to 1024) keeping up to 8 elements each, else 1024 keeping up to
+    /// 16; nil above 16384.
+    static func rmsNormLaunch(hidden: Int) -> (kernel: String, threads: Int)? {
+        let threads = min(1024, max(32, (hidden / 4 + 31) / 32 * 32))
+        if hidden <= 8 * threads { return ("add_rmsnorm", threads) }
+        return hidden <= 16 * 1024 ? ("add_rmsnorm16", 1024) : nil
+    }
+
+    private var norm: (kernel: String, threads: Int) { Self.rmsNormLaunch(hidden: model.hidden)! }
 
     private func ropeArgs(layer i: Int, sequence: Int) -> [KernelArg] {
         let m = model, layer = m.layers[i]

@@ -16,42 +16,51 @@ extern "C" __global__ void embed(const int32_t *__restrict__ tokens, const half_
 }
 
 // out[r, :] = float16(x[r, :] / rms(x[r, :]) * w), after x[r, :] += y[r, :] when y is given.
-// Each thread keeps its elements (at most NORM_ITEMS: H <= NORM_ITEMS · blockDim.x) in
-// registers, so x, y and w are each read once and all before the block's reduction (one
-// memory latency instead of two); w, which no kernel writes, is read before waiting for the
-// kernel ahead. Up to 1024 threads: at most 64 registers a thread.
-#define NORM_ITEMS 8
-extern "C" __global__ void __launch_bounds__(1024) add_rmsnorm(float *__restrict__ x, const half_t *__restrict__ y, int ldy, const float *__restrict__ w,
-                                       half_t *__restrict__ out, int H, float eps) {
+// Each thread keeps its elements (at most ITEMS: H <= ITEMS · blockDim.x) in registers, so x,
+// y and w are each read once and all before the block's reduction (one memory latency instead
+// of two); w, which no kernel writes, is read before waiting for the kernel ahead. Up to 1024
+// threads: at most 64 registers a thread. `add_rmsnorm` keeps 8 (H up to 8192),
+// `add_rmsnorm16` 16 (H up to 16384); `CUDASession.rmsNormLaunch` picks.
+template <int ITEMS>
+__device__ __forceinline__ void add_rmsnorm_row(float *__restrict__ x, const half_t *__restrict__ y, int ldy, const float *__restrict__ w,
+                                                half_t *__restrict__ out, int H, float eps) {
     __shared__ float scratch[32];
     const int r = blockIdx.x;
     float *xr = x + (size_t)r * H;
-    float v[NORM_ITEMS], g[NORM_ITEMS];
+    float v[ITEMS], g[ITEMS];
     #pragma unroll
-    for (int k = 0; k < NORM_ITEMS; k++) {
+    for (int k = 0; k < ITEMS; k++) {
         const int i = threadIdx.x + k * blockDim.x;
         g[k] = i < H ? w[i] : 0.f;
     }
     wait_for_prior_grids();
     allow_dependent_grids();
     #pragma unroll
-    for (int k = 0; k < NORM_ITEMS; k++) {
+    for (int k = 0; k < ITEMS; k++) {
         const int i = threadIdx.x + k * blockDim.x;
         v[k] = i < H ? xr[i] + (y ? h2f(y[(size_t)r * ldy + i]) : 0.f) : 0.f;
     }
     float ss = 0.f;
     #pragma unroll
-    for (int k = 0; k < NORM_ITEMS; k++) {
+    for (int k = 0; k < ITEMS; k++) {
         const int i = threadIdx.x + k * blockDim.x;
         if (y && i < H) xr[i] = v[k];
         ss += v[k] * v[k];
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / H + eps);
     #pragma unroll
-    for (int k = 0; k < NORM_ITEMS; k++) {
+    for (int k = 0; k < ITEMS; k++) {
         const int i = threadIdx.x + k * blockDim.x;
         if (i < H) out[(size_t)r * H + i] = f2h(v[k] * inv * g[k]);
     }
+}
+extern "C" __global__ void __launch_bounds__(1024) add_rmsnorm(float *__restrict__ x, const half_t *__restrict__ y, int ldy, const float *__restrict__ w,
+                                                               half_t *__restrict__ out, int H, float eps) {
+    add_rmsnorm_row<8>(x, y, ldy, w, out, H, eps);
+}
+extern "C" __global__ void __launch_bounds__(1024) add_rmsnorm16(float *__restrict__ x, const half_t *__restrict__ y, int ldy, const float *__restrict__ w,
+                                                                 half_t *__restrict__ out, int H, float eps) {
+    add_rmsnorm_row<16>(x, y, ldy, w, out, H, eps);
 }
 
 // Prefill: per row r (a token of sequence `seq` at position pos[seq] + r) and head: optional
