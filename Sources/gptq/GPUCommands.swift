@@ -132,15 +132,11 @@ struct GPUBenchCommand: ParsableCommand {
         if tiledShapes, let bad = batch.first(where: { $0 > 32 }) { throw ValidationError("--tiled-shapes times at most 32 rows (got --batch \(bad))") }
     }
 
-    /// --shape as (inputs, outputs): multiples of 64 and 16, the tiled layout's units.
+    /// --shape as (inputs, outputs), or the four Llama-2-7B shapes.
     private func layerShapes() throws -> [(Int, Int)] {
         if shape.isEmpty { return [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672)] }
         return try shape.map { text in
-            let parts = text.split(separator: "x").compactMap { Int($0) }
-            guard parts.count == 2, parts[0] > 0, parts[1] > 0, parts[0] % 64 == 0, parts[1] % 16 == 0 else {
-                throw ValidationError("--shape must be INPUTSxOUTPUTS with inputs a multiple of 64 and outputs of 16 (got \(text))")
-            }
-            return (parts[0], parts[1])
+            do { return try CUDABenchmarks.layerShape(text) } catch { throw ValidationError("\(error)") }
         }
     }
 

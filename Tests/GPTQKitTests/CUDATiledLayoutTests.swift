@@ -154,6 +154,19 @@ import Testing
         #expect(CUDAGPTQLayout.tiledSharedBytes(outputTiles: 2, rowTiles: 4, warps: 8) <= 48 * 1024)
     }
 
+    @Test func gpuBenchShapeArgumentTakesTheTiledUnits() throws {
+        #expect(try CUDABenchmarks.layerShape("4096x11008") == (4096, 11008))
+        #expect(try CUDABenchmarks.layerShape("576x48") == (576, 48))
+        for bad in ["4096x11000", "4100x4096", "4096", "4096x", "x4096", "4096x4096x2", "0x16", "-64x16", "4096X4096", "a x b"] {
+            #expect(throws: GPTQError.self, "\(bad)") { try CUDABenchmarks.layerShape(bad) }
+        }
+        do {
+            _ = try CUDABenchmarks.layerShape("4096x11000")
+        } catch {
+            #expect("\(error)".contains("(got 4096x11000)") && "\(error)".contains("multiple of 64"))
+        }
+    }
+
     @Test func everyLaunchNamesACompiledKernel() {
         // The tiled launches for any width and row count are instantiated in their source, those
         // compiled for resident blocks with the block size they launch with.

@@ -70,6 +70,16 @@ public enum CUDABenchmarks {
         }
     }
 
+    /// A layer shape as `gpu-bench --shape` takes it, INPUTSxOUTPUTS (e.g. 4096x11008): inputs a
+    /// multiple of 64 and outputs of 16, the tiled layout's units.
+    public static func layerShape(_ text: String) throws -> (inFeatures: Int, outFeatures: Int) {
+        let parts = text.split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+        guard parts.count == 2, let k = parts[0], let n = parts[1], k > 0, n > 0, k % 64 == 0, n % 16 == 0 else {
+            throw GPTQError.invalidArgument("--shape must be INPUTSxOUTPUTS with inputs a multiple of 64 and outputs of 16 (got \(text))")
+        }
+        return (k, n)
+    }
+
     /// Float16 input rows (random in ±1) and output rows of a [inFeatures → outFeatures] layer.
     private static func halfRows(backend: CUDABackend, inFeatures k: Int, outFeatures n: Int, rows: Int) throws -> (x: DeviceBuffer, y: DeviceBuffer) {
         let x = try backend.device.allocate(bytes: rows * k * 2)
