@@ -133,14 +133,18 @@ import Testing
         }
         // Up to 8 rows, x loaded with the weights: 16 warps where 256 tiles fit 32 warps a
         // multiprocessor; two tiles a warp in one wave of 3 blocks a multiprocessor (688 and 768
-        // tiles; 4 warps with one tile where outputs are not a multiple of 32); one tile and 4
-        // warps for more than one wave (1792 tiles).
+        // tiles; 4 warps with one tile where outputs are not a multiple of 32); one tile for more
+        // than one wave (1792 tiles).
         #expect(launch(4096, 4096, 1) == "1x16s1u2x")
         #expect(launch(11008, 4096, 8) == "1x16s1u2x")
         #expect(launch(4096, 11008, 1) == "2x8s1u2xm3")
         #expect(launch(4096, 12288, 8) == "2x8s1u2xm3")
         #expect(launch(4096, 11024, 1) == "1x4s1u4xm6")
         #expect(launch(8192, 28672, 5) == "1x4s1u2x")
+        // Beyond one wave, 8 warps where the last of their waves is fuller: 1376 tiles take 3
+        // waves of 528 blocks (87%) rather than 2 of 1056 (65%); 2000 and 1792 tiles fill both alike.
+        #expect(launch(4096, 22016, 1) == "1x8s1u2x")
+        #expect(launch(4096, 32000, 8) == "1x4s1u2x")
         #expect(launch(4096, 4096, 16) == "1x8s2u2")
         #expect(launch(4096, 11008, 16) == "2x4s1u4")
         #expect(launch(4096, 4096, 32) == "2x8s1u4")
@@ -171,7 +175,7 @@ import Testing
         // The tiled launches for any width and row count are instantiated in their source, those
         // compiled for resident blocks with the block size they launch with.
         let code = LinearKernels.tiled.code
-        for (k, n) in [(576, 576), (1536, 576), (4096, 4096), (4096, 11008), (4096, 11024), (11008, 4096), (8192, 28672), (4096, 4112)] {
+        for (k, n) in [(576, 576), (1536, 576), (4096, 4096), (4096, 11008), (4096, 11024), (4096, 22016), (11008, 4096), (8192, 28672), (4096, 4112)] {
             for rows in 1...32 {
                 let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
                 if l.xWithWeights {

@@ -224,7 +224,7 @@ public struct CUDAGPTQLayout: Sendable {
     /// - else, where 6 blocks a multiprocessor hold the grid: two tiles a warp (sharing x) with
     ///   8 warps compiled for 3 blocks (outputs a multiple of 32, at least 16 chunks), or one
     ///   tile with 4 warps and stages of 4 compiled for 6 blocks;
-    /// - else one tile, 4 warps, stages of 2.
+    /// - else one tile with stages of 2, and 4 or 8 warps, whichever fills the last wave better.
     /// 9–16 rows: two output tiles a warp and 4 warps where there are two blocks of 32 outputs a
     /// multiprocessor, else one tile, 8 warps and two stages of 2 chunks. 17–32 rows: two tiles,
     /// 8 warps. Each warp keeps two chunks.
@@ -244,7 +244,11 @@ public struct CUDAGPTQLayout: Sendable {
             } else if tiles <= 6 * multiprocessors {
                 launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 4, xWithWeights: true, residentBlocks: 6)
             } else {
-                launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 2, xWithWeights: true)
+                // More than one wave: 4 or 8 warps (8 or 4 blocks a multiprocessor at 64
+                // registers), whichever leaves the last wave fuller.
+                let filled = { (blocks: Int) in Double(tiles) / Double((tiles + blocks - 1) / blocks * blocks) }
+                let warps = filled(4 * multiprocessors) > filled(8 * multiprocessors) ? 8 : 4
+                launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true)
             }
         case ...16:
             launch = n % 32 == 0 && n / 32 >= 2 * multiprocessors
