@@ -7,7 +7,8 @@
 #   cli       generate/chat/perplexity with --device cuda against the CPU on a tiny model,
 #             bench --device cuda on fixtures
 #   quantize  gptq quantize of the llama fixture on the CPU and on the GPU, packed tensors compared
-#   kernels   gpu-bench --kernels (4-bit GEMV/GEMM vs fp16 cuBLAS, device copy bandwidth)
+#   kernels   gpu-bench --kernels (4-bit GEMV/GEMM vs fp16 cuBLAS, device copy bandwidth;
+#             GPU_KERNEL_ARGS adds arguments, e.g. "--batch 64 --batch 256")
 #   shapes    gpu-bench --tiled-shapes (every launch shape of the 4-bit tensor-core kernel)
 #   model     gpu-bench --model (Llama-2-7B shape: decode at batch 1 and 8, prefill 2048)
 #   gptq      gpu-bench --quantize (GPTQ alone, act-order, the whole pipeline; 7B shape)
@@ -65,7 +66,7 @@ for k in sorted(a):
         print(f"{k}: scales rel.diff {np.linalg.norm(x - y) / np.linalg.norm(x):.2e}")
 PY
     } > "$OUT/quantize.out" 2>&1 ;;
-    kernels) timeout 300 $G gpu-bench --kernels --log "$OUT/kernels.log" > "$OUT/kernels.out" 2>&1 || status=1 ;;
+    kernels) timeout 300 $G gpu-bench --kernels ${GPU_KERNEL_ARGS:-} --log "$OUT/kernels.log" > "$OUT/kernels.out" 2>&1 || status=1 ;;
     shapes) timeout 300 $G gpu-bench --tiled-shapes --log "$OUT/shapes.log" > "$OUT/shapes.out" 2>&1 || status=1 ;;
     model) timeout 180 $G gpu-bench --model --log "$OUT/model.log" > "$OUT/model.out" 2>&1 || status=1 ;;
     gptq) {

@@ -128,7 +128,7 @@ struct GPUBenchCommand: ParsableCommand {
     func validate() throws {
         guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1 (got \(promptTokens))") }
         _ = try layerShapes()
-        if let bad = batch.first(where: { !(1...128).contains($0) }) { throw ValidationError("--batch must be 1 to 128 (got \(bad))") }
+        if let bad = batch.first(where: { !(1...512).contains($0) }) { throw ValidationError("--batch must be 1 to 512 (got \(bad))") }
         if tiledShapes, let bad = batch.first(where: { $0 > 32 }) { throw ValidationError("--tiled-shapes times at most 32 rows (got --batch \(bad))") }
     }
 
