@@ -3,7 +3,8 @@
 # scripts/gpu.sh prepares (copied there as run.sh): checks first, then benchmarks, in one
 # device call; logs in $OUT, a summary last. GPU_STEPS selects steps (default: all):
 #   check     gpu-check: kernels vs the CPU path, AutoGPTQ's fixture layers, the arch fixtures
-#             and AutoGPTQ checkpoints vs their references, sampling, GPTQ on the GPU
+#             and AutoGPTQ checkpoints vs their references, sampling, GPTQ on the GPU; then the
+#             fixtures' GPU logits vs the float16 roundings emulated in numpy
 #   cli       generate/chat/perplexity with --device cuda against the CPU on a tiny model,
 #             bench --device cuda on fixtures
 #   quantize  gptq quantize of the llama fixture on the CPU and on the GPU, packed tensors compared
@@ -30,7 +31,10 @@ status=0
 fixture=""; [ -f "$D"/gptq_layers.safetensors ] && fixture="--gptq-fixture $D/gptq_layers.safetensors"
 for step in ${GPU_STEPS:-check cli quantize kernels model gptq}; do
   case $step in
-    check) timeout 300 $G gpu-check $fixture --log "$OUT/check.log" > "$OUT/check.out" 2>&1 || status=1 ;;
+    check) {
+      timeout 300 $G gpu-check $fixture --log "$OUT/check.log" --dump-logits /tmp/fixture-logits.safetensors || status=1
+      python3 scripts/fixtures/fp16_emulation_check.py /tmp/fixture-logits.safetensors || status=1
+    } > "$OUT/check.out" 2>&1 ;;
     cli) {
       for dev in cpu cuda; do
         timeout 60 $G generate --model $T --prompt "the cat sat on" --max-new-tokens 24 --device $dev > "$OUT/gen-$dev.txt" 2>"$OUT/gen-$dev.err"; echo "generate $dev rc=$?: $(tail -1 "$OUT/gen-$dev.err")"
@@ -79,6 +83,6 @@ PY
 done
 echo "==== summary"
 cat "$OUT/env.log"
-[ -f "$OUT/check.out" ] && grep -E 'FAIL|passed|rror' "$OUT/check.out" | tail -40
+[ -f "$OUT/check.out" ] && grep -E 'FAIL|passed|rror|emulation' "$OUT/check.out" | tail -40
 for f in cli quantize kernels shapes model gptq; do [ -f "$OUT/$f.out" ] && { echo "---- $f"; grep -vE '^quantize.*layer [0-9]' "$OUT/$f.out" | tail -60; }; done
 exit $status

@@ -45,8 +45,12 @@ struct GPUCheckCommand: ParsableCommand {
     @Option(help: "The text for --model (e.g. wikitext-2 test).")
     var text: String?
 
+    @Option(help: "Write the GPU's logits of the arch fixtures (prefill and decode graph) to this safetensors file, for scripts/fixtures/fp16_emulation_check.py.")
+    var dumpLogits: String?
+
     func validate() throws {
         if (model == nil) != (text == nil) { throw ValidationError("--model and --text go together") }
+        if gptqOnly, dumpLogits != nil { throw ValidationError("--dump-logits writes the fixture models' logits, which --gptq-only skips") }
     }
 
     @Option(help: "Write the report to this file too.")
@@ -62,7 +66,11 @@ struct GPUCheckCommand: ParsableCommand {
             results += try CUDAChecks.dependentLaunchChain(backend: backend)
             results += try CUDAChecks.rmsNorm(backend: backend)
             if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
-            results += try CUDAChecks.models(backend: backend, fixtures: fixtures)
+            var logits: [(String, Tensor)] = []
+            results += try CUDAChecks.models(backend: backend, fixtures: fixtures) { name, values, shape in
+                logits.append((name, Tensor(values, shape: shape)))
+            }
+            if let dumpLogits { try SafetensorsWriter.write(path: dumpLogits, tensors: logits) }
             if let model, let text { results += try CUDAChecks.folder(backend: backend, folder: model, text: text) }
         }
         if FileIO.exists(gptqCases + "/cases.json") { results += try CUDAChecks.gptqQuantization(backend: backend, fixtureFolder: gptqCases) }

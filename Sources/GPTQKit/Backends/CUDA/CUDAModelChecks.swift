@@ -45,7 +45,12 @@ extension CUDAChecks {
         }
     }
 
-    public static func models(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
+    /// `keepLogits(name, logits, shape)` receives the GPU's fixture logits ("llama.prefill",
+    /// "llama.decode", ...: [sequences, tokens, vocab]), for `gpu-check --dump-logits` and
+    /// scripts/fixtures/fp16_emulation_check.py, which compares them with the float16 roundings
+    /// emulated in numpy.
+    public static func models(backend: CUDABackend, fixtures: String,
+                              keepLogits: (_ name: String, _ logits: [Float], _ shape: [Int]) -> Void = { _, _, _ in }) throws -> [CUDACheckResult] {
         var results: [CUDACheckResult] = []
         for arch in ["llama", "mistral", "qwen2", "qwen3"] {
             let folder = FileIO.join(fixtures, "arch", arch)
@@ -62,6 +67,8 @@ extension CUDAChecks {
                 session.rewind(to: 0)
                 for token in prompt { decode += try session.forward([token], allLogits: false) }
             }
+            keepLogits("\(arch).prefill", prefill, [sequences, length, model.vocab])
+            keepLogits("\(arch).decode", decode, [sequences, length, model.vocab])
             results.append(CUDACheckResult(name: "\(arch) fixture logits, prefill (fp16 vs transformers fp32)", relativeError: relativeError(prefill, expected), bound: float16Bound))
             results.append(CUDACheckResult(name: "\(arch) fixture logits, decode graph (fp16 vs transformers fp32)", relativeError: relativeError(decode, expected), bound: float16Bound))
             // The two paths round differently (prefill stores the attention probabilities in
