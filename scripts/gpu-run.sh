@@ -32,8 +32,8 @@ fixture=""; [ -f "$D"/gptq_layers.safetensors ] && fixture="--gptq-fixture $D/gp
 for step in ${GPU_STEPS:-check cli quantize kernels model gptq}; do
   case $step in
     check) {
-      timeout 300 $G gpu-check $fixture --log "$OUT/check.log" --dump-logits /tmp/fixture-logits.safetensors || status=1
-      python3 scripts/fixtures/fp16_emulation_check.py /tmp/fixture-logits.safetensors || status=1
+      timeout 300 $G gpu-check $fixture --log "$OUT/check.log" --dump-logits "$OUT/fixture-logits.safetensors" || status=1
+      python3 scripts/fixtures/fp16_emulation_check.py "$OUT/fixture-logits.safetensors" || status=1
     } > "$OUT/check.out" 2>&1 ;;
     cli) {
       for dev in cpu cuda; do
