@@ -68,7 +68,7 @@ struct GPUCheckCommand: ParsableCommand {
             if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
             var logits: [(String, Tensor)] = []
             results += try CUDAChecks.models(backend: backend, fixtures: fixtures) { name, values, shape in
-                logits.append((name, Tensor(values, shape: shape)))
+                if dumpLogits != nil { logits.append((name, Tensor(values, shape: shape))) }
             }
             if let dumpLogits { try SafetensorsWriter.write(path: dumpLogits, tensors: logits) }
             if let model, let text { results += try CUDAChecks.folder(backend: backend, folder: model, text: text) }
