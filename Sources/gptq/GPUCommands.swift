@@ -160,6 +160,12 @@ struct GPUBenchCommand: ParsableCommand {
             report("4-bit GB/s as a fraction of the copy: " + rows.filter { $0.batch == 1 }.map {
                 "\($0.inFeatures)x\($0.outFeatures) \(Int(($0.quantizedGBs / copy * 100).rounded()))%"
             }.joined(separator: ", "))
+            // The most any kernel reading the 4-bit weights once could gain on fp16 cuBLAS.
+            report("fp16 cuBLAS (graphs) over the 4-bit read floor, batch 1 / 8: " + rows.filter { $0.batch == 1 }.map { one in
+                let ratios = rows.filter { $0.inFeatures == one.inFeatures && $0.outFeatures == one.outFeatures && [1, 8].contains($0.batch) }
+                    .compactMap { $0.halfGraphMs.map { fixed($0 / one.readFloorMs, 1) } }
+                return "\(one.inFeatures)x\(one.outFeatures) \(ratios.joined(separator: " / "))x (4-bit at \(Int((one.readFloorMs / one.graphMs * 100).rounded()))% of the floor)"
+            }.joined(separator: ", "))
         }
         if model {
             let m = try CUDAModel.random4Bit(backend: backend, hidden: 4096, layers: 32, heads: 32, kvHeads: 32, intermediate: 11008, vocab: 32000)

@@ -126,35 +126,39 @@ import Testing
         #expect(CUDAGPTQLayout(short32).kernel == .generic)
     }
 
-    @Test func tiledLaunchFillsAnH100ForTheLlamaShapes() {
+    @Test func tiledLaunchFillsAnH200ForTheLlamaShapes() {
         // 132 multiprocessors, as `gpu-bench --tiled-shapes` measured them (BENCHMARKS.md).
         let launch = { (k: Int, n: Int, rows: Int) -> String in
-            CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132).description
+            CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, groupSize: 128, multiprocessors: 132).description
         }
         // Up to 8 rows, x loaded with the weights: 16 warps where 256 tiles fit 32 warps a
-        // multiprocessor; two tiles a warp in one wave of 3 blocks a multiprocessor (688 and 768
-        // tiles; 4 warps with one tile where outputs are not a multiple of 32); one tile for more
-        // than one wave (1792 tiles).
-        #expect(launch(4096, 4096, 1) == "1x16s1u2x")
-        #expect(launch(11008, 4096, 8) == "1x16s1u2x")
-        #expect(launch(4096, 11008, 1) == "2x8s1u2xm3")
-        #expect(launch(4096, 12288, 8) == "2x8s1u2xm3")
-        #expect(launch(4096, 11024, 1) == "1x4s1u4xm6")
-        #expect(launch(8192, 28672, 5) == "1x4s1u2x")
+        // multiprocessor; 4 warps in one wave of 6 blocks a multiprocessor (688 to 768 tiles);
+        // stages of 2 chunks for more than one wave (1792 tiles). Groups of 128: pairs of chunks.
+        #expect(launch(4096, 4096, 1) == "1x16s1u2xp")
+        #expect(launch(11008, 4096, 8) == "1x16s1u2xp")
+        #expect(launch(4096, 11008, 1) == "1x4s1u4xm6p")
+        #expect(launch(4096, 12288, 8) == "1x4s1u4xm6p")
+        #expect(launch(4096, 11024, 1) == "1x4s1u4xm6p")
+        #expect(launch(8192, 28672, 5) == "1x4s1u2xp")
         // Beyond one wave, 8 warps where the last of their waves is fuller: 1376 tiles take 3
         // waves of 528 blocks (87%) rather than 2 of 1056 (65%); 2000 and 1792 tiles fill both alike.
-        #expect(launch(4096, 22016, 1) == "1x8s1u2x")
-        #expect(launch(4096, 32000, 8) == "1x4s1u2x")
-        #expect(launch(4096, 4096, 16) == "1x8s2u2")
-        #expect(launch(4096, 11008, 16) == "2x4s1u4")
-        #expect(launch(4096, 4096, 32) == "2x8s1u4")
-        #expect(launch(8192, 28672, 17) == "2x8s1u4")
+        #expect(launch(4096, 22016, 1) == "1x8s1u2xp")
+        #expect(launch(4096, 32000, 8) == "1x4s1u2xp")
+        // 9–16 rows: 8 warps, two stages, where two blocks a multiprocessor hold the grid (256
+        // tiles), else 4 warps (688); 17–32 rows: 8 warps, stages of 4.
+        #expect(launch(4096, 4096, 16) == "1x8s2u2p")
+        #expect(launch(4096, 11008, 16) == "1x4s1u4p")
+        #expect(launch(4096, 4096, 32) == "1x8s1u4p")
+        #expect(launch(8192, 28672, 17) == "1x8s1u4p")
+        #expect(launch(4096, 4112, 32) == "1x8s1u4p")
         // A small layer: no more warps than half its chunks of 64 inputs (36 tiles: one wave).
-        #expect(launch(576, 576, 3) == "1x4s1u4xm6")
-        #expect(launch(576, 576, 17) == "2x4s1u4")
-        #expect(launch(1536, 576, 1) == "1x8s1u2x")
-        // Outputs not a multiple of 32: one tile a warp.
-        #expect(launch(4096, 4112, 32) == "1x8s2u2")
+        #expect(launch(576, 576, 3) == "1x4s1u4xm6p")
+        #expect(launch(576, 576, 17) == "1x4s1u4p")
+        #expect(launch(1536, 576, 1) == "1x8s1u2xp")
+        // Groups of an odd number of chunks read their parameters chunk by chunk.
+        #expect(CUDAGPTQLayout.tiledLaunch(inFeatures: 4096, outFeatures: 4096, rows: 1, groupSize: 64, multiprocessors: 132).description == "1x16s1u2x")
+        #expect(CUDAGPTQLayout.tiledLaunch(inFeatures: 4096, outFeatures: 4096, rows: 1, groupSize: 4096, multiprocessors: 132).pairedGroups)
+        #expect([64, 128, 192, 256, 576, 640].map(CUDAGPTQLayout.pairsChunks) == [false, true, false, true, false, true])
         #expect(CUDAGPTQLayout.tiledSharedBytes(outputTiles: 2, rowTiles: 4, warps: 8) <= 48 * 1024)
     }
 
@@ -176,20 +180,27 @@ import Testing
         // compiled for resident blocks with the block size they launch with.
         let code = LinearKernels.tiled.code
         for (k, n) in [(576, 576), (1536, 576), (4096, 4096), (4096, 11008), (4096, 11024), (4096, 22016), (11008, 4096), (8192, 28672), (4096, 4112)] {
-            for rows in 1...32 {
-                let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
-                if l.xWithWeights {
-                    let threads = l.residentBlocks > 0 ? 32 * l.warps : 512
-                    #expect(code.contains("MMA_Q4_X(\(l.outputTiles), \(l.stages), \(l.stageChunks), \(threads), \(max(l.residentBlocks, 1)), \(l.kernelName))"),
-                            "\(k)x\(n) rows \(rows): \(l)")
-                } else {
-                    #expect(l.kernelName == "mma_q4_n\(l.outputTiles)_b\(l.rowTiles)_s\(l.stages)u\(l.stageChunks)")
-                    #expect(code.contains("MMA_Q4_SU(\(l.stages), \(l.stageChunks))"), "\(k)x\(n) rows \(rows): \(l)")
+            for groupSize in [64, 128] {
+                for rows in 1...32 {
+                    let l = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: rows, groupSize: groupSize, multiprocessors: 132)
+                    // Each macro instantiates a kernel and its _p twin.
+                    #expect(l.pairedGroups == (groupSize == 128) && l.kernelName.hasSuffix("_p") == l.pairedGroups)
+                    let unpairedName = l.pairedGroups ? String(l.kernelName.dropLast(2)) : l.kernelName
+                    if l.xWithWeights {
+                        let (threads, blocks) = l.residentBlocks > 0 ? (32 * l.warps, l.residentBlocks) : (512, 2)
+                        #expect(code.contains("MMA_Q4_X(\(l.outputTiles), \(l.stages), \(l.stageChunks), \(threads), \(blocks), \(unpairedName))"),
+                                "\(k)x\(n) rows \(rows): \(l)")
+                    } else {
+                        #expect(unpairedName == "mma_q4_n\(l.outputTiles)_b\(l.rowTiles)_s\(l.stages)u\(l.stageChunks)")
+                        #expect(code.contains("MMA_Q4_SU(\(l.stages), \(l.stageChunks))"), "\(k)x\(n) rows \(rows): \(l)")
+                    }
+                    #expect(l.outputTiles == 1 ? l.warps <= 16 : l.warps <= 8)
+                    #expect(l.rowTiles * 8 >= rows && (l.rowTiles == 1) == (rows <= 8))
                 }
-                #expect(l.outputTiles == 1 ? l.warps <= 16 : l.warps <= 8)
-                #expect(l.rowTiles * 8 >= rows && (l.rowTiles == 1) == (rows <= 8))
             }
         }
+        #expect(code.contains("MMA_Q4_X_P(NT, S, U, THREADS, MINB, NAME##_p, true)")
+                && code.contains("MMA_Q4_P(NT, BT, S, U, THREADS, true, _p)"))
         // A GEMV variant is its own source, instantiating exactly the kernel the layer launches.
         let (tx, r) = CUDAGPTQLayout.fastLaunch(inFeatures: 4096, outFeatures: 4104, groupSize: 32, multiprocessors: 132)
         let source = LinearKernels.fastGEMV(rows: 3, chunk: r, width: tx)

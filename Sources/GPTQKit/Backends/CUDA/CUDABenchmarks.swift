@@ -55,6 +55,8 @@ public enum CUDABenchmarks {
         public let graphMs: Double, halfGraphMs: Double?
         /// The 4-bit layer dequantized for cuBLAS (timed from 16 rows on).
         public let dequantizedMs: Double?
+        /// The 4-bit layer's weight bytes only read, as fast as `readFloor` found (per shape).
+        public let readFloorMs: Double
         public var speedup: Double { halfMs / quantizedMs }
         public var line: String {
             func us(_ ms: Double) -> String { pad(String(format1(ms * 1000)), 8) }
@@ -67,6 +69,7 @@ public enum CUDABenchmarks {
                 + "   graphs: 4-bit \(us(graphMs)) us \(gbs(bytes / graphMs)) GB/s"
                 + (halfGraphMs.map { ", fp16 cuBLAS \(us($0)) us   x\(format1($0 / graphMs))" } ?? ", fp16 cuBLAS not capturable")
                 + (dequantizedMs.map { "   dequant+cuBLAS \(us($0)) us" } ?? "")
+                + "   read floor \(us(readFloorMs)) us"
         }
     }
 
@@ -95,6 +98,36 @@ public enum CUDABenchmarks {
         return max(2, (4 * l2 + bytesEach - 1) / bytesEach)
     }
 
+    /// The read floor of `bytes`: the fastest of `read_stream`'s launches (U 16-byte reads in
+    /// flight a thread; 128–1024 threads; a grid covering the bytes at once, or the blocks one
+    /// wave holds, striding), replayed from graphs with dependent launch over copies outrunning
+    /// the L2, as the 4-bit layers are timed. Milliseconds a call and the launch, "uU tT gG".
+    public static func readFloor(backend: CUDABackend, bytes: Int) throws -> (ms: Double, launch: String) {
+        let words = (bytes + 15) / 16
+        let copies = copiesOutrunningL2(backend: backend, bytesEach: words * 16)
+        let sources = try (0..<copies).map { _ in try backend.device.allocate(bytes: words * 16) }
+        for (i, source) in sources.enumerated() { try backend.fillRandomWords(source, seed: UInt32(400 + i)) }
+        let out = try backend.device.allocate(bytes: 16)
+        var best: (ms: Double, launch: String) = (.infinity, "")
+        for u in [1, 2, 4, 8] {
+            let name = "read_stream_u\(u)"
+            let kernel = try backend.kernel(name, in: LinearKernels.tiled)
+            for threads in [128, 256, 512, 1024] {
+                let covering = (words + threads * u - 1) / (threads * u)
+                let wave = try kernel.residentBlocks(blockThreads: threads, sharedBytes: 0) * backend.device.multiprocessorCount
+                for grid in Set([covering, min(covering, wave)]) {
+                    let ms = try graphMedianMilliseconds(backend: backend, calls: max(copies, 24), samples: 9) { i in
+                        try backend.launch(name, in: LinearKernels.tiled, grid: (grid, 1, 1), block: (threads, 1, 1),
+                                           overlappingPrevious: backend.dependentLaunch,
+                                           [.buffer(sources[i % copies]), .pointer(UInt64(words)), .buffer(out)])
+                    }
+                    if ms < best.ms { best = (ms, "u\(u) t\(threads) g\(grid)") }
+                }
+            }
+        }
+        return best
+    }
+
     /// 4-bit group-`groupSize` layers against float16 cuBLAS GemmEx, both with the bytes a
     /// single pass must move (weights + scales + zeros + x + y) over the median time. Where the
     /// backend uses dependent launch, the 4-bit layers are timed without it too.
@@ -108,6 +141,9 @@ public enum CUDABenchmarks {
             let hCopies = copiesOutrunningL2(backend: backend, bytesEach: k * n * 2)
             let quantized = try (0..<qCopies).map { try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(100 + $0)) }
             var half = try (0..<hCopies).map { try CUDALinear(backend: backend, randomHalfInFeatures: k, outFeatures: n, scale: 0.05, seed: UInt32(200 + $0)) }
+            let floor = try readFloor(backend: backend, bytes: quantized[0].weightBytes)
+            log("\(k)x\(n): read floor of the 4-bit weights (\(quantized[0].weightBytes) bytes) \(format1(floor.ms * 1000)) us, "
+                + "\(Int((Double(quantized[0].weightBytes) / (floor.ms * 1e-3) / 1e9).rounded())) GB/s (read_stream \(floor.launch))")
             for b in batches {
                 let io = b * (k + n) * 2
                 let calls = max(qCopies, 24)
@@ -143,7 +179,7 @@ public enum CUDABenchmarks {
                 let row = LinearTiming(inFeatures: k, outFeatures: n, batch: b,
                                        quantizedMs: qMs, quantizedGBs: Double(quantized[0].weightBytes + io) / (qMs * 1e-3) / 1e9, plainMs: plainMs,
                                        halfMs: hMs, halfGBs: Double(half[0].weightBytes + io) / (hMs * 1e-3) / 1e9,
-                                       graphMs: graphMs, halfGraphMs: hGraphMs, dequantizedMs: dMs)
+                                       graphMs: graphMs, halfGraphMs: hGraphMs, dequantizedMs: dMs, readFloorMs: floor.ms)
                 log(row.line)
                 rows.append(row)
             }
@@ -241,7 +277,8 @@ extension CUDABenchmarks {
 
     /// The tiled kernel's launches (`CUDAGPTQLayout.TiledLaunch.description`: output tiles a
     /// warp x warps a block, s stages of u chunks, x where x is loaded with the weights, mM
-    /// compiled for M resident blocks) for each shape and batch: microseconds a call replayed
+    /// compiled for M resident blocks, p where pairs of chunks share group parameters) for each
+    /// shape and batch: microseconds a call replayed
     /// from a graph (as a decode step runs them), registers a thread and blocks a
     /// multiprocessor, the chosen launch marked with *: the data behind
     /// `CUDAGPTQLayout.tiledLaunch`.
@@ -253,7 +290,8 @@ extension CUDABenchmarks {
             let copies = copiesOutrunningL2(backend: backend, bytesEach: k * n / 2)
             let layers = try (0..<copies).map { try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(300 + $0)) }
             for b in batches {
-                let chosen = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: b, multiprocessors: backend.device.multiprocessorCount)
+                let chosen = CUDAGPTQLayout.tiledLaunch(inFeatures: k, outFeatures: n, rows: b, groupSize: groupSize,
+                                                        multiprocessors: backend.device.multiprocessorCount)
                 let rowTiles = chosen.rowTiles
                 var launches: [CUDAGPTQLayout.TiledLaunch] = []
                 for nt in [1, 2] where n % (16 * nt) == 0 {
@@ -268,9 +306,14 @@ extension CUDABenchmarks {
                         launches.append(.init(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true))
                     }
                     launches.append(.init(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 4, xWithWeights: true, residentBlocks: 6))
-                    if n % 32 == 0 {
-                        launches.append(.init(outputTiles: 2, rowTiles: 1, warps: 8, stages: 1, stageChunks: 2, xWithWeights: true, residentBlocks: 3))
-                    }
+                }
+                // Pairing follows the group size, not the launch; the chosen launch is also timed
+                // unpaired, to show what pairing gains.
+                for i in launches.indices { launches[i].pairedGroups = chosen.pairedGroups }
+                if chosen.pairedGroups {
+                    var unpaired = chosen
+                    unpaired.pairedGroups = false
+                    launches.append(unpaired)
                 }
                 if !launches.contains(chosen) { launches.append(chosen) }
                 log("\(pad("\(k)x\(n)", 11)) b\(pad(String(b), 3))")

@@ -117,12 +117,13 @@ public enum CUDAChecks {
             (4, 64, 512, 256, true, false), (4, -1, 512, 256, false, false), (4, 128, 384, 264, false, false),
             (2, 32, 256, 512, false, false), (3, 128, 512, 256, true, false), (3, -1, 256, 128, false, true),
             (8, 64, 512, 256, false, false), (2, -1, 256, 64, true, false),
-            // Wide enough for two output tiles a warp on an H100 (4352 / 32 ≥ 132 multiprocessors).
+            // Groups of 64 (chunks read one by one): 272 tiles of 16 outputs, 8 warps a block up
+            // to 8 rows on 132 multiprocessors.
             (4, 64, 512, 4352, false, true),
-            // SmolLM2's 576 inputs in groups of 128: the last group has 64.
+            // SmolLM2's 576 inputs in groups of 128: the last group has 64, so the last pair of
+            // chunks has one.
             (4, 128, 576, 576, false, false), (4, 128, 576, 192, true, true),
-            // Up to 8 rows on an H100: 32 chunks of 64 inputs take 16 warps a block; 272 tiles of
-            // 16 outputs, two a warp.
+            // Up to 8 rows: 32 chunks of 64 inputs take 16 warps a block; 272 tiles, 8 warps.
             (4, 128, 2048, 512, false, true), (4, 128, 1024, 4352, true, true),
         ]
         for (i, c) in configs.enumerated() {

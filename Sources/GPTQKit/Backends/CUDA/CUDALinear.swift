@@ -216,7 +216,8 @@ public final class CUDALinear: @unchecked Sendable {
         guard case let .tiled4(groupSize, tiles, parameters, permutation) = weights else { preconditionFailure("not a tiled layer") }
         let (K, N) = (inFeatures, outFeatures)
         let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
-        let launch = override ?? CUDAGPTQLayout.tiledLaunch(inFeatures: K, outFeatures: N, rows: rows, multiprocessors: backend.device.multiprocessorCount)
+        let launch = override ?? CUDAGPTQLayout.tiledLaunch(inFeatures: K, outFeatures: N, rows: rows, groupSize: groupSize,
+                                                                        multiprocessors: backend.device.multiprocessorCount)
         precondition(N % (16 * launch.outputTiles) == 0 && launch.rowTiles * 8 >= rows)
         // With dependent launch its blocks start and set up while the kernel ahead of it (which
         // may write x or the gathered input) finishes.

@@ -192,43 +192,52 @@ public struct CUDAGPTQLayout: Sendable {
 
     /// A launch of the tiled kernel: output tiles a warp (16 outputs each), row tiles (8 rows
     /// each), warps a block (they split the chunks of 64 inputs), stages of `stageChunks`
-    /// chunks a warp keeps in registers, whether x is loaded with each stage's weights, and
-    /// the resident blocks a multiprocessor the kernel is compiled for (0: the default bounds).
+    /// chunks a warp keeps in registers, whether x is loaded with each stage's weights, the
+    /// resident blocks a multiprocessor the kernel is compiled for (0: the default bounds), and
+    /// whether each pair of chunks shares one load of group parameters and one scaling (groups
+    /// of an even number of chunks: 128 inputs or more, in steps of 128).
     public struct TiledLaunch: Equatable, Sendable, CustomStringConvertible {
         public var outputTiles: Int, rowTiles: Int, warps: Int, stages: Int, stageChunks: Int
         public var xWithWeights = false
         public var residentBlocks = 0
+        public var pairedGroups = false
 
-        public init(outputTiles: Int, rowTiles: Int, warps: Int, stages: Int, stageChunks: Int, xWithWeights: Bool = false, residentBlocks: Int = 0) {
+        public init(outputTiles: Int, rowTiles: Int, warps: Int, stages: Int, stageChunks: Int, xWithWeights: Bool = false, residentBlocks: Int = 0,
+                    pairedGroups: Bool = false) {
             (self.outputTiles, self.rowTiles, self.warps, self.stages, self.stageChunks) = (outputTiles, rowTiles, warps, stages, stageChunks)
-            (self.xWithWeights, self.residentBlocks) = (xWithWeights, residentBlocks)
+            (self.xWithWeights, self.residentBlocks, self.pairedGroups) = (xWithWeights, residentBlocks, pairedGroups)
         }
 
         /// The `__global__` function in `LinearKernels.tiled`.
         public var kernelName: String {
             "mma_q4_n\(outputTiles)_b\(rowTiles)_s\(stages)u\(stageChunks)" + (xWithWeights ? "x" : "")
-                + (residentBlocks > 0 ? "_w\(warps)m\(residentBlocks)" : "")
+                + (residentBlocks > 0 ? "_w\(warps)m\(residentBlocks)" : "") + (pairedGroups ? "_p" : "")
         }
 
-        /// NTxW sSuU, x where x comes with the weights, mM for M resident blocks.
+        /// NTxW sSuU, x where x comes with the weights, mM for M resident blocks, p for paired groups.
         public var description: String {
             "\(outputTiles)x\(warps)s\(stages)u\(stageChunks)" + (xWithWeights ? "x" : "") + (residentBlocks > 0 ? "m\(residentBlocks)" : "")
+                + (pairedGroups ? "p" : "")
         }
     }
 
-    /// Launch of the tiled kernel for a [K → N] layer and `rows` rows (at most 32), as
-    /// `gptq gpu-bench --tiled-shapes` measured it on an H100 (BENCHMARKS.md): row tiles of 8
-    /// (1, 2 or 4 a launch). Up to 8 rows x is loaded with the weights, and:
-    /// - where 16 or 8 warps a tile keep the grid within 32 warps a multiprocessor: one output
-    ///   tile a warp, that many warps, stages of 2 chunks;
-    /// - else, where 6 blocks a multiprocessor hold the grid: two tiles a warp (sharing x) with
-    ///   8 warps compiled for 3 blocks (outputs a multiple of 32, at least 16 chunks), or one
-    ///   tile with 4 warps and stages of 4 compiled for 6 blocks;
-    /// - else one tile with stages of 2, and 4 or 8 warps, whichever fills the last wave better.
-    /// 9–16 rows: two output tiles a warp and 4 warps where there are two blocks of 32 outputs a
-    /// multiprocessor, else one tile, 8 warps and two stages of 2 chunks. 17–32 rows: two tiles,
-    /// 8 warps. Each warp keeps two chunks.
-    public static func tiledLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, multiprocessors: Int) -> TiledLaunch {
+    /// Whether the tiled kernel can pair chunks for groups of `groupSize` inputs: each group an
+    /// even number of chunks of 64 (a stage starts at an even chunk, so a pair never straddles
+    /// two groups; a shorter last group may end on an odd chunk, which the kernel skips).
+    public static func pairsChunks(groupSize: Int) -> Bool { groupSize % 128 == 0 }
+
+    /// Launch of the tiled kernel for a [K → N] layer with groups of `groupSize` inputs and
+    /// `rows` rows (at most 32), as `gptq gpu-bench --tiled-shapes` measured it on an H200
+    /// (BENCHMARKS.md): row tiles of 8 (1, 2 or 4 a launch), one output tile a warp. Up to 8
+    /// rows x is loaded with the weights, and:
+    /// - where 16 or 8 warps a tile keep the grid within 32 warps a multiprocessor: that many
+    ///   warps, stages of 2 chunks;
+    /// - else, where 6 blocks a multiprocessor hold the grid: 4 warps and stages of 4 compiled
+    ///   for 6 blocks;
+    /// - else stages of 2, and 4 or 8 warps, whichever fills the last wave better.
+    /// 9–16 rows: 8 warps and two stages of 2 chunks where two such blocks a multiprocessor hold
+    /// the grid, else 4 warps and stages of 4. 17–32 rows: 8 warps, stages of 4.
+    public static func tiledLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, groupSize: Int, multiprocessors: Int) -> TiledLaunch {
         precondition(rows >= 1 && rows <= 32 && k % 64 == 0 && n % 16 == 0)
         let chunks = k / 64, tiles = n / 16
         var launch: TiledLaunch
@@ -239,8 +248,6 @@ public struct CUDAGPTQLayout: Sendable {
             while warps > 4, chunks < 2 * warps { warps /= 2 }
             if warps > 4 {
                 launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true)
-            } else if fitting == nil, n % 32 == 0, chunks >= 16, tiles <= 6 * multiprocessors {
-                launch = TiledLaunch(outputTiles: 2, rowTiles: 1, warps: 8, stages: 1, stageChunks: 2, xWithWeights: true, residentBlocks: 3)
             } else if tiles <= 6 * multiprocessors {
                 launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: 4, stages: 1, stageChunks: 4, xWithWeights: true, residentBlocks: 6)
             } else {
@@ -251,14 +258,14 @@ public struct CUDAGPTQLayout: Sendable {
                 launch = TiledLaunch(outputTiles: 1, rowTiles: 1, warps: warps, stages: 1, stageChunks: 2, xWithWeights: true)
             }
         case ...16:
-            launch = n % 32 == 0 && n / 32 >= 2 * multiprocessors
-                ? TiledLaunch(outputTiles: 2, rowTiles: 2, warps: 4, stages: 1, stageChunks: 4)
-                : TiledLaunch(outputTiles: 1, rowTiles: 2, warps: 8, stages: 2, stageChunks: 2)
+            launch = tiles <= 2 * multiprocessors
+                ? TiledLaunch(outputTiles: 1, rowTiles: 2, warps: 8, stages: 2, stageChunks: 2)
+                : TiledLaunch(outputTiles: 1, rowTiles: 2, warps: 4, stages: 1, stageChunks: 4)
         default:
-            launch = n % 32 == 0 ? TiledLaunch(outputTiles: 2, rowTiles: 4, warps: 8, stages: 1, stageChunks: 4)
-                : TiledLaunch(outputTiles: 1, rowTiles: 4, warps: 8, stages: 2, stageChunks: 2)
+            launch = TiledLaunch(outputTiles: 1, rowTiles: 4, warps: 8, stages: 1, stageChunks: 4)
         }
         while launch.residentBlocks == 0, launch.warps > 1, chunks < 2 * launch.warps { launch.warps /= 2 }
+        launch.pairedGroups = pairsChunks(groupSize: groupSize)
         return launch
     }
 
