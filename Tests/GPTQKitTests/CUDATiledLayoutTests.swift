@@ -199,6 +199,8 @@ import Testing
                 }
             }
         }
+        // The read floor's kernels, one for each count of reads in flight its sweep launches.
+        for u in CUDABenchmarks.readFloorReadsInFlight { #expect(code.contains("READ_STREAM(\(u))"), "read_stream_u\(u)") }
         #expect(code.contains("MMA_Q4_X_P(NT, S, U, THREADS, MINB, NAME##_p, true)")
                 && code.contains("MMA_Q4_P(NT, BT, S, U, THREADS, true, _p)"))
         // A GEMV variant is its own source, instantiating exactly the kernel the layer launches.

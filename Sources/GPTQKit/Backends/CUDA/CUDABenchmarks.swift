@@ -98,6 +98,9 @@ public enum CUDABenchmarks {
         return max(2, (4 * l2 + bytesEach - 1) / bytesEach)
     }
 
+    /// The U of the `read_stream_uU` kernels `readFloor` sweeps (instantiated in `LinearKernels.tiled`).
+    public static let readFloorReadsInFlight = [1, 2, 4, 8]
+
     /// The read floor of `bytes`: the fastest of `read_stream`'s launches (U 16-byte reads in
     /// flight a thread; 128–1024 threads; a grid covering the bytes at once, or the blocks one
     /// wave holds, striding), replayed from graphs with dependent launch over copies outrunning
@@ -109,7 +112,7 @@ public enum CUDABenchmarks {
         for (i, source) in sources.enumerated() { try backend.fillRandomWords(source, seed: UInt32(400 + i)) }
         let out = try backend.device.allocate(bytes: 16)
         var best: (ms: Double, launch: String) = (.infinity, "")
-        for u in [1, 2, 4, 8] {
+        for u in readFloorReadsInFlight {
             let name = "read_stream_u\(u)"
             let kernel = try backend.kernel(name, in: LinearKernels.tiled)
             for threads in [128, 256, 512, 1024] {
@@ -278,10 +281,9 @@ extension CUDABenchmarks {
     /// The tiled kernel's launches (`CUDAGPTQLayout.TiledLaunch.description`: output tiles a
     /// warp x warps a block, s stages of u chunks, x where x is loaded with the weights, mM
     /// compiled for M resident blocks, p where pairs of chunks share group parameters) for each
-    /// shape and batch: microseconds a call replayed
-    /// from a graph (as a decode step runs them), registers a thread and blocks a
-    /// multiprocessor, the chosen launch marked with *: the data behind
-    /// `CUDAGPTQLayout.tiledLaunch`.
+    /// shape and batch: microseconds a call replayed from a graph (as a decode step runs them),
+    /// registers a thread and blocks a multiprocessor, the chosen launch marked with *: the data
+    /// behind `CUDAGPTQLayout.tiledLaunch`.
     public static func tiledShapes(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
                                    log: (String) -> Void = { _ in }) throws {
         let scratch = CUDAScratch(backend: backend)

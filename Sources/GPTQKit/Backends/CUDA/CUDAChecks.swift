@@ -117,8 +117,8 @@ public enum CUDAChecks {
             (4, 64, 512, 256, true, false), (4, -1, 512, 256, false, false), (4, 128, 384, 264, false, false),
             (2, 32, 256, 512, false, false), (3, 128, 512, 256, true, false), (3, -1, 256, 128, false, true),
             (8, 64, 512, 256, false, false), (2, -1, 256, 64, true, false),
-            // Groups of 64 (chunks read one by one): 272 tiles of 16 outputs, 8 warps a block up
-            // to 8 rows on 132 multiprocessors.
+            // Groups of 64 (chunks read one by one): 272 tiles of 16 outputs and 8 chunks, 4 warps
+            // with stages of 4 up to 8 rows on 132 multiprocessors.
             (4, 64, 512, 4352, false, true),
             // SmolLM2's 576 inputs in groups of 128: the last group has 64, so the last pair of
             // chunks has one.

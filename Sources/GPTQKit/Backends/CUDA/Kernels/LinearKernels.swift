@@ -77,7 +77,7 @@ template <int NT, int U, int BT, bool XPRE, bool PAIRS> struct TiledStage {
 };
 
 /// Where a warp's current stage starts: chunk c of tile tile0 (w: this lane's word, the next
-/// tile's chunks_32 words on; the U chunks of a stage are adjacent, so their words and x sit at
+/// tile's chunks · 32 words on; the U chunks of a stage are adjacent, so their words and x sit at
 /// constant offsets that the loads carry as immediates) and the chunk's x of each row tile.
 /// Stepping on costs one add a pointer, where indexing every load from (tile, chunk) cost about
 /// 30 instructions a chunk of 64-bit address arithmetic (the SASS of the chunk loop).
@@ -319,7 +319,7 @@ __device__ __forceinline__ void read_stream(const uint4 *__restrict__ src, long 
 }
 #define READ_STREAM(U) \
 extern "C" __global__ void read_stream_u##U(const uint4 *src, long long words, uint32_t *out) { read_stream<U>(src, words, out); }
-READ_STREAM(1) READ_STREAM(2) READ_STREAM(4) READ_STREAM(8)
+READ_STREAM(1) READ_STREAM(2) READ_STREAM(4) READ_STREAM(8)  // CUDABenchmarks.readFloorReadsInFlight
 
 // ---- tiled 4-bit → fp16 W [N, K] (the tile's k order), for cuBLAS -------------------------
 // One warp per (tile, chunk): lane (g, t) writes inputs 16t … 16t+15 of outputs g and g+8
