@@ -10,9 +10,16 @@
 #   quantize  gptq quantize of the llama fixture on the CPU and on the GPU, packed tensors compared
 #   kernels   gpu-bench --kernels (4-bit GEMV/GEMM vs fp16 cuBLAS, device copy bandwidth;
 #             GPU_KERNEL_ARGS adds arguments, e.g. "--batch 64 --batch 256")
-#   shapes    gpu-bench --tiled-shapes (every launch shape of the 4-bit tensor-core kernel)
+#   shapes    gpu-bench --tiled-shapes (every launch shape of the 4-bit tensor-core kernel;
+#             GPU_SHAPES_ARGS adds arguments, e.g. "--batch 1 --batch 8")
 #   model     gpu-bench --model (Llama-2-7B shape: decode at batch 1 and 8, prefill 2048)
 #   gptq      gpu-bench --quantize (GPTQ alone, act-order, the whole pipeline; 7B shape)
+#   torch     PyTorch's fp16 linear at the kernels' shapes, eager and from graphs
+#             (scripts/reference/torch_linear_bench.py), beside gpu-bench's fp16 cuBLAS
+#   smol      (not by default) the real model's job on the GPU from SmolLM2's GGUF, carried in
+#             three parts (scripts/gpu-smol.sh): convert, GPTQ 4-bit g128 with --device cuda
+#             (128 x 512 wikitext-2 valid tokens, seed 0), float and quantized perplexity on
+#             wikitext-2 test, gpu-check --model against the CPU, chat on GPU and CPU, decode speed
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-/tmp/gptq-gpu-out}; mkdir -p "$OUT"
@@ -29,7 +36,7 @@ T=$D/tiny-chat
 } 2>&1 | tee "$OUT/env.log"
 status=0
 fixture=""; [ -f "$D"/gptq_layers.safetensors ] && fixture="--gptq-fixture $D/gptq_layers.safetensors"
-for step in ${GPU_STEPS:-check cli quantize kernels model gptq}; do
+for step in ${GPU_STEPS:-check cli quantize kernels model gptq torch}; do
   case $step in
     check) {
       timeout 300 $G gpu-check $fixture --log "$OUT/check.log" --dump-logits "$OUT/fixture-logits.safetensors" || status=1
@@ -71,8 +78,36 @@ for k in sorted(a):
 PY
     } > "$OUT/quantize.out" 2>&1 ;;
     kernels) timeout 300 $G gpu-bench --kernels ${GPU_KERNEL_ARGS:-} --log "$OUT/kernels.log" > "$OUT/kernels.out" 2>&1 || status=1 ;;
-    shapes) timeout 300 $G gpu-bench --tiled-shapes --log "$OUT/shapes.log" > "$OUT/shapes.out" 2>&1 || status=1 ;;
+    shapes) timeout 300 $G gpu-bench --tiled-shapes ${GPU_SHAPES_ARGS:-} --log "$OUT/shapes.log" > "$OUT/shapes.out" 2>&1 || status=1 ;;
     model) timeout 180 $G gpu-bench --model --log "$OUT/model.log" > "$OUT/model.out" 2>&1 || status=1 ;;
+    smol) {
+      S=/tmp/smol; rm -rf $S; mkdir -p $S
+      cat .gpu-smol1/gguf.part .gpu-smol2/gguf.part .gpu-smol3/gguf.part > $S/model.gguf || status=1
+      sha=$(sed -n 's/^gguf_sha256="\(.*\)"$/\1/p' scripts/fetch-model.sh)
+      echo "$sha  $S/model.gguf" | sha256sum --check - || status=1
+      timeout 120 $G convert-gguf $S/model.gguf $S/float > "$OUT/smol-convert.log" 2>&1 || status=1
+      data=Tests/Fixtures/data
+      start=$SECONDS
+      timeout 300 $G quantize --model $S/float --out $S/q4 --bits 4 --group-size 128 --calib $data/wikitext2-valid-tokenized.txt \
+        --nsamples 128 --seqlen 512 --seed 0 --device cuda > "$OUT/smol-quantize.log" 2>&1 || status=1
+      echo "quantize --device cuda: $((SECONDS - start)) s wall, $(grep -E '^quantized' "$OUT/smol-quantize.log")"
+      for m in float q4; do
+        echo "perplexity $m (GPU, 16 windows of 2048): $(timeout 120 $G perplexity --model $S/$m --text $data/wikitext2-test.txt --windows 16 --device cuda 2>/dev/null | tail -1)"
+      done
+      timeout 300 $G gpu-check --model $S/q4 --text $data/wikitext2-test.txt --log "$OUT/smol-check.log" > /dev/null 2>&1 || status=1
+      grep -E 'passed|^FAIL|^PASS  q4 ' "$OUT/smol-check.log"
+      for dev in cpu cuda; do
+        timeout 120 $G generate --model $S/q4 --chat --prompt "What is the capital of France? Answer in one sentence." \
+          --max-new-tokens 48 --temperature 0 --device $dev > "$OUT/smol-chat-$dev.txt" 2>/dev/null || status=1
+      done
+      cmp -s "$OUT/smol-chat-cpu.txt" "$OUT/smol-chat-cuda.txt" && echo "chat: GPU identical to CPU: $(cat "$OUT/smol-chat-cuda.txt")" \
+        || { echo "chat: GPU differs from CPU"; cat "$OUT"/smol-chat-*.txt; }
+      for p in "128 256" "1536 512"; do
+        set -- $p
+        timeout 120 $G bench --device cuda --model $S/q4 --prompt-tokens $1 --decode-tokens $2 2>&1 | grep -E 'prefill|decode' | sed "s/^/after $1: /"
+      done
+    } > "$OUT/smol.out" 2>&1 ;;
+    torch) timeout 120 python3 scripts/reference/torch_linear_bench.py > "$OUT/torch.out" 2>&1 || status=1 ;;
     gptq) {
       timeout 200 $G gpu-bench --quantize || status=1
       timeout 60 $G gpu-bench --quantize --act-order --layers 1 || status=1
@@ -84,5 +119,5 @@ done
 echo "==== summary"
 cat "$OUT/env.log"
 [ -f "$OUT/check.out" ] && grep -E 'FAIL|passed|rror|emulation' "$OUT/check.out" | tail -40
-for f in cli quantize kernels shapes model gptq; do [ -f "$OUT/$f.out" ] && { echo "---- $f"; grep -vE '^quantize.*layer [0-9]' "$OUT/$f.out" | tail -60; }; done
+for f in cli quantize kernels shapes model gptq torch smol; do [ -f "$OUT/$f.out" ] && { echo "---- $f"; grep -vE '^quantize.*layer [0-9]' "$OUT/$f.out" | tail -60; }; done
 exit $status
