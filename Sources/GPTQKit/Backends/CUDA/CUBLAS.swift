@@ -5,6 +5,11 @@ import CCUDA
 public final class CUBLAS: @unchecked Sendable {
     let device: CUDADevice
     let handle: cublasHandle_t
+    /// The handle's workspace, where the cuBLAS found has cublasSetWorkspace: room for the
+    /// algorithms that need one (split-K on large layers), and no allocation inside captured graphs.
+    let workspace: DeviceBuffer?
+    /// 32 MiB, what cuBLAS recommends on Hopper.
+    public static let workspaceBytes = 32 << 20
 
     /// cuBLAS's element type codes (cudaDataType).
     public enum ElementType: Int32 { case f32 = 0, f16 = 2 }
@@ -16,6 +21,14 @@ public final class CUBLAS: @unchecked Sendable {
         try libs.checkCUBLAS(libs.api.pointee.cublasCreate(&h), "cublasCreate")
         handle = h!
         try libs.checkCUBLAS(libs.api.pointee.cublasSetStream(handle, device.stream.handle), "cublasSetStream")
+        if let setWorkspace = libs.api.pointee.cublasSetWorkspace {
+            let buffer = try device.allocate(bytes: Self.workspaceBytes)
+            try libs.checkCUBLAS(setWorkspace(handle, UnsafeMutableRawPointer(bitPattern: UInt(buffer.address)), Self.workspaceBytes),
+                                 "cublasSetWorkspace(\(Self.workspaceBytes) bytes)")
+            workspace = buffer
+        } else {
+            workspace = nil
+        }
     }
 
     deinit { _ = device.libraries.api.pointee.cublasDestroy(handle) }
