@@ -82,7 +82,7 @@ PY
     model) timeout 180 $G gpu-bench --model --log "$OUT/model.log" > "$OUT/model.out" 2>&1 || status=1 ;;
     smol) {
       S=/tmp/smol; rm -rf $S; mkdir -p $S
-      cat .gpu-smol1/gguf.part .gpu-smol2/gguf.part .gpu-smol3/gguf.part > $S/model.gguf || status=1
+      cat .gpu-smol?/gguf.part > $S/model.gguf || status=1  # the parts in order (scripts/gpu-smol.sh)
       sha=$(sed -n 's/^gguf_sha256="\(.*\)"$/\1/p' scripts/fetch-model.sh)
       echo "$sha  $S/model.gguf" | sha256sum --check - || status=1
       timeout 120 $G convert-gguf $S/model.gguf $S/float > "$OUT/smol-convert.log" 2>&1 || status=1

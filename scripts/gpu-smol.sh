@@ -12,10 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model="$(scripts/fetch-model.sh | tail -n 1)"
 gguf="$model/SmolLM2-135M-Instruct.Q4_1.gguf"
-rm -rf .gpu-smol1 .gpu-smol2 .gpu-smol3
-for i in 1 2 3; do
+part=40000000
+rm -rf .gpu-smol?
+for i in $(seq 1 $(( ($(stat -c %s "$gguf") + part - 1) / part ))); do
   mkdir -p .gpu-smol$i
-  dd if="$gguf" of=.gpu-smol$i/gguf.part bs=8M iflag=skip_bytes,count_bytes skip=$(( (i - 1) * 40000000 )) count=40000000 status=none
+  dd if="$gguf" of=.gpu-smol$i/gguf.part bs=8M iflag=skip_bytes,count_bytes skip=$(( (i - 1) * part )) count=$part status=none
 done
-cmp <(cat .gpu-smol{1,2,3}/gguf.part) "$gguf"
+cmp <(cat .gpu-smol?/gguf.part) "$gguf"
 du -sh .gpu-smol? >&2
