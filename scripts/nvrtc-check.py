@@ -13,16 +13,18 @@ def raw_literal(text):
     return re.search(r'#"""\n(.*?)"""#', text, re.S).group(1)
 
 prelude = raw_literal(open(os.path.join(root, "KernelPrelude.swift")).read())
+# LinearKernels.tiledFormat, which the kernels on the tiled layout put after the prelude.
+tiled_format = re.search(r'static let tiledFormat = #"""\n(.*?)"""#', open(os.path.join(root, "LinearKernels.swift")).read(), re.S).group(1)
 failed = False
 for path in sorted(glob.glob(os.path.join(root, "*.swift"))):
     text = open(path).read()
-    if "KernelPrelude.source + #\"\"\"" not in text:
+    if "KernelPrelude.source +" not in text:
         continue
-    for literal in re.findall(r'KernelPrelude\.source \+ #"""\n(.*?)"""#', text, re.S):
-        source = (prelude + literal).encode()
+    for fragment, literal, specific in re.findall(r'KernelPrelude\.source \+ (tiledFormat \+ )?#"""\n(.*?)"""#(, architectureSpecific: true)?', text, re.S):
+        source = (prelude + (tiled_format if fragment else "") + literal).encode()
         prog = ctypes.c_void_p()
         assert lib.nvrtcCreateProgram(ctypes.byref(prog), source, b"k.cu", 0, None, None) == 0
-        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17", b"-default-device", b"-lineinfo", b"--ptxas-options=-v"]
+        opts = [f"--gpu-architecture={arch}{'a' if specific else ''}".encode(), b"--std=c++17", b"-default-device", b"-lineinfo", b"--ptxas-options=-v"]
         arr = (ctypes.c_char_p * len(opts))(*opts)
         status = lib.nvrtcCompileProgram(prog, len(opts), arr)
         size = ctypes.c_size_t()

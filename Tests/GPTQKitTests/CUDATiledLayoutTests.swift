@@ -6,42 +6,40 @@ import Testing
 /// m16n8k16 products as PTX defines their fragments, each lane's x reads as B registers)
 /// must compute the layer that PackedLinear dequantizes.
 @Suite struct CUDATiledLayoutTests {
-    /// y [rows, N] as the kernel computes it, in double, from the layout alone.
-    static func emulateTiledKernel(_ layout: CUDAGPTQLayout, x: [Float], rows: Int, inFeatures k: Int, outFeatures n: Int) -> [Double] {
-        let perm = layout.permutation.map { $0.map(Int.init) } ?? Array(0..<k)
-        let parameters = Tensor(bitPattern: layout.groupParameters, dtype: .f16, shape: [layout.groupParameters.count]).floats()
+    /// The A operand of k16 product j of output tile `tile` and chunk c (16 outputs × 16 k
+    /// positions), from the lanes' words as PTX defines an m16n8k16 A fragment (a wgmma
+    /// warpgroup's warps hold theirs the same way): register r of lane (g, t) is row g (+8 for odd
+    /// r), columns 2t, 2t+1 (+8 for r ≥ 2), low half first.
+    static func aOperand(_ layout: CUDAGPTQLayout, parameters: [Float], tile: Int, chunk c: Int, product j: Int, inFeatures k: Int) -> [[Double]] {
         let (chunks, groups) = (k / 64, (k + layout.groupSize - 1) / layout.groupSize)
+        let group = c * 64 / layout.groupSize
+        var a = [[Double]](repeating: [Double](repeating: .nan, count: 16), count: 16)
+        for lane in 0..<32 {
+            let (g, t) = (lane >> 2, lane & 3)
+            let word = UInt32(bitPattern: layout.qweight[((tile * chunks + c) * 32 + lane) * 4 + j])
+            let p = ((tile * groups + group) * 8 + g) * 4
+            for r in 0..<4 {
+                let (scale, magicZero) = (Double(parameters[p + (r & 1)]), Double(parameters[p + 2 + (r & 1)]))
+                for e in 0..<2 {
+                    let q = Double((word >> UInt32(4 * r + 16 * e)) & 0xF)
+                    a[g + 8 * (r & 1)][2 * t + 8 * (r >> 1) + e] = scale * (1024 + q - magicZero)
+                }
+            }
+        }
+        return a
+    }
+
+    /// y [rows, N] from the layout alone, in double: for every tile, chunk and k16 product,
+    /// A · B where `bOperand(c, j)` gives B (16 k positions × rows) as a kernel assembles it.
+    static func emulate(_ layout: CUDAGPTQLayout, rows: Int, inFeatures k: Int, outFeatures n: Int,
+                        bOperand: (_ chunk: Int, _ product: Int) -> [[Double]]) -> [Double] {
+        let parameters = Tensor(bitPattern: layout.groupParameters, dtype: .f16, shape: [layout.groupParameters.count]).floats()
         var y = [Double](repeating: 0, count: rows * n)
         for tile in 0..<(n / 16) {
-            for c in 0..<chunks {
-                let group = c * 64 / layout.groupSize
+            for c in 0..<(k / 64) {
                 for j in 0..<4 {
-                    // A: 16 outputs × 16 k positions; B: 16 k positions × rows.
-                    var a = [[Double]](repeating: [Double](repeating: .nan, count: 16), count: 16)
-                    var b = [[Double]](repeating: [Double](repeating: .nan, count: rows), count: 16)
-                    for lane in 0..<32 {
-                        let (g, t) = (lane >> 2, lane & 3)
-                        let word = UInt32(bitPattern: layout.qweight[((tile * chunks + c) * 32 + lane) * 4 + j])
-                        let p = ((tile * groups + group) * 8 + g) * 4
-                        for r in 0..<4 {
-                            // Register r: row g (+8 for odd r), columns 2t, 2t+1 (+8 for r ≥ 2), low half first.
-                            let (scale, magicZero) = (Double(parameters[p + (r & 1)]), Double(parameters[p + 2 + (r & 1)]))
-                            for e in 0..<2 {
-                                let q = Double((word >> UInt32(4 * r + 16 * e)) & 0xF)
-                                a[g + 8 * (r & 1)][2 * t + 8 * (r >> 1) + e] = scale * (1024 + q - magicZero)
-                            }
-                        }
-                        // B registers 0, 1 of tile j: words 2j, 2j+1 of the lane's 16 halves of
-                        // row g at inputs 64c + 16t …; k positions 2t, 2t+1 (+8 for register 1).
-                        for h in 0..<2 {
-                            for e in 0..<2 {
-                                let input = c * 64 + 16 * t + 4 * j + 2 * h + e
-                                for row in 0..<rows where row % 8 == g {
-                                    b[2 * t + 8 * h + e][row] = Double(x[row * k + perm[input]])
-                                }
-                            }
-                        }
-                    }
+                    let a = aOperand(layout, parameters: parameters, tile: tile, chunk: c, product: j, inFeatures: k)
+                    let b = bOperand(c, j)
                     for o in 0..<16 {
                         for row in 0..<rows {
                             var s = 0.0
@@ -53,6 +51,33 @@ import Testing
             }
         }
         return y
+    }
+
+    /// The tiled kernel: B registers 0, 1 of product j are words 2j, 2j+1 of lane (g, t)'s 16
+    /// halves of row g at inputs 64c + 16t …, k positions 2t, 2t+1 (+8 for register 1).
+    static func emulateTiledKernel(_ layout: CUDAGPTQLayout, x: [Float], rows: Int, inFeatures k: Int, outFeatures n: Int) -> [Double] {
+        let perm = layout.permutation.map { $0.map(Int.init) } ?? Array(0..<k)
+        return emulate(layout, rows: rows, inFeatures: k, outFeatures: n) { c, j in
+            var b = [[Double]](repeating: [Double](repeating: .nan, count: rows), count: 16)
+            for t in 0..<4 {
+                for h in 0..<2 {
+                    for e in 0..<2 {
+                        let input = c * 64 + 16 * t + 4 * j + 2 * h + e
+                        for row in 0..<rows { b[2 * t + 8 * h + e][row] = Double(x[row * k + perm[input]]) }
+                    }
+                }
+            }
+            return b
+        }
+    }
+
+    /// The warpgroup kernel: x gathered by `warpgroupInputOrder`, product j's B is positions
+    /// 16j … 16j + 15 of the chunk (two core matrices of 8 k a row in shared memory).
+    static func emulateWarpgroupKernel(_ layout: CUDAGPTQLayout, x: [Float], rows: Int, inFeatures k: Int, outFeatures n: Int) -> [Double] {
+        let order = CUDAGPTQLayout.warpgroupInputOrder(inFeatures: k, permutation: layout.permutation).map(Int.init)
+        return emulate(layout, rows: rows, inFeatures: k, outFeatures: n) { c, j in
+            (0..<16).map { kp in (0..<rows).map { row in Double(x[row * k + order[c * 64 + 16 * j + kp]]) } }
+        }
     }
 
     static func denseProduct(_ layer: PackedLinear, x: [Float], rows: Int) -> [Double] {
@@ -85,10 +110,38 @@ import Testing
         var rng = Xoshiro256StarStar(seed: 3)
         let rows = 11  // two row tiles of the mma's N side
         let x = (0..<(rows * k)).map { _ in Float(rng.nextUnit() * 2 - 1) }
-        let emulated = Self.emulateTiledKernel(layout, x: x, rows: rows, inFeatures: k, outFeatures: 48)
-        #expect(!emulated.contains { $0.isNaN })
-        // Exact products summed in another order: only double rounding apart.
-        #expect(Self.relativeError(emulated, Self.denseProduct(layer, x: x, rows: rows)) < 1e-12)
+        let dense = Self.denseProduct(layer, x: x, rows: rows)
+        for emulated in [Self.emulateTiledKernel(layout, x: x, rows: rows, inFeatures: k, outFeatures: 48),
+                         Self.emulateWarpgroupKernel(layout, x: x, rows: rows, inFeatures: k, outFeatures: 48)] {
+            #expect(!emulated.contains { $0.isNaN })
+            // Exact products summed in another order: only double rounding apart.
+            #expect(Self.relativeError(emulated, dense) < 1e-12)
+        }
+    }
+
+    @Test func warpgroupInputOrderIsAPermutationWithinChunks() {
+        let perm = (0..<128).map { Int32((37 * $0 + 11) % 128) }
+        for permutation in [nil, perm] {
+            let order = CUDAGPTQLayout.warpgroupInputOrder(inFeatures: 128, permutation: permutation)
+            #expect(Set(order).count == 128 && order.allSatisfy { (0..<128).contains($0) })
+            if permutation == nil { #expect((0..<128).allSatisfy { order[$0] / 64 == Int32($0 / 64) }) }
+        }
+        // Product 1 of a chunk starts at position 16 with inputs 4, 5 (lane 0's word 1), then lane 1's 20, 21.
+        #expect(Array(CUDAGPTQLayout.warpgroupInputOrder(inFeatures: 64, permutation: nil)[16..<20]) == [4, 5, 20, 21])
+    }
+
+    @Test func warpgroupLaunchSplitsTheChunksToFillAnH200() {
+        for (k, n, rows, splits, rowTile) in [(4096, 11008, 64, 3, 64), (4096, 4096, 64, 8, 64), (11008, 4096, 128, 4, 128),
+                                              (8192, 28672, 64, 1, 64), (4096, 11008, 128, 1, 128), (576, 576, 100, 1, 128)] {
+            let l = CUDAGPTQLayout.warpgroupLaunch(inFeatures: k, outFeatures: n, rows: rows, multiprocessors: 132)
+            #expect(l.splits == splits && l.rowTile == rowTile, "\(k)x\(n) rows \(rows): \(l)")
+            // The launch names a kernel its source instantiates, compiled for the blocks it counts on.
+            #expect(LinearKernels.warpgroup.code.contains(
+                "WGMMA_Q4(\(l.rowTile), \(l.warpgroups), \(l.stages), \(l.weightsInFlight), \(l.residentBlocks))"), "\(l)")
+            // Each split takes whole chunks, at least 8 of them where split.
+            #expect(l.splits == 1 || k / 64 / l.splits >= 8)
+            #expect(l.sharedBytes * l.residentBlocks <= 227 * 1024)
+        }
     }
 
     /// AutoGPTQ's v1 layer whose packed zeros overflowed (a zero field of all ones reads as

@@ -55,6 +55,8 @@ public enum CUDABenchmarks {
         public let graphMs: Double, halfGraphMs: Double?
         /// The 4-bit layer dequantized for cuBLAS (timed from 16 rows on).
         public let dequantizedMs: Double?
+        /// The tiled kernel's 32-row launches, where the warpgroup kernel took 33–64 rows.
+        public let tiledMs: Double?
         /// The 4-bit layer's weight bytes only read, as fast as `readFloor` found (per shape).
         public let readFloorMs: Double
         public var speedup: Double { halfMs / quantizedMs }
@@ -69,6 +71,7 @@ public enum CUDABenchmarks {
                 + "   graphs: 4-bit \(us(graphMs)) us \(gbs(bytes / graphMs)) GB/s"
                 + (halfGraphMs.map { ", fp16 cuBLAS \(us($0)) us   x\(format1($0 / graphMs))" } ?? ", fp16 cuBLAS not capturable")
                 + (dequantizedMs.map { "   dequant+cuBLAS \(us($0)) us" } ?? "")
+                + (tiledMs.map { "   tiled \(us($0)) us" } ?? "")
                 + "   read floor \(us(readFloorMs)) us"
         }
     }
@@ -179,10 +182,18 @@ public enum CUDABenchmarks {
                 let dMs = b < 16 ? nil : try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
                     try quantized[i % qCopies].dequantizedProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
                 }
+                // Where the warpgroup kernel took 33–64 rows: the tiled kernel's two launches.
+                let tMs = !(backend.warpgroupMMA && b > 32 && b <= CUDALinear.maxTiledKernelRows) ? nil
+                    : try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
+                        for start in stride(from: 0, to: b, by: 32) {
+                            try quantized[i % qCopies].tiledProduct(x: x.address + CUdeviceptr(start * k * 2), ldx: k, rows: min(32, b - start),
+                                                                    y: y.address + CUdeviceptr(start * n * 2), ldy: n, scratch: scratch)
+                        }
+                    }
                 let row = LinearTiming(inFeatures: k, outFeatures: n, batch: b,
                                        quantizedMs: qMs, quantizedGBs: Double(quantized[0].weightBytes + io) / (qMs * 1e-3) / 1e9, plainMs: plainMs,
                                        halfMs: hMs, halfGBs: Double(half[0].weightBytes + io) / (hMs * 1e-3) / 1e9,
-                                       graphMs: graphMs, halfGraphMs: hGraphMs, dequantizedMs: dMs, readFloorMs: floor.ms)
+                                       graphMs: graphMs, halfGraphMs: hGraphMs, dequantizedMs: dMs, tiledMs: tMs, readFloorMs: floor.ms)
                 log(row.line)
                 rows.append(row)
             }

@@ -107,8 +107,9 @@ public enum CUDAChecks {
         return Tensor(values, shape: [values.count]).converted(to: .f16).floats()
     }
 
-    /// Every linear kernel (4-bit tiled and GEMV with and without act order, the generic
-    /// 2/3/4/8-bit GEMV, dequantize + cuBLAS, float16 GEMV and cuBLAS) against a double reference.
+    /// Every linear kernel (4-bit tiled, warpgroup and GEMV with and without act order, the
+    /// generic 2/3/4/8-bit GEMV, dequantize + cuBLAS, float16 GEMV and cuBLAS) against a double
+    /// reference.
     public static func linearKernels(backend: CUDABackend) throws -> [CUDACheckResult] {
         let scratch = CUDAScratch(backend: backend)
         var results: [CUDACheckResult] = []
@@ -132,8 +133,10 @@ public enum CUDAChecks {
             let w = dequantizedKN(layer)
             let bias = layer.bias?.floats()
             // Row counts across the GEMV's launches of 8, the tiled kernel's row tiles (8, 16, 32
-            // a launch, 32 rows twice) and the dequantize + cuBLAS path.
-            for rows in [1, 2, 5, 8, 13, 16, 24, 32, 40, 70] {
+            // a launch, 32 rows twice), the warpgroup kernel's (tiles of 64 and 128 rows, on compute
+            // capability 9.0) and the dequantize + cuBLAS path.
+            let tiled = { if case .tiled4 = linear.weights { return true } else { return false } }()
+            for rows in [1, 2, 5, 8, 13, 16, 24, 32, 40, 70] + (tiled ? [64, 128, 129] : []) {
                 let x = randomInput(rows: rows, k: c.k, seed: UInt64(1000 * i + rows))
                 let ref = referenceProduct(x: x, w: w, bias: bias, rows: rows, k: c.k, n: c.n)
                 let got = try runLinear(linear, backend: backend, x: x, rows: rows, scratch: scratch)

@@ -27,6 +27,11 @@ public final class CUDALinear: @unchecked Sendable {
     public static let maxGEMVRows = 16
     /// Rows up to which the tiled kernel beats dequantizing for cuBLAS (measured: BENCHMARKS.md).
     public static let maxTiledKernelRows = 64
+    /// Rows that the warpgroup kernel takes where the device has it (`CUDABackend.warpgroupMMA`):
+    /// on an H200 it beat the tiled kernel's two launches at 33–64 rows (but for 4096x4096 at 33)
+    /// and dequantizing for cuBLAS at 65–128 on the Llama-2-7B layers; at 256 rows it lost that
+    /// to dequantizing on 4096x11008 (BENCHMARKS.md).
+    public static let warpgroupRows = 33...128
 
     enum Weights {
         /// float16 [outFeatures, inFeatures] (the Hugging Face layout).
@@ -42,6 +47,9 @@ public final class CUDALinear: @unchecked Sendable {
     public let outFeatures: Int
     let weights: Weights
     let bias: DeviceBuffer?
+    /// Tiled layers on a device with the warpgroup kernel: the gather of x it reads
+    /// (`CUDAGPTQLayout.warpgroupInputOrder`, int32 [inFeatures]).
+    let warpgroupOrder: DeviceBuffer?
 
     /// From a float tensor [outFeatures, inFeatures] (any float dtype; stored as float16).
     public init(backend: CUDABackend, weight: Tensor, bias: Tensor? = nil) throws {
@@ -52,6 +60,7 @@ public final class CUDALinear: @unchecked Sendable {
         guard inFeatures % 8 == 0 else { throw GPTQError.unsupported("CUDA linear with \(inFeatures) inputs (a multiple of 8 is needed)") }
         let half = weight.converted(to: .f16)
         weights = .dense(try backend.device.upload(half))
+        warpgroupOrder = nil
         self.bias = try bias.map { b in
             let h = b.converted(to: .f16)
             return try backend.device.upload(h)
@@ -69,7 +78,9 @@ public final class CUDALinear: @unchecked Sendable {
         if layout.kernel == .tiled4 {
             weights = .tiled4(groupSize: layout.groupSize, tiles: try device.upload(layout.qweight),
                               parameters: try device.upload(layout.groupParameters), permutation: try layout.permutation.map { try device.upload($0) })
+            warpgroupOrder = try Self.warpgroupOrder(backend: backend, inFeatures: inFeatures, permutation: layout.permutation)
         } else {
+            warpgroupOrder = nil
             weights = .gptq(bits: layer.bits, groupSize: layout.groupSize, zeroOffset: layer.format == .gptq ? 1 : 0, kernel: layout.kernel,
                             qweight: try device.upload(layout.qweight),
                             qzeros: try device.upload(layer.qzeros),
@@ -97,7 +108,13 @@ public final class CUDALinear: @unchecked Sendable {
         try backend.launch("fill_random_q4_params", in: LinearKernels.common, grid: (min((count + 255) / 256, 65535), 1, 1), block: (256, 1, 1),
                            [.buffer(parameters), .pointer(UInt64(count)), .int32(Int32(bitPattern: seed &+ 1)), .float32(0.001), .float32(0.004)])
         weights = .tiled4(groupSize: groupSize, tiles: tiles, parameters: parameters, permutation: nil)
+        warpgroupOrder = try Self.warpgroupOrder(backend: backend, inFeatures: k, permutation: nil)
         bias = nil
+    }
+
+    private static func warpgroupOrder(backend: CUDABackend, inFeatures k: Int, permutation: [Int32]?) throws -> DeviceBuffer? {
+        guard backend.warpgroupMMA else { return nil }
+        return try backend.device.upload(CUDAGPTQLayout.warpgroupInputOrder(inFeatures: k, permutation: permutation))
     }
 
     /// A float16 layer over weights already on the device ([outFeatures, inFeatures]; e.g. a
@@ -107,6 +124,7 @@ public final class CUDALinear: @unchecked Sendable {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         weights = .dense(halfWeight)
+        warpgroupOrder = nil
         bias = nil
     }
 
@@ -118,6 +136,7 @@ public final class CUDALinear: @unchecked Sendable {
         let w = try backend.device.allocate(bytes: k * n * 2)
         try backend.fillRandomHalves(w, seed: seed, lo: -scale, hi: scale)
         weights = .dense(w)
+        warpgroupOrder = nil
         bias = nil
     }
 
@@ -152,7 +171,9 @@ public final class CUDALinear: @unchecked Sendable {
         precondition(rows > 0)
         if case .tiled4 = weights {
             precondition(!f32Output, "GPTQ layers write float16")
-            if rows <= Self.maxTiledKernelRows {
+            if backend.warpgroupMMA, warpgroupOrder != nil, Self.warpgroupRows.contains(rows) {
+                try warpgroupProduct(x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch)
+            } else if rows <= Self.maxTiledKernelRows {
                 for start in stride(from: 0, to: rows, by: 32) {
                     try tiledProduct(x: x + CUdeviceptr(start * ldx * 2), ldx: ldx, rows: min(32, rows - start),
                                      y: y + CUdeviceptr(start * ldy * 2), ldy: ldy, scratch: scratch)
@@ -226,6 +247,35 @@ public final class CUDALinear: @unchecked Sendable {
                            overlappingPrevious: backend.dependentLaunch,
                            [.buffer(tiles), .buffer(parameters), .pointer(input), .int(inputStride), .int(rows),
                             .pointer(y), .int(ldy), .pointer(bias?.address ?? 0), .int(K), .int(groupSize)])
+    }
+
+    /// The warpgroup kernel (Hopper): x gathered in the order it reads (act order included) and
+    /// laid out as its stages take it, then one launch over all rows, and the partial sums added where the chunks are split;
+    /// `launch` overrides `CUDAGPTQLayout.warpgroupLaunch` (benchmarks).
+    func warpgroupProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch,
+                          launch override: CUDAGPTQLayout.WarpgroupLaunch? = nil) throws {
+        guard case let .tiled4(groupSize, tiles, parameters, _) = weights, let warpgroupOrder else { preconditionFailure("not a tiled layer") }
+        let (K, N) = (inFeatures, outFeatures)
+        let launch = override ?? CUDAGPTQLayout.warpgroupLaunch(inFeatures: K, outFeatures: N, rows: rows,
+                                                                multiprocessors: backend.device.multiprocessorCount)
+        let rowTiles = (rows + launch.rowTile - 1) / launch.rowTile
+        let staged = try scratch.buffer("warpgroup-staged x", bytes: rowTiles * launch.rowTile * K * 2)
+        try backend.launch("stage_x_wgmma", in: LinearKernels.warpgroup, grid: (K / 64, rowTiles, 1), block: (256, 1, 1),
+                           overlappingPrevious: backend.dependentLaunch,
+                           [.pointer(x), .int(ldx), .int(rows), .buffer(warpgroupOrder), .buffer(staged), .int(K), .int(launch.rowTile)])
+        let partial = launch.splits > 1 ? try scratch.buffer("warpgroup partial sums", bytes: launch.splits * rows * N * 4).address : 0
+        let kernel = try backend.kernel(launch.kernelName, in: LinearKernels.warpgroup)
+        if launch.sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(launch.sharedBytes) }
+        let strips = (N / 16 + 4 * launch.warpgroups - 1) / (4 * launch.warpgroups)
+        try kernel.launch(grid: (strips, launch.splits, rowTiles), block: (128 * launch.warpgroups, 1, 1),
+                          sharedBytes: launch.sharedBytes, stream: backend.stream, overlappingPrevious: backend.dependentLaunch,
+                          [.buffer(tiles), .buffer(parameters), .buffer(staged), .int(rows), .pointer(y), .int(ldy),
+                           .pointer(bias?.address ?? 0), .pointer(partial), .int(K), .int(N), .int(groupSize)])
+        if launch.splits > 1 {
+            try backend.launch("wgmma_q4_finish", in: LinearKernels.warpgroup, grid: ((rows * N / 4 + 255) / 256, 1, 1), block: (256, 1, 1),
+                               overlappingPrevious: backend.dependentLaunch,
+                               [.pointer(partial), .int(launch.splits), .int(rows), .int(N), .pointer(bias?.address ?? 0), .pointer(y), .int(ldy)])
+        }
     }
 
     /// Tiled weights dequantized to float16 W [N, K] (in the tiled k order, so act-order

@@ -269,6 +269,54 @@ public struct CUDAGPTQLayout: Sendable {
         return launch
     }
 
+    /// A launch of the warpgroup kernel (`LinearKernels.warpgroup`): rows a launch (wgmma's N),
+    /// warpgroups a block (64 outputs each, sharing the staged x), stages of x in flight, chunks
+    /// of weights in flight (in registers), the resident blocks a multiprocessor it is compiled
+    /// for, and the blocks that split a layer's chunks (partial sums added by `wgmma_q4_finish`
+    /// where more than one).
+    public struct WarpgroupLaunch: Equatable, Sendable, CustomStringConvertible {
+        public var rowTile: Int, warpgroups: Int, stages: Int, weightsInFlight: Int, residentBlocks: Int, splits: Int
+
+        public init(rowTile: Int, warpgroups: Int, stages: Int, weightsInFlight: Int, residentBlocks: Int, splits: Int) {
+            (self.rowTile, self.warpgroups, self.stages) = (rowTile, warpgroups, stages)
+            (self.weightsInFlight, self.residentBlocks, self.splits) = (weightsInFlight, residentBlocks, splits)
+        }
+
+        public var kernelName: String { "wgmma_q4_r\(rowTile)_w\(warpgroups)_p\(stages)_d\(weightsInFlight)" }
+        /// Each stage: x's rows of one chunk (128 bytes a row) and an 8-byte mbarrier.
+        public var sharedBytes: Int { stages * (rowTile * 128 + 8) }
+        public var description: String { "r\(rowTile)w\(warpgroups)p\(stages)d\(weightsInFlight)m\(residentBlocks)/\(splits)" }
+    }
+
+    /// The order in which the warpgroup kernel reads a tiled layer's inputs: position p of the x
+    /// it stages is input `order[p]` of the layer's x (the act-order permutation included). In
+    /// each chunk of 64, the k16 product j reads positions 16j … 16j + 15 as its k = 8h + 2t + b,
+    /// which must be the input that the tiled layout's word j gives lane t's A registers there:
+    /// 16t + 4j + 2h + b of the chunk. So x is B in shared memory as plain 16-byte pieces.
+    public static func warpgroupInputOrder(inFeatures k: Int, permutation: [Int32]?) -> [Int32] {
+        precondition(k % 64 == 0)
+        return (0..<k).map { p in
+            let q = p & 63, (j, h, t, b) = (q >> 4, (q >> 3) & 1, (q >> 1) & 3, q & 1)
+            let input = p - q + 16 * t + 4 * j + 2 * h + b
+            return permutation.map { $0[input] } ?? Int32(input)
+        }
+    }
+
+    /// Launch of the warpgroup kernel for a [K → N] layer and `rows` rows: row tiles of 64 up to
+    /// 64 rows (two blocks a multiprocessor, 8 stages, 2 chunks of weights in flight), else of 128
+    /// (one block: its 64 accumulators a thread leave no room for a second; 5 stages, 4 chunks);
+    /// two warpgroups a block; the chunks split so that the grid holds about as many blocks as
+    /// fit at once, each split at least 8 chunks.
+    public static func warpgroupLaunch(inFeatures k: Int, outFeatures n: Int, rows: Int, multiprocessors: Int) -> WarpgroupLaunch {
+        precondition(rows >= 1 && k % 64 == 0 && n % 16 == 0)
+        let small = rows <= 64, warpgroups = 2
+        let (rowTile, resident) = small ? (64, 2) : (128, 1)
+        let strips = (n / 16 + 4 * warpgroups - 1) / (4 * warpgroups), rowTiles = (rows + rowTile - 1) / rowTile
+        let splits = max(1, min(k / 64 / 8, resident * multiprocessors / (strips * rowTiles)))
+        return WarpgroupLaunch(rowTile: rowTile, warpgroups: warpgroups, stages: small ? 8 : 5, weightsInFlight: small ? 2 : 4,
+                               residentBlocks: resident, splits: splits)
+    }
+
     /// Shared memory of a tiled launch: each warp's float accumulators.
     public static func tiledSharedBytes(outputTiles: Int, rowTiles: Int, warps: Int) -> Int { warps * outputTiles * 16 * rowTiles * 8 * 4 }
 

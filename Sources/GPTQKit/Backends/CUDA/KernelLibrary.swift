@@ -8,9 +8,13 @@ import Synchronization
 public struct KernelSource: Sendable {
     public let name: String
     public let code: String
-    public init(name: String, code: String) {
+    /// Compiled for the architecture's own features (sm_90a for compute capability 9.0, which
+    /// wgmma needs): such a cubin runs only on that exact architecture.
+    public let architectureSpecific: Bool
+    public init(name: String, code: String, architectureSpecific: Bool = false) {
         self.name = name
         self.code = code
+        self.architectureSpecific = architectureSpecific
     }
 }
 
@@ -164,14 +168,14 @@ public final class KernelLibrary: @unchecked Sendable {
 
     func module(_ source: KernelSource) throws -> CUmodule {
         if let m = modules.withLock({ $0[source.name] }) { return OpaquePointer(bitPattern: m)! }
-        let file = Self.cacheFileName(source: source, architecture: device.architecture, driverVersion: device.driverVersion,
+        let file = Self.cacheFileName(source: source, architecture: architecture(of: source), driverVersion: device.driverVersion,
                                       nvrtcVersion: nvrtcVersion)
         let path = FileIO.join(cacheFolder, file)
         var cubin: [UInt8]
         if FileIO.exists(path), let cached = try? FileIO.readAll(path: path), !cached.isEmpty {
             cubin = cached
         } else {
-            log?("compiling the '\(source.name)' CUDA kernels for \(device.architecture) with NVRTC (once: cached in \(cacheFolder))")
+            log?("compiling the '\(source.name)' CUDA kernels for \(architecture(of: source)) with NVRTC (once: cached in \(cacheFolder))")
             let start = ContinuousClock.now
             cubin = try compile(source)
             let elapsed = (ContinuousClock.now - start).components
@@ -189,6 +193,9 @@ public final class KernelLibrary: @unchecked Sendable {
         return module!
     }
 
+    /// The architecture `source` compiles for on this device.
+    func architecture(of source: KernelSource) -> String { device.architecture + (source.architectureSpecific ? "a" : "") }
+
     /// NVRTC → cubin for this device; a compile error throws with NVRTC's log.
     func compile(_ source: KernelSource) throws -> [UInt8] {
         let libs = device.libraries
@@ -196,7 +203,7 @@ public final class KernelLibrary: @unchecked Sendable {
         var program: nvrtcProgram?
         try libs.checkNVRTC(api.nvrtcCreateProgram(&program, source.code, source.name + ".cu", 0, nil, nil), "nvrtcCreateProgram(\(source.name))")
         defer { _ = api.nvrtcDestroyProgram(&program) }
-        let options = ["--gpu-architecture=\(device.architecture)"] + Self.options
+        let options = ["--gpu-architecture=\(architecture(of: source))"] + Self.options
         var cStrings = options.map { strdup($0) }
         defer { cStrings.forEach { free($0) } }
         let status = cStrings.withUnsafeMutableBufferPointer { p in

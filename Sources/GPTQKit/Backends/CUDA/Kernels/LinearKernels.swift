@@ -11,8 +11,38 @@ import Synchronization
 /// as stored+1 with no wrap (so a v1 zero field of all ones means 2^bits, which is what
 /// AutoGPTQ computes for layers whose zero was 0); format v2 stores the zero.
 enum LinearKernels {
+    /// What the kernels on CUDAGPTQLayout's tiled layout share: the words' unpacking into the A
+    /// registers of an m16n8k16 product (the layout's comment in `tiled`) and the streamed
+    /// weights' L2 policy.
+    static let tiledFormat = #"""
+/// Weights are read once: first out of L2 (x and the group parameters stay).
+__device__ __forceinline__ uint64_t evict_first_policy() {
+    uint64_t p; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p)); return p;
+}
+/// A streamed 16-byte read: not kept in L1, first out of L2 (x and parameters stay).
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p, uint64_t policy) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(policy));
+    return v;
+}
+/// The scales and 1024+zeros of outputs g (s0, z0) and g+8 (s1, z1) as broadcast half2s.
+struct TileGroup { half2_t s0, s1, z0, z1; };
+__device__ __forceinline__ TileGroup tile_group(uint2 p) {
+    return TileGroup{prmt(p.x, p.x, 0x1010), prmt(p.x, p.x, 0x3232), prmt(p.y, p.y, 0x1010), prmt(p.y, p.y, 0x3232)};
+}
+/// Word → A registers a[0…3] = scale · (q − zero), exact q − zero, one fp16 rounding.
+__device__ __forceinline__ void dequant_q4_word(uint32_t w, const TileGroup &p, half2_t *a) {
+    a[0] = hmul2(hsub2(and_or(w, 0x000F000Fu, 0x64006400u), p.z0), p.s0);
+    a[1] = hmul2(hsub2(and_or(w >> 4, 0x000F000Fu, 0x64006400u), p.z1), p.s1);
+    a[2] = hmul2(hsub2(and_or(w >> 8, 0x000F000Fu, 0x64006400u), p.z0), p.s0);
+    a[3] = hmul2(hsub2(and_or(w >> 12, 0x000F000Fu, 0x64006400u), p.z1), p.s1);
+}
+
+"""#
+
     /// The 4-bit tensor-core kernel on the tiled layout and its dequantizer for cuBLAS.
-    static let tiled = KernelSource(name: "linear-tiled", code: KernelPrelude.source + #"""
+    static let tiled = KernelSource(name: "linear-tiled", code: KernelPrelude.source + tiledFormat + #"""
 
 // ---- 4-bit tensor-core kernel, 1–32 rows (mma.sync m16n8k16, unpacked in registers) -----
 // Weights in CUDAGPTQLayout's tiled layout: for output tile T (16 outputs) and input chunk
@@ -29,31 +59,9 @@ enum LinearKernels {
 // memory; one or two stages of U chunks of loads per warp) and sum fp32 accumulators in shared
 // memory. The weights become exact q − zero levels (levels_q4_word); each chunk's products are
 // scaled in fp32.
-__device__ __forceinline__ uint64_t evict_first_policy() {
-    uint64_t p; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p)); return p;
-}
-/// A streamed 16-byte read: not kept in L1, first out of L2 (x and parameters stay).
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p, uint64_t policy) {
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(policy));
-    return v;
-}
 __device__ __forceinline__ void mma_16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-/// The scales and 1024+zeros of outputs g (s0, z0) and g+8 (s1, z1) as broadcast half2s.
-struct TileGroup { half2_t s0, s1, z0, z1; };
-__device__ __forceinline__ TileGroup tile_group(uint2 p) {
-    return TileGroup{prmt(p.x, p.x, 0x1010), prmt(p.x, p.x, 0x3232), prmt(p.y, p.y, 0x1010), prmt(p.y, p.y, 0x3232)};
-}
-/// Word → A registers a[0…3] = scale · (q − zero), exact q − zero, one fp16 rounding.
-__device__ __forceinline__ void dequant_q4_word(uint32_t w, const TileGroup &p, half2_t *a) {
-    a[0] = hmul2(hsub2(and_or(w, 0x000F000Fu, 0x64006400u), p.z0), p.s0);
-    a[1] = hmul2(hsub2(and_or(w >> 4, 0x000F000Fu, 0x64006400u), p.z1), p.s1);
-    a[2] = hmul2(hsub2(and_or(w >> 8, 0x000F000Fu, 0x64006400u), p.z0), p.s0);
-    a[3] = hmul2(hsub2(and_or(w >> 12, 0x000F000Fu, 0x64006400u), p.z1), p.s1);
 }
 
 /// Word → A registers a[0…3] = q − zero as exact fp16 integers (the kernel scales each
