@@ -24,10 +24,7 @@ public final class CUDABackend: @unchecked Sendable {
 
     /// Whether the device has Hopper's warpgroup tensor-core instructions (compute capability
     /// 9.0 exactly: sm_90a code runs nowhere else), which the 4-bit layers use for 33–128 rows.
-    public var warpgroupMMA: Bool { device.computeCapability == (9, 0) && warpgroupEnabled.load(ordering: .relaxed) }
-    /// Off to compare with the kernels that other GPUs take (benchmarks).
-    public func setWarpgroupMMA(_ on: Bool) { warpgroupEnabled.store(on, ordering: .relaxed) }
-    private let warpgroupEnabled = Atomic(true)
+    public var warpgroupMMA: Bool { device.computeCapability == (9, 0) }
 
     /// Whether the kernels written for it (the 4-bit tiled kernel) may start before the kernel
     /// ahead of them on the stream finishes (see `CUDAKernel.launch`). On wherever supported;

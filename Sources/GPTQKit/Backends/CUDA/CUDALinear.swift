@@ -250,14 +250,12 @@ public final class CUDALinear: @unchecked Sendable {
     }
 
     /// The warpgroup kernel (Hopper): x gathered in the order it reads (act order included) and
-    /// laid out as its stages take it, then one launch over all rows, and the partial sums added where the chunks are split;
-    /// `launch` overrides `CUDAGPTQLayout.warpgroupLaunch` (benchmarks).
-    func warpgroupProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch,
-                          launch override: CUDAGPTQLayout.WarpgroupLaunch? = nil) throws {
+    /// laid out as its stages take it, then one launch over all rows, and the partial sums added
+    /// where the chunks are split.
+    private func warpgroupProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch) throws {
         guard case let .tiled4(groupSize, tiles, parameters, _) = weights, let warpgroupOrder else { preconditionFailure("not a tiled layer") }
         let (K, N) = (inFeatures, outFeatures)
-        let launch = override ?? CUDAGPTQLayout.warpgroupLaunch(inFeatures: K, outFeatures: N, rows: rows,
-                                                                multiprocessors: backend.device.multiprocessorCount)
+        let launch = CUDAGPTQLayout.warpgroupLaunch(inFeatures: K, outFeatures: N, rows: rows, multiprocessors: backend.device.multiprocessorCount)
         let rowTiles = (rows + launch.rowTile - 1) / launch.rowTile
         let staged = try scratch.buffer("warpgroup-staged x", bytes: rowTiles * launch.rowTile * K * 2)
         try backend.launch("stage_x_wgmma", in: LinearKernels.warpgroup, grid: (K / 64, rowTiles, 1), block: (256, 1, 1),
