@@ -11,6 +11,9 @@ void ck_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 void ck_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 /// Round-to-nearest-even, as torch's .bfloat16() does (NaN stays NaN).
 void ck_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+/// Rounds each value in place to the nearest float16 (ties to even), as a float16 store
+/// and load do; values beyond float16's range become ±inf.
+void ck_round_f16(float *x, size_t n);
 
 // ---- GGUF dequantization (ggml block layouts, 32 elements per block) ---
 // Each writes 32 * n_blocks floats. The arithmetic is that of the `gguf`

@@ -32,7 +32,10 @@ public final class LanguageModel: @unchecked Sendable {
     }
 
     /// Loads float and GPTQ-quantized folders alike (see QuantizedCheckpoint).
-    public static func load(folder: String, linearFactory: LinearFactory? = nil) throws -> LanguageModel {
+    /// `weightsAsFloat16`: the embedding and the float linears' weights and biases are
+    /// rounded to float16 (copies, for float32 and bfloat16 checkpoints), as the CUDA backend
+    /// holds them; norm weights stay float32, as there.
+    public static func load(folder: String, linearFactory: LinearFactory? = nil, weightsAsFloat16: Bool = false) throws -> LanguageModel {
         let config = try ModelConfig(folder: folder)
         let family = try ModelFamily.forConfig(config)
         let checkpoint = try Checkpoint(folder: folder)
@@ -56,11 +59,13 @@ public final class LanguageModel: @unchecked Sendable {
                 return made
             }
             let weight = try weights.floatTensor(name + ".weight", shape: [outFeatures, inFeatures])
-            let bias = module.hasBias(config) ? try weights.vector(name + ".bias", count: outFeatures) : nil
-            return DenseLinear(weight: weight, bias: bias)
+            var bias = module.hasBias(config) ? try weights.vector(name + ".bias", count: outFeatures) : nil
+            if weightsAsFloat16 { bias?.withUnsafeMutableBufferPointer { ck_round_f16($0.baseAddress!, $0.count) } }
+            return DenseLinear(weight: weightsAsFloat16 ? weight.converted(to: .f16) : weight, bias: bias)
         }
 
-        let embedding = try weights.floatTensor(family.embedding + ".weight", shape: [vocab, hidden])
+        let storedEmbedding = try weights.floatTensor(family.embedding + ".weight", shape: [vocab, hidden])
+        let embedding = weightsAsFloat16 ? storedEmbedding.converted(to: .f16) : storedEmbedding
         let headModule = LinearModule(family.lmHead, in: { $0.hiddenSize }, out: { $0.vocabSize }, bias: { _ in false })
         let tied = family.tiesHead(config: config, checkpoint: checkpoint)
         let lmHead: LinearLayer
@@ -153,16 +158,20 @@ public final class LanguageModel: @unchecked Sendable {
     }
 
     /// A CPU session holding up to `capacity` positions in its KV cache.
-    public func makeSession(capacity: Int) -> InferenceSession { CPUSession(model: self, capacity: capacity) }
+    public func makeSession(capacity: Int, arithmetic: CPUArithmetic = .float32) -> InferenceSession {
+        CPUSession(model: self, capacity: capacity, arithmetic: arithmetic)
+    }
 
-    /// Final norm then LM head on `rows` hidden rows: [rows, vocab] logits.
-    func logits(_ hidden: UnsafePointer<Float>, rows: Int) -> [Float] {
+    /// Final norm then LM head on `rows` hidden rows: [rows, vocab] logits (float32 under
+    /// either arithmetic; `.cudaFloat16` rounds the LM head's input).
+    func logits(_ hidden: UnsafePointer<Float>, rows: Int, arithmetic: CPUArithmetic) -> [Float] {
         let h = hiddenSize
         let normed = UnsafeMutablePointer<Float>.allocate(capacity: rows * h)
         defer { normed.deallocate() }
         finalNorm.withUnsafeBufferPointer { w in
             for r in 0..<rows { ck_rmsnorm(hidden + r * h, w.baseAddress!, normed + r * h, h, shape.eps) }
         }
+        if arithmetic == .cudaFloat16 { ck_round_f16(normed, rows * h) }
         return [Float](unsafeUninitializedCapacity: rows * vocabSize) { buffer, initialized in
             lmHead.forward(normed, rows: rows, into: buffer.baseAddress!)
             initialized = rows * vocabSize

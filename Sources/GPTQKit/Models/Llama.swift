@@ -80,15 +80,21 @@ final class DecoderLayer: @unchecked Sendable {
 
     /// Runs the layer in place on x [tokens, hidden] at positions position..<position+tokens,
     /// appending their keys and values to `cache` (which holds the earlier positions).
+    /// `arithmetic` `.cudaFloat16` rounds where the CUDA session stores float16 (CPUArithmetic).
     func forward(_ x: UnsafeMutablePointer<Float>, tokens: Int, position: Int, cache: KVCacheLayer,
                  cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, shape: DecoderShape,
-                 workspace ws: DecoderWorkspace, observe: LinearObserver?, stopAfter: String? = nil) {
+                 workspace ws: DecoderWorkspace, observe: LinearObserver?, stopAfter: String? = nil,
+                 arithmetic: CPUArithmetic = .float32) {
         let h = shape.hidden
+        let roundsToHalf = arithmetic == .cudaFloat16
         /// false: `name` is `stopAfter`, observed but not run, and the layer stops here.
         func linear(_ name: String, _ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>) -> Bool {
+            let layer = linears[name]!
+            if roundsToHalf { ck_round_f16(input, tokens * layer.inFeatures) }
             observe?(name, input, tokens)
             if name == stopAfter { return false }
-            linears[name]!.forward(input, rows: tokens, into: output)
+            layer.forward(input, rows: tokens, into: output)
+            if roundsToHalf { ck_round_f16(output, tokens * layer.outFeatures) }
             return true
         }
         func normRows(_ weight: [Float], _ src: UnsafeMutablePointer<Float>, _ dst: UnsafeMutablePointer<Float>, width: Int, rows: Int) {
@@ -107,9 +113,16 @@ final class DecoderLayer: @unchecked Sendable {
             normRows(keyNorm, ws.key, ws.key, width: shape.headDim, rows: tokens * shape.kvHeads)
         }
         let half = shape.headDim / 2
+        // The GPU's prefill stores the rotated queries in float16, its decode step keeps them
+        // float32; the cache is float16 on both paths (values are already, as v_proj's output).
+        let prefill = tokens > 1
         for t in 0..<tokens {
             ck_rope(ws.query + t * shape.queryWidth, shape.heads, shape.headDim, cos + t * half, sin + t * half)
             ck_rope(ws.key + t * shape.kvWidth, shape.kvHeads, shape.headDim, cos + t * half, sin + t * half)
+            if roundsToHalf {
+                if prefill { ck_round_f16(ws.query + t * shape.queryWidth, shape.queryWidth) }
+                ck_round_f16(ws.key + t * shape.kvWidth, shape.kvWidth)
+            }
             for g in 0..<shape.kvHeads {
                 let slot = (g * cache.capacity + position + t) * shape.headDim
                 (cache.keys + slot).update(from: ws.key + t * shape.kvWidth + g * shape.headDim, count: shape.headDim)
@@ -117,7 +130,7 @@ final class DecoderLayer: @unchecked Sendable {
             }
         }
         Attention.run(queries: ws.query, tokens: tokens, position: position, cache: cache,
-                      window: slidingWindow, shape: shape, into: ws.attention)
+                      window: slidingWindow, shape: shape, roundsProbabilities: roundsToHalf && prefill, into: ws.attention)
         guard linear("self_attn.o_proj", ws.attention, ws.output) else { return }
         ck_add(x, ws.output, tokens * h)
 

@@ -13,14 +13,16 @@ enum Attention {
 
     /// queries: [tokens, heads*headDim] at positions position..<position+tokens, whose keys
     /// and values are already in `cache`. Writes [tokens, heads*headDim] into `out`.
+    /// `roundsProbabilities`: the softmax is rounded to float16 before it weighs the values,
+    /// as the CUDA session's prefill stores it (CPUArithmetic.cudaFloat16).
     static func run(queries: UnsafePointer<Float>, tokens: Int, position: Int, cache: KVCacheLayer,
-                    window: Int?, shape: DecoderShape, into out: UnsafeMutablePointer<Float>) {
+                    window: Int?, shape: DecoderShape, roundsProbabilities: Bool = false, into out: UnsafeMutablePointer<Float>) {
         let (hd, width) = (shape.headDim, shape.queryWidth)
         let group = shape.heads / shape.kvHeads
         let scale = 1 / Float(hd).squareRoot()
         func firstKey(_ pos: Int) -> Int { window.map { max(0, pos - $0 + 1) } ?? 0 }
 
-        if tokens < gemmRows {
+        if tokens < gemmRows && !roundsProbabilities {
             CPUThreads.parallelRanges(tokens * shape.heads) { start, end in
                 let scores = UnsafeMutablePointer<Float>.allocate(capacity: position + tokens)
                 defer { scores.deallocate() }
@@ -50,6 +52,7 @@ enum Attention {
                     for r in r0..<r1 {
                         let pos = position + b0 + r
                         ck_masked_softmax(scores + r * keys, keys, firstKey(pos) - lo, pos + 1 - lo)
+                        if roundsProbabilities { ck_round_f16(scores + r * keys, keys) }
                     }
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(hd), Int32(keys),

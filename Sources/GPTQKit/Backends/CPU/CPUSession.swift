@@ -1,14 +1,29 @@
+/// What a CPU forward computes in.
+public enum CPUArithmetic: Sendable {
+    /// float32 throughout: the CPU backend, and the reference of every other.
+    case float32
+    /// float32 arithmetic with the CUDA session's float16 roundings: each linear's input and
+    /// output, the cached keys (values are v_proj's output), and in a pass over several tokens
+    /// (the GPU's prefill path) the rotated queries and the attention probabilities, where
+    /// CUDASession stores float16. On a model loaded with `weightsAsFloat16` (the GPU's
+    /// weights) the CPU then computes the GPU's function up to the order of summation: what
+    /// `gptq gpu-check` holds the GPU to with the bound for float16 arithmetic (1e-3).
+    case cudaFloat16
+}
+
 /// Inference on the CPU with a float32 KV cache of fixed capacity.
 public final class CPUSession: InferenceSession {
     public let model: LanguageModel
     public let capacity: Int
+    public let arithmetic: CPUArithmetic
     public private(set) var position = 0
     private let cache: [KVCacheLayer]
 
-    public init(model: LanguageModel, capacity: Int) {
+    public init(model: LanguageModel, capacity: Int, arithmetic: CPUArithmetic = .float32) {
         precondition(capacity > 0, "session capacity must be positive")
         self.model = model
         self.capacity = capacity
+        self.arithmetic = arithmetic
         let count = model.shape.kvHeads * capacity * model.shape.headDim
         cache = (0..<model.numLayers).map { _ in
             KVCacheLayer(keys: .allocate(capacity: count), values: .allocate(capacity: count), capacity: capacity)
@@ -37,14 +52,15 @@ public final class CPUSession: InferenceSession {
                     for (layer, kv) in zip(model.layers, cache) {
                         layer.forward(x.baseAddress!, tokens: n, position: position, cache: kv,
                                       cos: c.baseAddress!, sin: s.baseAddress!, shape: model.shape,
-                                      workspace: workspace, observe: nil)
+                                      workspace: workspace, observe: nil, arithmetic: arithmetic)
                     }
                 }
             }
         }
         position += n
         return hidden.withUnsafeBufferPointer { x in
-            allLogits ? model.logits(x.baseAddress!, rows: n) : model.logits(x.baseAddress! + (n - 1) * h, rows: 1)
+            allLogits ? model.logits(x.baseAddress!, rows: n, arithmetic: arithmetic)
+                : model.logits(x.baseAddress! + (n - 1) * h, rows: 1, arithmetic: arithmetic)
         }
     }
 
