@@ -165,25 +165,59 @@ public final class CUDALinear: @unchecked Sendable {
         }
     }
 
+    /// How a product of some number of rows runs.
+    enum Path {
+        /// The warpgroup kernel (tiled layers, compute capability 9.0).
+        case warpgroup
+        /// The tiled tensor-core kernel, 32 rows a launch.
+        case tiled
+        /// The GEMV kernels, 8 rows a launch.
+        case gemv
+        /// cuBLAS on the float16 weight, or on the GPTQ weight dequantized to float16.
+        case cuBLAS
+    }
+
+    func path(rows: Int) -> Path {
+        if case .tiled4 = weights {
+            if backend.warpgroupMMA, warpgroupOrder != nil, Self.warpgroupRows.contains(rows) { return .warpgroup }
+            return rows <= Self.maxTiledKernelRows ? .tiled : .cuBLAS
+        }
+        return rows <= Self.maxGEMVRows ? .gemv : .cuBLAS
+    }
+
+    /// Whether a product of `rows` rows multiplies weights rounded to float16: float layers,
+    /// and GPTQ layers where they dequantize (scale · (q − zero) rounded once: the warpgroup
+    /// kernel, the 4-bit GEMV's half2 scaling, dequantize + cuBLAS). The tiled kernel and the
+    /// any-width GEMV multiply exact levels and scale in float32. A reference of the GPU's
+    /// float16 arithmetic (gpu-check) rounds the dequantized weights where this is true.
+    public func multipliesFloat16Weights(rows: Int) -> Bool {
+        switch (weights, path(rows: rows)) {
+        case (.dense, _), (_, .warpgroup), (_, .cuBLAS): return true
+        case let (.gptq(_, _, _, kernel, _, _, _, _, _), .gemv): return kernel == .fast4
+        default: return false
+        }
+    }
+
     /// y[rows, outFeatures] (row stride ldy) from x[rows, inFeatures] (row stride ldx),
     /// float16, queued on the device's stream. `f32Output` writes float32 y (dense only).
     public func forward(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch, f32Output: Bool = false) throws {
         precondition(rows > 0)
         if case .tiled4 = weights {
             precondition(!f32Output, "GPTQ layers write float16")
-            if backend.warpgroupMMA, warpgroupOrder != nil, Self.warpgroupRows.contains(rows) {
+            switch path(rows: rows) {
+            case .warpgroup:
                 try warpgroupProduct(x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch)
-            } else if rows <= Self.maxTiledKernelRows {
+            case .tiled:
                 for start in stride(from: 0, to: rows, by: 32) {
                     try tiledProduct(x: x + CUdeviceptr(start * ldx * 2), ldx: ldx, rows: min(32, rows - start),
                                      y: y + CUdeviceptr(start * ldy * 2), ldy: ldy, scratch: scratch)
                 }
-            } else {
+            default:
                 try dequantizedProduct(x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch)
             }
             return
         }
-        if rows <= Self.maxGEMVRows {
+        if path(rows: rows) == .gemv {
             let yElement = f32Output ? 4 : 2
             for start in stride(from: 0, to: rows, by: 8) {
                 try gemv(x: x + CUdeviceptr(start * ldx * 2), ldx: ldx, rows: min(8, rows - start),

@@ -87,6 +87,16 @@ public final class CUDAModel: @unchecked Sendable {
         try CUDASession(model: self, capacity: capacity, batch: batch, prefillChunk: prefillChunk)
     }
 
+    /// Whether every decoder linear multiplies float16-rounded weights in a pass of `rows`
+    /// rows (CUDALinear.multipliesFloat16Weights): what a CPU reference of this model's float16
+    /// arithmetic must round.
+    public func multipliesFloat16Weights(rows: Int) -> Bool {
+        layers.allSatisfy { layer in
+            (layer.qkv.map(\.linear) + [layer.output] + layer.gateUp.map(\.linear) + [layer.down])
+                .allSatisfy { $0.multipliesFloat16Weights(rows: rows) }
+        }
+    }
+
     // MARK: loading
 
     /// Loads a Hugging Face folder: float weights, or a GPTQ checkpoint (quantization_config in

@@ -27,6 +27,24 @@ extension CUDAChecks {
     /// shapes (measured 0 to 3.6e-4 on an H100).
     static let chunkBound = 1e-3
 
+    /// The CPU computing `folder`'s model with the GPU's float16 arithmetic
+    /// (CPUArithmetic.cudaFloat16 on float16 weights) over passes of `rows` rows: where the GPU's
+    /// GPTQ layers multiply dequantized float16 weights at that size, the CPU's are
+    /// scale · (q − zero) rounded to float16 too.
+    static func cpuWithFloat16Arithmetic(folder: String, gpu: CUDAModel, rows: Int) throws -> LanguageModel {
+        let checkpoint = try Checkpoint(folder: folder)
+        guard gpu.multipliesFloat16Weights(rows: rows), let quantized = try QuantizedCheckpoint(folder: folder, checkpoint: checkpoint) else {
+            return try LanguageModel.load(folder: folder, weightsAsFloat16: true)
+        }
+        let family = try ModelFamily.forConfig(try ModelConfig(folder: folder))
+        return try LanguageModel.load(folder: folder, linearFactory: { layer, module, inFeatures, outFeatures in
+            let name = layer.map { family.layerModule($0, module) } ?? module
+            return try quantized.packedLinear(name, inFeatures: inFeatures, outFeatures: outFeatures).map { packed in
+                DenseLinear(weight: Tensor(packed.dequantized(), shape: [outFeatures, inFeatures]).converted(to: .f16), bias: packed.bias?.floats())
+            }
+        }, weightsAsFloat16: true)
+    }
+
     /// Decode attention at the head dimensions of real models (the fixtures have 16): random
     /// 4-bit models, one token at a time through the decode graph against the prefill path
     /// (RoPE, cache writes and softmax in other kernels) on the same tokens: head dimension 128
@@ -63,10 +81,10 @@ extension CUDAChecks {
             let folder = FileIO.join(fixtures, "arch", arch)
             let model = try CUDAModel.load(folder: folder, backend: backend)
             let cpu = try LanguageModel.load(folder: folder)
-            let cpuFloat16 = try LanguageModel.load(folder: folder, weightsAsFloat16: true)
             let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
             let ids = try reference.tensor("input_ids"), expected = try reference.tensor("logits").floats()
             let (sequences, length) = (ids.shape[0], ids.shape[1])
+            let cpuFloat16 = try cpuWithFloat16Arithmetic(folder: folder, gpu: model, rows: length)
             let prompts = (0..<sequences).map { s in Array(ids.ints()[(s * length)..<((s + 1) * length)]) }
             var prefill: [Float] = [], decode: [Float] = [], cpuPrefill: [Float] = [], cpuDecode: [Float] = []
             for prompt in prompts {
@@ -154,7 +172,7 @@ extension CUDAChecks {
             let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
             let ids = try reference.tensor("input_ids"), expected = try reference.tensor("logits").floats()
             let length = ids.shape[1]
-            let cpu = try LanguageModel.load(folder: folder), cpuFloat16 = try LanguageModel.load(folder: folder, weightsAsFloat16: true)
+            let cpu = try LanguageModel.load(folder: folder), cpuFloat16 = try cpuWithFloat16Arithmetic(folder: folder, gpu: model, rows: length)
             var got: [Float] = [], cpuGot: [Float] = []
             for s in 0..<ids.shape[0] {
                 let prompt = Array(ids.ints()[(s * length)..<((s + 1) * length)])
@@ -163,12 +181,13 @@ extension CUDAChecks {
             }
             results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) logits (\(model.weightsDescription))",
                                            relativeError: relativeError(got, expected), bound: float16Bound))
-            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) logits vs CPU with fp16 arithmetic",
+            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) logits vs CPU with fp16 arithmetic\(model.multipliesFloat16Weights(rows: length) ? " (fp16 weights)" : "")",
                                            relativeError: relativeError(got, cpuGot), bound: float16ArithmeticBound))
             var rng = Xoshiro256StarStar(seed: 8)
             let long = (0..<100).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
             let cpuLogits = try cpu.makeSession(capacity: 128).forward(long, allLogits: true)
-            let cpuFloat16Logits = try cpuFloat16.makeSession(capacity: 128, arithmetic: .cudaFloat16).forward(long, allLogits: true)
+            let cpuFloat16Logits = try cpuWithFloat16Arithmetic(folder: folder, gpu: model, rows: long.count)
+                .makeSession(capacity: 128, arithmetic: .cudaFloat16).forward(long, allLogits: true)
             let gpuLogits = try model.makeSession(capacity: 128).forward(long, allLogits: true)
             results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU fp32",
                                            relativeError: relativeError(gpuLogits, cpuLogits), bound: float16Bound))
@@ -231,8 +250,8 @@ extension CUDAChecks {
             throw GPTQError.invalidArgument("\(text): \(tokens.count) tokens, fewer than \(windows) windows of \(seqlen)")
         }
         let gpu = try CUDAModel.load(folder: folder, backend: backend), cpu = try LanguageModel.load(folder: folder)
-        let cpuFloat16 = try LanguageModel.load(folder: folder, weightsAsFloat16: true)
         let prompt = Array(tokens[0..<64])
+        let cpuFloat16 = try cpuWithFloat16Arithmetic(folder: folder, gpu: gpu, rows: prompt.count)
         let gpuLogits = try gpu.makeSession(capacity: seqlen).forward(prompt, allLogits: true)
         let cpuLogits = try cpu.makeSession(capacity: seqlen).forward(prompt, allLogits: true)
         let cpuFloat16Logits = try cpuFloat16.makeSession(capacity: seqlen, arithmetic: .cudaFloat16).forward(prompt, allLogits: true)
