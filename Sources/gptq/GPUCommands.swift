@@ -88,7 +88,7 @@ struct GPUBenchCommand: ParsableCommand {
         commandName: "gpu-bench",
         abstract: "Time the CUDA kernels (needs an NVIDIA GPU).",
         discussion: """
-            --kernels: 4-bit group-128 GEMV/GEMM against float16 cuBLAS for the Llama-2-7B \
+            --kernels: 4-bit group-128 (--group-size) GEMV/GEMM against float16 cuBLAS for the Llama-2-7B \
             linear shapes at batch 1, 2, 4, 8, 16, 32, 64, 128 (from 16 on also dequantized \
             for cuBLAS), and the device-to-device copy bandwidth.
             """
@@ -130,12 +130,17 @@ struct GPUBenchCommand: ParsableCommand {
     @Option(help: "--kernels, --tiled-shapes: a batch to time (repeatable; default 1, 2, 4, 8, 16, 32, 64, 128 and 1, 8, 16, 32).")
     var batch: [Int] = []
 
+    @Option(help: "--kernels: the 4-bit layers' group size; one that is no multiple of 64 (e.g. 32) times AutoGPTQ's layout on the 4-bit GEMV.")
+    var groupSize = 128
+
     @Option(help: "Write the report to this file too.")
     var log: String?
 
     func validate() throws {
         guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1 (got \(promptTokens))") }
-        _ = try layerShapes()
+        if let (k, _) = try layerShapes().first(where: { groupSize < 8 || $0.0 % groupSize != 0 || groupSize % 8 != 0 }) {
+            throw ValidationError("--group-size \(groupSize) must be a multiple of 8 that divides the inputs (\(k))")
+        }
         if let bad = batch.first(where: { !(1...512).contains($0) }) { throw ValidationError("--batch must be 1 to 512 (got \(bad))") }
         if tiledShapes, let bad = batch.first(where: { $0 > 32 }) { throw ValidationError("--tiled-shapes times at most 32 rows (got --batch \(bad))") }
     }
@@ -156,7 +161,7 @@ struct GPUBenchCommand: ParsableCommand {
             let copy = try CUDABenchmarks.copyBandwidth(backend: backend)
             report("device-to-device copy: \(Int(copy.rounded())) GB/s (read + written)")
             let rows = try CUDABenchmarks.linears(backend: backend, shapes: try layerShapes(),
-                                                  batches: batch.isEmpty ? [1, 2, 4, 8, 16, 32, 64, 128] : batch, log: { report($0) })
+                                                  batches: batch.isEmpty ? [1, 2, 4, 8, 16, 32, 64, 128] : batch, groupSize: groupSize, log: { report($0) })
             report("4-bit GB/s as a fraction of the copy: " + rows.filter { $0.batch == 1 }.map {
                 "\($0.inFeatures)x\($0.outFeatures) \(Int(($0.quantizedGBs / copy * 100).rounded()))%"
             }.joined(separator: ", "))

@@ -113,4 +113,15 @@ import GPTQKit
         #expect(run.standardError.contains("/nonexistent/libcuda.so.1"))
         #expect(run.standardOutput.isEmpty)
     }
+
+    /// gpu-bench checks its arguments before it looks for a GPU.
+    @Test(arguments: [(["--group-size", "48"], "--group-size 48 must be a multiple of 8 that divides the inputs (4096)"),
+                      (["--group-size", "4"], "--group-size 4 must be a multiple of 8"),
+                      (["--batch", "600"], "--batch must be 1 to 512 (got 600)")])
+    func gpuBenchNamesABadArgument(arguments: [String], message: String) throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let run = try CommandLineTool.run(binary, ["gpu-bench", "--kernels"] + arguments)
+        #expect(run.status != 0)
+        #expect(run.standardError.contains(message), "\(run.standardError)")
+    }
 }

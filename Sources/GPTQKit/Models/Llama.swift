@@ -113,14 +113,14 @@ final class DecoderLayer: @unchecked Sendable {
             normRows(keyNorm, ws.key, ws.key, width: shape.headDim, rows: tokens * shape.kvHeads)
         }
         let half = shape.headDim / 2
-        // The GPU's prefill stores the rotated queries in float16, its decode step keeps them
-        // float32; the cache is float16 on both paths (values are already, as v_proj's output).
+        // The GPU rounds the rotated queries and keys to float16 on both paths (values are
+        // already, as v_proj's output); only its prefill stores the probabilities in float16.
         let prefill = tokens > 1
         for t in 0..<tokens {
             ck_rope(ws.query + t * shape.queryWidth, shape.heads, shape.headDim, cos + t * half, sin + t * half)
             ck_rope(ws.key + t * shape.kvWidth, shape.kvHeads, shape.headDim, cos + t * half, sin + t * half)
             if roundsToHalf {
-                if prefill { ck_round_f16(ws.query + t * shape.queryWidth, shape.queryWidth) }
+                ck_round_f16(ws.query + t * shape.queryWidth, shape.queryWidth)
                 ck_round_f16(ws.key + t * shape.kvWidth, shape.kvWidth)
             }
             for g in 0..<shape.kvHeads {

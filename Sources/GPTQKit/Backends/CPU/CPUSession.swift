@@ -3,9 +3,9 @@ public enum CPUArithmetic: Sendable {
     /// float32 throughout: the CPU backend, and the reference of every other.
     case float32
     /// float32 arithmetic with the CUDA session's float16 roundings: each linear's input and
-    /// output, the cached keys (values are v_proj's output), and in a pass over several tokens
-    /// (the GPU's prefill path) the rotated queries and the attention probabilities, where
-    /// CUDASession stores float16. On a model loaded with `weightsAsFloat16` (the GPU's
+    /// output, the rotated queries and keys (values are v_proj's output), and in a pass over
+    /// several tokens (the GPU's prefill path) the attention probabilities, where CUDASession
+    /// stores float16. On a model loaded with `weightsAsFloat16` (the GPU's
     /// weights) the CPU then computes the GPU's function up to the order of summation: what
     /// `gptq gpu-check` holds the GPU to with the bound for float16 arithmetic (1e-3).
     case cudaFloat16

@@ -134,9 +134,24 @@ public enum CUDABenchmarks {
         return best
     }
 
+    /// A 4-bit layer of pseudo-random AutoGPTQ tensors (no act order): words, zeros, scales in
+    /// [0.001, 0.004).
+    static func randomPacked4Bit(inFeatures k: Int, outFeatures n: Int, groupSize: Int, seed: UInt64) throws -> PackedLinear {
+        var rng = Xoshiro256StarStar(seed: seed)
+        let groups = k / groupSize
+        func words(_ count: Int) -> [Int32] { (0..<count).map { _ in Int32(truncatingIfNeeded: rng.next()) } }
+        return try PackedLinear(name: "random", path: "gpu-bench", bits: 4, format: .gptq, inFeatures: k, outFeatures: n,
+                                qweight: Tensor(bitPattern: words(k / 8 * n), dtype: .i32, shape: [k / 8, n]),
+                                qzeros: Tensor(bitPattern: words(groups * n / 8), dtype: .i32, shape: [groups, n / 8]),
+                                scales: Tensor((0..<groups * n).map { _ in Float(0.001 + 0.003 * rng.nextUnit()) }, shape: [groups, n]).converted(to: .f16),
+                                gIdx: Tensor(bitPattern: (0..<k).map { Int32($0 / groupSize) }, dtype: .i32, shape: [k]), bias: nil)
+    }
+
     /// 4-bit group-`groupSize` layers against float16 cuBLAS GemmEx, both with the bytes a
     /// single pass must move (weights + scales + zeros + x + y) over the median time. Where the
-    /// backend uses dependent launch, the 4-bit layers are timed without it too.
+    /// backend uses dependent launch, the 4-bit layers are timed without it too. Groups of a
+    /// multiple of 64 take the tiled layout; others (e.g. 32) AutoGPTQ's, as such checkpoints
+    /// load (the 4-bit GEMV, then dequantize + cuBLAS).
     public static func linears(backend: CUDABackend, shapes: [(Int, Int)], batches: [Int], groupSize: Int = 128,
                                log: (String) -> Void = { _ in }) throws -> [LinearTiming] {
         let scratch = CUDAScratch(backend: backend)
@@ -145,7 +160,11 @@ public enum CUDABenchmarks {
             let (x, y) = try halfRows(backend: backend, inFeatures: k, outFeatures: n, rows: batches.max() ?? 1)
             let qCopies = copiesOutrunningL2(backend: backend, bytesEach: k * n / 2)
             let hCopies = copiesOutrunningL2(backend: backend, bytesEach: k * n * 2)
-            let quantized = try (0..<qCopies).map { try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(100 + $0)) }
+            let tiled = groupSize % 64 == 0
+            let quantized = try (0..<qCopies).map {
+                tiled ? try CUDALinear(backend: backend, random4BitInFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt32(100 + $0))
+                    : try CUDALinear(backend: backend, gptq: try randomPacked4Bit(inFeatures: k, outFeatures: n, groupSize: groupSize, seed: UInt64(100 + $0)))
+            }
             var half = try (0..<hCopies).map { try CUDALinear(backend: backend, randomHalfInFeatures: k, outFeatures: n, scale: 0.05, seed: UInt32(200 + $0)) }
             let floor = try readFloor(backend: backend, bytes: quantized[0].weightBytes)
             log("\(k)x\(n): read floor of the 4-bit weights (\(quantized[0].weightBytes) bytes) \(format1(floor.ms * 1000)) us, "
@@ -179,11 +198,11 @@ public enum CUDABenchmarks {
                 } catch {
                     log("fp16 cuBLAS \(k)x\(n) b\(b) not captured in a graph: \(error)")
                 }
-                let dMs = b < 16 ? nil : try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
+                let dMs = b < 16 || !tiled ? nil : try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
                     try quantized[i % qCopies].dequantizedProduct(x: x.address, ldx: k, rows: b, y: y.address, ldy: n, scratch: scratch)
                 }
                 // Where the warpgroup kernel took 33–64 rows: the tiled kernel's two launches.
-                let tMs = !(backend.warpgroupMMA && b > 32 && b <= CUDALinear.maxTiledKernelRows) ? nil
+                let tMs = !(tiled && backend.warpgroupMMA && b > 32 && b <= CUDALinear.maxTiledKernelRows) ? nil
                     : try medianMilliseconds(backend: backend, callsPerSample: calls, samples: 15) { i in
                         for start in stride(from: 0, to: b, by: 32) {
                             try quantized[i % qCopies].tiledProduct(x: x.address + CUdeviceptr(start * k * 2), ldx: k, rows: min(32, b - start),
