@@ -66,19 +66,19 @@ public final class CUBLAS: @unchecked Sendable {
     }
 
     /// y[rows, n] = x[rows, k] · Wᵀ for row-major float16 x and W [n, k] (the Hugging Face
-    /// layout), y in `yType`; `accumulate` adds what y holds (in float32, one rounding).
+    /// layout), y in `yType`.
     public func linear(x: CUdeviceptr, ldx: Int? = nil, weight: CUdeviceptr, y: CUdeviceptr, ldy: Int? = nil,
-                       yType: ElementType = .f16, rows: Int, inFeatures k: Int, outFeatures n: Int, accumulate: Bool = false) throws {
+                       yType: ElementType = .f16, rows: Int, inFeatures k: Int, outFeatures n: Int) throws {
         // Column-major: yᵀ (n × rows) = Wᵀ-as-stored (k × n)ᵀ · xᵀ (k × rows).
         try gemm(transA: true, transB: false, m: n, n: rows, k: k, a: weight, aType: .f16, lda: k,
-                 b: x, bType: .f16, ldb: ldx ?? k, c: y, cType: yType, ldc: ldy ?? n, beta: accumulate ? 1 : 0)
+                 b: x, bType: .f16, ldb: ldx ?? k, c: y, cType: yType, ldc: ldy ?? n)
     }
 
     /// y[rows, n] = x[rows, k] · W for row-major float16 x and W [k, n] (the layout the
-    /// GPTQ dequantizer writes); `accumulate` as in `linear`.
+    /// GPTQ dequantizer writes).
     public func linearKN(x: CUdeviceptr, ldx: Int? = nil, weight: CUdeviceptr, y: CUdeviceptr, ldy: Int? = nil,
-                         yType: ElementType = .f16, rows: Int, inFeatures k: Int, outFeatures n: Int, accumulate: Bool = false) throws {
+                         yType: ElementType = .f16, rows: Int, inFeatures k: Int, outFeatures n: Int) throws {
         try gemm(transA: false, transB: false, m: n, n: rows, k: k, a: weight, aType: .f16, lda: n,
-                 b: x, bType: .f16, ldb: ldx ?? k, c: y, cType: yType, ldc: ldy ?? n, beta: accumulate ? 1 : 0)
+                 b: x, bType: .f16, ldb: ldx ?? k, c: y, cType: yType, ldc: ldy ?? n)
     }
 }

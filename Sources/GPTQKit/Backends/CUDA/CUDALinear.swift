@@ -229,9 +229,9 @@ public final class CUDALinear: @unchecked Sendable {
         switch weights {
         case let .dense(w):
             precondition(bias == nil || !f32Output, "bias on float32 outputs")
-            try writeBias(y: y, ldy: ldy, rows: rows)
-            try backend.cublas.linear(x: x, ldx: ldx, weight: w.address, y: y, ldy: ldy, yType: f32Output ? .f32 : .f16,
-                                      rows: rows, inFeatures: K, outFeatures: N, accumulate: bias != nil)
+            try cuBLASProduct(y: y, ldy: ldy, rows: rows, scratch: scratch, f32Output: f32Output) { out, ldOut, type in
+                try backend.cublas.linear(x: x, ldx: ldx, weight: w.address, y: out, ldy: ldOut, yType: type, rows: rows, inFeatures: K, outFeatures: N)
+            }
         case let .gptq(bits, groupSize, zeroOffset, kernel, qweight, qzeros, scales, gIdx, permutation):
             precondition(!f32Output, "GPTQ layers write float16")
             // Larger batches are arithmetic-bound: dequantize once into float16 [K, N] (inputs in
@@ -241,21 +241,26 @@ public final class CUDALinear: @unchecked Sendable {
             try backend.launch("dequantize_gptq", in: LinearKernels.generic, grid: ((N + 127) / 128, (K + 7) / 8, 1), block: (128, 1, 1),
                                [.buffer(qweight), .buffer(qzeros), .buffer(scales), .pointer(sortedGroups ? 0 : gIdx.address),
                                 .pointer(permutation?.address ?? 0), .buffer(w), .int(K), .int(N), .int(bits), .int(groupSize), .int(zeroOffset)])
-            try writeBias(y: y, ldy: ldy, rows: rows)
-            try backend.cublas.linearKN(x: x, ldx: ldx, weight: w.address, y: y, ldy: ldy, rows: rows, inFeatures: K, outFeatures: N,
-                                        accumulate: bias != nil)
+            try cuBLASProduct(y: y, ldy: ldy, rows: rows, scratch: scratch) { out, ldOut, type in
+                try backend.cublas.linearKN(x: x, ldx: ldx, weight: w.address, y: out, ldy: ldOut, yType: type, rows: rows, inFeatures: K, outFeatures: N)
+            }
         case .tiled4:
             preconditionFailure("tiled layers take tiledProduct or dequantizedProduct")
         }
     }
 
-    /// Fills y's rows with the bias, which cuBLAS then adds to the product before its one
-    /// rounding to float16 (a bias added to the rounded product rounds twice: that moved the
-    /// qwen2 fixture's 100-token logits by 1.6e-3 from the same float16 arithmetic on the CPU).
-    private func writeBias(y: CUdeviceptr, ldy: Int, rows: Int) throws {
-        guard let bias else { return }
-        try backend.launch("bias_rows", in: LinearKernels.common, grid: ((outFeatures + 255) / 256, rows, 1), block: (256, 1, 1),
-                           [.pointer(y), .int(ldy), .buffer(bias), .int(rows), .int(outFeatures)])
+    /// A cuBLAS product `multiply(out, ldOut, type)` into y, with the bias: the product in
+    /// float32 first, then bias added and rounded to float16 once, as the kernels add it. A
+    /// bias added to the float16 product rounds twice (an add after cuBLAS, or cuBLAS's own
+    /// beta·C, which measured the same): that moved the qwen2 fixture's 100-token logits by
+    /// 1.6e-3 from the same float16 arithmetic on the CPU.
+    private func cuBLASProduct(y: CUdeviceptr, ldy: Int, rows: Int, scratch: CUDAScratch, f32Output: Bool = false,
+                               _ multiply: (_ out: CUdeviceptr, _ ldOut: Int, _ type: CUBLAS.ElementType) throws -> Void) throws {
+        guard let bias else { return try multiply(y, ldy, f32Output ? .f32 : .f16) }
+        let product = try scratch.buffer("float32 product", bytes: rows * outFeatures * 4)
+        try multiply(product.address, outFeatures, .f32)
+        try backend.launch("add_bias_to_half", in: LinearKernels.common, grid: ((outFeatures + 255) / 256, rows, 1), block: (256, 1, 1),
+                           [.buffer(product), .buffer(bias), .pointer(y), .int(ldy), .int(outFeatures)])
     }
 
     /// x[:, perm] into scratch for act-order layers (rows of K), else x itself.
@@ -323,9 +328,9 @@ public final class CUDALinear: @unchecked Sendable {
         try backend.launch("dequantize_q4_tiled", in: LinearKernels.tiled, grid: ((K / 64 + 7) / 8, N / 16, 1), block: (32, 8, 1),
                            [.buffer(tiles), .buffer(parameters), .buffer(w), .int(K), .int(groupSize)])
         let (input, inputStride) = try gatheredInput(x: x, ldx: ldx, rows: rows, permutation: permutation, scratch: scratch)
-        try writeBias(y: y, ldy: ldy, rows: rows)
-        try backend.cublas.linear(x: input, ldx: inputStride, weight: w.address, y: y, ldy: ldy, rows: rows, inFeatures: K, outFeatures: N,
-                                  accumulate: bias != nil)
+        try cuBLASProduct(y: y, ldy: ldy, rows: rows, scratch: scratch) { out, ldOut, type in
+            try backend.cublas.linear(x: input, ldx: inputStride, weight: w.address, y: out, ldy: ldOut, yType: type, rows: rows, inFeatures: K, outFeatures: N)
+        }
     }
 
     /// One GEMV launch for up to 8 rows.

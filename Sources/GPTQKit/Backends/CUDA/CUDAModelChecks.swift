@@ -240,10 +240,15 @@ extension CUDAChecks {
 }
 
 extension CUDAChecks {
-    /// A real model folder on the GPU against the CPU backend (float32, and with the GPU's
-    /// float16 arithmetic): the logits of the first 64 tokens of `text`, and the perplexity of its first `windows`
+    /// A real model folder on the GPU against the CPU backend (float32 activations): the
+    /// logits of the first 64 tokens of `text`, and the perplexity of its first `windows`
     /// windows of `seqlen` tokens. Bounds are looser than the fixtures' (a deep model
     /// compounds the float16 roundings), the perplexity's tightest: it is what users compare.
+    /// No comparison with the CPU's float16 arithmetic here: over 30 layers the roundings that
+    /// float32's order of summation flips carry as far as the roundings themselves (on the CPU,
+    /// SmolLM2's 64 tokens whole and in two chunks, same roundings, differ by 7.6e-4 to 8.9e-4,
+    /// as much as either differs from float32), so that reference is no closer than float32's
+    /// (SmolLM2's 4-bit checkpoint on an H100: 2.12e-3 from it, 2.02e-3 from float32).
     public static func folder(backend: CUDABackend, folder: String, text: String, seqlen: Int = 256, windows: Int = 4) throws -> [CUDACheckResult] {
         let tokens = try Tokenizer(folder: folder).encode(try FileIO.readText(path: text), addSpecialTokens: true)
         guard tokens.count >= seqlen * windows else {
@@ -251,17 +256,13 @@ extension CUDAChecks {
         }
         let gpu = try CUDAModel.load(folder: folder, backend: backend), cpu = try LanguageModel.load(folder: folder)
         let prompt = Array(tokens[0..<64])
-        let cpuFloat16 = try cpuWithFloat16Arithmetic(folder: folder, gpu: gpu, rows: prompt.count)
         let gpuLogits = try gpu.makeSession(capacity: seqlen).forward(prompt, allLogits: true)
         let cpuLogits = try cpu.makeSession(capacity: seqlen).forward(prompt, allLogits: true)
-        let cpuFloat16Logits = try cpuFloat16.makeSession(capacity: seqlen, arithmetic: .cudaFloat16).forward(prompt, allLogits: true)
         let gpuPerplexity = try Perplexity.evaluate(tokens: tokens, session: gpu.makeSession(capacity: seqlen), seqlen: seqlen, windows: windows).perplexity
         let cpuPerplexity = try Perplexity.evaluate(tokens: tokens, session: cpu.makeSession(capacity: seqlen), seqlen: seqlen, windows: windows).perplexity
         let name = folder.split(separator: "/").last.map(String.init) ?? folder
         return [
             CUDACheckResult(name: "\(name) (\(gpu.weightsDescription)) logits of 64 tokens vs CPU fp32", relativeError: relativeError(gpuLogits, cpuLogits), bound: 2e-2),
-            CUDACheckResult(name: "\(name) logits of 64 tokens vs CPU with fp16 arithmetic", relativeError: relativeError(gpuLogits, cpuFloat16Logits),
-                            bound: float16ArithmeticBound),
             CUDACheckResult(name: "\(name) perplexity, \(windows) windows of \(seqlen) (GPU \(format6(gpuPerplexity)), CPU \(format6(cpuPerplexity)))",
                             relativeError: abs(gpuPerplexity - cpuPerplexity) / cpuPerplexity, bound: 5e-3),
         ]

@@ -615,10 +615,10 @@ extern "C" __global__ void gemv_f16_f32out_b##B(const half_t *w, const half_t *x
 }
 GEMV_F16(1) GEMV_F16(2) GEMV_F16(3) GEMV_F16(4) GEMV_F16(5) GEMV_F16(6) GEMV_F16(7) GEMV_F16(8)
 
-// ---- the bias before cuBLAS: y[r, n] = bias[n], then the product added with beta = 1 ---
-extern "C" __global__ void bias_rows(half_t *y, int ldy, const half_t *bias, int rows, int N) {
+// ---- the bias of a cuBLAS product: y[r, n] = half(product[r, n] + bias[n]), one rounding --
+extern "C" __global__ void add_bias_to_half(const float *product, const half_t *bias, half_t *y, int ldy, int N) {
     const int n = blockIdx.x * blockDim.x + threadIdx.x, r = blockIdx.y;
-    if (n < N) y[(size_t)r * ldy + n] = bias[n];
+    if (n < N) y[(size_t)r * ldy + n] = f2h(product[(size_t)r * N + n] + h2f(bias[n]));
 }
 
 // ---- deterministic pseudo-random fills (benchmark weights) -----------------------------
