@@ -190,7 +190,7 @@ public final class CUDALinear: @unchecked Sendable {
     /// kernel, the 4-bit GEMV's half2 scaling, dequantize + cuBLAS). The tiled kernel and the
     /// any-width GEMV multiply exact levels and scale in float32. A reference of the GPU's
     /// float16 arithmetic (gpu-check) rounds the dequantized weights where this is true.
-    public func multipliesFloat16Weights(rows: Int) -> Bool {
+    func multipliesFloat16Weights(rows: Int) -> Bool {
         switch (weights, path(rows: rows)) {
         case (.dense, _), (_, .warpgroup), (_, .cuBLAS): return true
         case let (.gptq(_, _, _, kernel, _, _, _, _, _), .gemv): return kernel == .fast4

@@ -90,7 +90,7 @@ public final class CUDAModel: @unchecked Sendable {
     /// Whether every decoder linear multiplies float16-rounded weights in a pass of `rows`
     /// rows (CUDALinear.multipliesFloat16Weights): what a CPU reference of this model's float16
     /// arithmetic must round.
-    public func multipliesFloat16Weights(rows: Int) -> Bool {
+    func multipliesFloat16Weights(rows: Int) -> Bool {
         layers.allSatisfy { layer in
             (layer.qkv.map(\.linear) + [layer.output] + layer.gateUp.map(\.linear) + [layer.down])
                 .allSatisfy { $0.multipliesFloat16Weights(rows: rows) }
