@@ -53,21 +53,60 @@ void ck_add(float *x, const float *y, size_t n) {
     for (; i < n; i++) x[i] += y[i];
 }
 
-void ck_silu_mul(const float *gate, const float *up, float *out, size_t n) {
-    size_t i = 0;
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= n; i += 8) {
-        __m256 g = _mm256_loadu_ps(gate + i);
-        __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+void ck_layernorm(const float *x, const float *weight, const float *bias, float *y, size_t n, float eps) {
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += x[i];
+    float mean = (float)(sum / (double)n);
+    double squares = 0;
+    for (size_t i = 0; i < n; i++) { double d = (double)x[i] - mean; squares += d * d; }
+    float r = 1.0f / sqrtf((float)(squares / (double)n) + eps);
+    for (size_t i = 0; i < n; i++) {
+        float v = (x[i] - mean) * r;
+        if (weight) v *= weight[i];
+        if (bias) v += bias[i];
+        y[i] = v;
     }
-    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-void ck_rope(float *x, size_t heads, size_t head_dim, const float *cos, const float *sin) {
-    size_t half = head_dim / 2;
+static inline float activate(int activation, float g) {
+    switch (activation) {
+    case 0: return g / (1.0f + expf(-g));
+    case 1: return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f));
+    case 2: return 0.5f * g * (1.0f + tanhf(0.79788456080286536f * (g + 0.044715f * g * g * g)));
+    default: return g > 0 ? g : 0;
+    }
+}
+
+void ck_activate(int activation, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = activate(activation, x[i]);
+}
+
+void ck_gated(int activation, const float *gate, const float *up, float *out, size_t n) {
+    size_t i = 0;
+    if (activation == 0) {
+        const __m256 one = _mm256_set1_ps(1.0f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 g = _mm256_loadu_ps(gate + i);
+            __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+        }
+    }
+    for (; i < n; i++) out[i] = activate(activation, gate[i]) * up[i];
+}
+
+void ck_rope(float *x, size_t heads, size_t head_dim, size_t rotary_dims, int interleaved, const float *cos, const float *sin) {
+    size_t half = rotary_dims / 2;
     for (size_t h = 0; h < heads; h++) {
-        float *a = x + h * head_dim, *b = a + half;
+        float *a = x + h * head_dim;
+        if (interleaved) {
+            for (size_t i = 0; i < half; i++) {
+                float va = a[2 * i], vb = a[2 * i + 1];
+                a[2 * i] = va * cos[i] - vb * sin[i];
+                a[2 * i + 1] = vb * cos[i] + va * sin[i];
+            }
+            continue;
+        }
+        float *b = a + half;
         size_t i = 0;
         for (; i + 8 <= half; i += 8) {
             __m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(b + i);
@@ -133,13 +172,14 @@ static inline __m256 dot8(const float *q, const float *k, size_t head_dim) {
 }
 
 void ck_attend(const float *q, const float *k, const float *v, size_t keys, size_t head_dim,
-               float scale, float *scores, float *out) {
+               float scale, const float *bias, float *scores, float *out) {
     size_t j = 0;
     if (head_dim % 8 == 0) {
         __m256 sv = _mm256_set1_ps(scale);
         for (; j + 8 <= keys; j += 8) _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot8(q, k + j * head_dim, head_dim), sv));
     }
     for (; j < keys; j++) scores[j] = dot(q, k + j * head_dim, head_dim) * scale;
+    if (bias) ck_add(scores, bias, keys);
     ck_masked_softmax(scores, keys, 0, keys);
     // Accumulate up to 64 output dims at a time in registers across all keys.
     size_t d0 = 0;

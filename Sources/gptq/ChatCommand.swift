@@ -39,7 +39,7 @@ struct ChatCommand: ParsableCommand {
         let loaded = try GenerationModel(folder: model, device: device.device)
         let template = try ChatTemplate(config: loaded.tokenizerConfig)
         var options = try sampling.options(for: loaded)
-        let generator = Generator(session: try loaded.model.makeSession(capacity: context ?? min(loaded.model.config.maxPositionEmbeddings, 4096)))
+        let generator = Generator(session: try loaded.model.makeSession(capacity: context ?? min(loaded.model.architecture.maxPositions, 4096)))
         var messages = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         let interactive = isatty(0) != 0
         while true {

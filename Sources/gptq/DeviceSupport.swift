@@ -16,6 +16,7 @@ struct DeviceFlags: ParsableArguments {
 /// generation, chat, perplexity and bench talk to.
 struct DeviceModel {
     let config: ModelConfig
+    let architecture: Architecture
     let device: ComputeDevice
     let cpu: LanguageModel?
     let cuda: CUDAModel?
@@ -25,11 +26,13 @@ struct DeviceModel {
         switch device {
         case .cpu:
             let model = try LanguageModel.load(folder: folder)
-            (config, cpu, cuda) = (model.config, model, nil)
+            (config, architecture, cpu, cuda) = (model.config, model.architecture, model, nil)
         case .cuda:
             // The libraries first: where they are missing this fails at once, naming the library.
             let backend = try CUDABackend(log: printToStandardError)
-            (config, cpu, cuda) = (try ModelConfig(folder: folder), nil, try CUDAModel.load(folder: folder, backend: backend))
+            let config = try ModelConfig(folder: folder)
+            (self.config, architecture, cpu, cuda) = (config, try ModelFamily.forConfig(config).architecture(config), nil,
+                                                      try CUDAModel.load(folder: folder, backend: backend))
         }
     }
 

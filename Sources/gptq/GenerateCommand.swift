@@ -37,7 +37,7 @@ struct GenerateCommand: ParsableCommand {
         let ids = chat
             ? try loaded.chatPrompt([ChatMessage(role: "user", content: prompt)], template: ChatTemplate(config: loaded.tokenizerConfig))
             : loaded.tokenizer.encode(prompt, addSpecialTokens: true)
-        let capacity = min(loaded.model.config.maxPositionEmbeddings, ids.count + options.maxNewTokens)
+        let capacity = min(loaded.model.architecture.maxPositions, ids.count + options.maxNewTokens)
         let generator = Generator(session: try loaded.model.makeSession(capacity: max(capacity, ids.count)))
         let result = try loaded.generate(generator, prompt: ids, options: options)
         writeToStandardOutput("\n")

@@ -16,20 +16,26 @@ struct InspectCommand: ParsableCommand {
         let architectures = config.json["architectures"]?.array?.compactMap(\.string).joined(separator: ", ") ?? "-"
         print("folder: \(folder)")
         print("model type: \(config.modelType) (\(architectures))")
-        let family: ModelFamily?
-        do { family = try ModelFamily.forConfig(config) } catch {
-            family = nil
+        let architecture: Architecture?
+        do {
+            let family = try ModelFamily.forConfig(config)
+            architecture = try family.architecture(config)
+            print("family: \(family.name)")
+        } catch {
+            architecture = nil
             print("family: \(error)")
         }
-        if let family { print("family: \(family.name)") }
-        print("layers: \(config.numLayers), hidden \(config.hiddenSize), intermediate \(config.intermediateSize)")
-        print("attention: \(config.numHeads) heads, \(config.numKVHeads) kv heads, head dim \(config.headDim)"
-              + (config.slidingWindow.map { ", sliding window \($0)" } ?? ""))
-        print("rope: theta \(config.ropeTheta), scaling \(describe(config.ropeScaling)), max positions \(config.maxPositionEmbeddings)")
-        let tied = family?.tiesHead(config: config, checkpoint: checkpoint) ?? config.tieWordEmbeddings
-        print("vocab: \(config.vocabSize), tied embeddings: \(tied ? "yes" : "no")")
-        if let family {
-            print("parameters: \(formatCount(family.parameterCount(config: config, tiedHead: tied)))")
+        if let a = architecture {
+            let attention = a.attention
+            print("layers: \(a.layers), hidden \(a.hidden), intermediate \(a.mlp.inner)")
+            print("block: \(describe(a.block)), \(a.block.attentionNorm.kind == .rms ? "RMSNorm" : "LayerNorm"), "
+                  + "\(a.mlp.gate != nil ? "gated " : "")\(a.mlp.activation.rawValue) MLP, \(a.weightLayout == .conv1D ? "Conv1D" : "Linear") weights")
+            print("attention: \(attention.heads) heads, \(attention.kvHeads) kv heads, head dim \(attention.headDim), "
+                  + "\(describe(attention.projection))" + (attention.windows.compactMap { $0 }.first.map { ", sliding window \($0)" } ?? ""))
+            print("positions: \(describe(a.positions, stem: a.stem)), max positions \(a.maxPositions)")
+            let tied = try a.tiesHead(checkpoint: checkpoint)
+            print("vocab: \(a.vocab), tied embeddings: \(tied ? "yes" : "no")")
+            print("parameters: \(formatCount(a.parameterCount(tiedHead: tied))) (\(a.parameterCount(tiedHead: tied)))")
         }
         var byType: [DType: (tensors: Int, bytes: Int)] = [:]
         for name in checkpoint.tensorNames {
@@ -59,6 +65,32 @@ struct InspectCommand: ParsableCommand {
         case let .linear(factor): return "linear ×\(factor)"
         case let .llama3(factor, low, high, original):
             return "llama3 ×\(factor) (low \(low), high \(high), original \(original))"
+        }
+    }
+
+    func describe(_ block: BlockSpec) -> String {
+        switch block.residual {
+        case .sequential: return "sequential residual"
+        case .parallel: return "parallel attention and MLP (\(block.mlpNorm == nil ? "one norm" : "two norms"))"
+        case .postNorm: return "post-norm residual"
+        case .normedResidual: return "residual after the norms"
+        }
+    }
+
+    func describe(_ projection: QKVProjection) -> String {
+        switch projection {
+        case .separate: return "separate q/k/v"
+        case let .fused(name, layout): return "fused q/k/v \(name) (\(layout))"
+        }
+    }
+
+    func describe(_ positions: PositionSpec, stem: Stem) -> String {
+        let learned = stem.learnedPositions.map { "learned (\($0.name), \($0.count) rows, offset \($0.offset))" }
+        switch positions {
+        case let .rotary(r):
+            return "rotary over \(r.dimensions) dims (\(r.interleaved ? "interleaved pairs" : "halves")), theta \(r.theta), scaling \(describe(r.scaling))"
+        case .alibi: return "ALiBi"
+        case .none: return learned ?? "none"
         }
     }
 }

@@ -18,9 +18,17 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
     return Int32(best - v.startIndex)
 }
 
-/// The tiny random models of Tests/Fixtures/arch against transformers' outputs.
+/// The tiny random models of Tests/Fixtures/arch against transformers' outputs: one model
+/// of each family's own fixture, and models made with other settings of the config switches
+/// a family honours (scripts/fixtures/make_arch_variants.py).
 @Suite struct ArchTests {
-    static let families = ["llama", "mistral", "qwen2", "qwen3"]
+    /// The families the CUDA backend runs too (with float16 emulation fixtures).
+    static let llamaStyle = ["llama", "mistral", "qwen2", "qwen3"]
+    static let families = llamaStyle + [
+        "gpt2", "gpt2-scaled", "gpt2-unscaled", "gpt_bigcode", "gpt_bigcode-mha", "gpt_neox", "gpt_neox-sequential",
+        "gptj", "gptj-full-rotary", "codegen", "codegen-rotary16", "codegen-8heads", "moss", "opt", "opt-350m-layout",
+        "opt-no-final-norm", "bloom", "bloom-post-ln-residual", "falcon", "falcon-7b-layout", "falcon-40b-layout-ln1", "falcon-rw-alibi",
+    ]
 
     struct Reference {
         let inputIds: [[Int32]]
@@ -44,7 +52,7 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
     func logitsMatchTransformers(arch: String) throws {
         let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
         let ref = try Reference(arch)
-        #expect(model.family.modelTypes.contains(arch))
+        #expect(model.family.modelTypes.contains(model.config.modelType))
         let vocab = model.vocabSize
         for (b, ids) in ref.inputIds.enumerated() {
             let session = model.makeSession(capacity: 32)
@@ -65,8 +73,9 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
         let h = model.hiddenSize
         for (b, ids) in ref.inputIds.enumerated() {
             let range = b * ids.count * h..<(b + 1) * ids.count * h
-            var hidden = model.embed(ids)
-            #expect(relativeError(hidden, ref.hiddenAfterEmbed[range]) == 0)
+            var hidden = try model.embed(ids)
+            // Exact where the stem only adds rows; BLOOM's embedding LayerNorm sums in another order.
+            #expect(relativeError(hidden, ref.hiddenAfterEmbed[range]) < 1e-6, "\(arch) sequence \(b)")
             var observed: [String] = []
             hidden.withUnsafeMutableBufferPointer { x in
                 model.layerForward(0, hidden: x.baseAddress!, tokens: ids.count) { module, _, rows in
@@ -75,7 +84,7 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
                 }
             }
             #expect(relativeError(hidden, ref.hiddenAfterLayer0[range]) < 1e-4, "\(arch) sequence \(b)")
-            #expect(observed == model.family.linears.map(\.name))
+            #expect(observed == model.architecture.linears.map(\.name))
         }
     }
 
@@ -104,7 +113,7 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
     /// of summation flips a few float16 roundings, which these tiny random models amplify
     /// (measured 2.5e-4 to 5.5e-4); float32 arithmetic on the same weights is 1.0e-3 to 1.4e-3
     /// away, so a missed rounding site shows.
-    @Test(arguments: families)
+    @Test(arguments: llamaStyle)
     func float16ArithmeticMatchesItsNumpyEmulation(arch: String) throws {
         let ref = try Reference(arch)
         let emulation = try SafetensorsFile(path: Fixtures.path("arch/\(arch)/float16_emulation.safetensors"))
@@ -128,27 +137,33 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
         }
     }
 
-    /// The declared modules account for every parameter the checkpoint stores.
+    /// The declared modules count the parameters transformers counts (a tied head once;
+    /// scripts/fixtures/make_parameter_counts.py).
     @Test(arguments: families)
-    func parameterCountMatchesTheStoredTensors(arch: String) throws {
-        let checkpoint = try Checkpoint(folder: Fixtures.path("arch/\(arch)"))
-        let config = try ModelConfig(folder: Fixtures.path("arch/\(arch)"))
-        let family = try ModelFamily.forConfig(config)
-        let file = try SafetensorsFile(path: Fixtures.path("arch/\(arch)/model.safetensors"))
-        let stored = file.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
-        #expect(family.parameterCount(config: config, tiedHead: family.tiesHead(config: config, checkpoint: checkpoint)) == stored)
+    func parameterCountMatchesTransformers(arch: String) throws {
+        let counts = try JSON.read(path: Fixtures.path("arch/parameter_counts.json"))
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
+        let tied = try model.architecture.tiesHead(checkpoint: model.checkpoint)
+        #expect(model.architecture.parameterCount(tiedHead: tied) == counts[arch]?.int, "\(arch)")
     }
 
     @Test func familiesDeclareTheirModules() throws {
         let qwen2 = try LanguageModel.load(folder: Fixtures.path("arch/qwen2"))
-        #expect(qwen2.family.linears.filter { $0.hasBias(qwen2.config) }.map(\.name)
-                == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])
+        #expect(qwen2.architecture.linears.filter(\.hasBias).map(\.name) == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])
         let qwen3 = try LanguageModel.load(folder: Fixtures.path("arch/qwen3"))
-        #expect(qwen3.family.layerNorms.contains("self_attn.k_norm"))
-        #expect(ModelFamily.llama.quantizationOrder.flatMap { $0 }.sorted() == ModelFamily.llama.linears.map(\.name).sorted())
+        #expect(qwen3.architecture.layerNorms.map(\.name).contains("self_attn.k_norm"))
+        for arch in Self.families {
+            let a = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)")).architecture
+            #expect(a.quantizationGroups.flatMap { $0 }.sorted() == a.linears.map(\.name).sorted(), "\(arch)")
+        }
         let llama = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
         #expect(llama.numLayers == 2)
         #expect(llama.layerLinear(1, "mlp.down_proj").inFeatures == 160)
+        // GPT-2's Conv1D c_attn stores [in, out]; the engine reads it as [out, in] = [3 · hidden, hidden].
+        let gpt2 = try LanguageModel.load(folder: Fixtures.path("arch/gpt2"))
+        #expect(gpt2.architecture.weightLayout == .conv1D)
+        #expect(gpt2.layerLinear(0, "attn.c_attn").outFeatures == 3 * gpt2.hiddenSize)
+        #expect(try gpt2.storedWeights(layer: 0, module: "attn.c_attn").weight.shape == [3 * gpt2.hiddenSize, gpt2.hiddenSize])
     }
 }
 

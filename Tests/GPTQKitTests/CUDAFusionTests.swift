@@ -5,14 +5,11 @@ import Testing
 /// checked on the CPU: a fused layer computes exactly its parts, stacked along outputs.
 @Suite struct CUDAFusionTests {
     func denseParts(_ arch: String, layer: Int, _ names: [String]) throws -> [HostLinear] {
-        let folder = Fixtures.path("arch/" + arch)
-        let config = try ModelConfig(folder: folder)
-        let family = try ModelFamily.forConfig(config)
-        let checkpoint = try Checkpoint(folder: folder)
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/" + arch))
         return try names.map { name in
-            let module = family.linear(name)!, full = family.layerModule(layer, name)
-            let w = try checkpoint.tensor(full + ".weight", shape: [module.outFeatures(config), module.inFeatures(config)])
-            let b = module.hasBias(config) ? try checkpoint.tensor(full + ".bias", shape: [module.outFeatures(config)]) : nil
+            let module = model.architecture.linear(name)!, full = model.tensorName(layer: layer, module: name)
+            let w = try model.checkpoint.tensor(full + ".weight", shape: [module.outFeatures, module.inFeatures])
+            let b = module.hasBias ? try model.checkpoint.tensor(full + ".bias", shape: [module.outFeatures]) : nil
             return .dense(w, b)
         }
     }

@@ -29,7 +29,7 @@ import GPTQKit
         var fakeQuantized: [String: [Float]] = [:]
         var events: [QuantizationProgress] = []
         let quantized = try GPTQPipeline.quantize(model, config: config, calibration: samples(), method: method) { event in
-            fakeQuantized[model.family.layerModule(event.layer, event.module)] = event.result.q
+            fakeQuantized[model.tensorName(layer: event.layer, module: event.module)] = event.result.q
             events.append(event)
         }
         #expect(events.count == 14)
@@ -44,9 +44,8 @@ import GPTQKit
     static func fakeQuantizedModel(_ arch: String, _ q: [String: [Float]]) throws -> LanguageModel {
         let folder = Fixtures.path("arch/\(arch)")
         let checkpoint = try Checkpoint(folder: folder)
-        return try LanguageModel.load(folder: folder) { layer, module, inFeatures, outFeatures in
-            guard let layer else { return nil }
-            let name = "model.layers.\(layer).\(module)"
+        return try LanguageModel.load(folder: folder) { name, inFeatures, outFeatures in
+            guard q[name] != nil else { return nil }
             let bias = checkpoint.contains(name + ".bias") ? try checkpoint.tensor(name + ".bias").floats() : nil
             return DenseLinear(weight: Tensor(q[name]!, shape: [outFeatures, inFeatures]), bias: bias)
         }
@@ -98,7 +97,7 @@ import GPTQKit
         let (_, pipelineQ) = try Self.quantize("llama", config: config)
 
         let model = try LanguageModel.load(folder: Fixtures.path("arch/llama"))
-        let hidden = Self.samples().map { model.embed($0) }
+        let hidden = try Self.samples().map { try model.embed($0) }
         func gptqOnCapturedInputs(_ module: String) throws -> [Float] {
             var hessian = HessianAccumulator(columns: model.layerLinear(0, module).inFeatures)
             for var h in hidden {
@@ -131,7 +130,7 @@ import GPTQKit
         let samples = try corpus.samples(.randomWindows(count: 8, length: 32, seed: 0))
         var q: [String: [Float]] = [:]
         let quantized = try GPTQPipeline.quantize(model, config: QuantizeConfig(bits: 4, groupSize: 32), calibration: samples) {
-            q[model.family.layerModule($0.layer, $0.module)] = $0.result.q
+            q[model.tensorName(layer: $0.layer, module: $0.module)] = $0.result.q
         }
         try quantized.save(to: dir + "/llama-gptq")
 

@@ -71,15 +71,15 @@ public enum GPTQPipeline {
                                                     progress: ((QuantizationProgress) -> Void)? = nil) throws -> QuantizedModel {
         try validate(model, config: config, method: method)
         if method == .gptq { try validate(calibration, vocabSize: model.vocabSize) }
-        let forward = method == .gptq ? CPUCalibrationForward(model: model, hidden: calibration.map { model.embed($0) }, engine: engine) : nil
+        let forward = method == .gptq ? CPUCalibrationForward(model: model, hidden: try calibration.map { try model.embed($0) }, engine: engine) : nil
         return try run(model, config: config, method: method, forward: forward, progress: progress)
     }
 
     /// The layer-by-layer loop, with the forwards and GPTQ wherever `forward` runs them (nil for RTN).
     static func run<Forward: CalibrationForward>(_ model: LanguageModel, config: QuantizeConfig, method: QuantizationMethod,
                                                  forward: Forward?, progress: ((QuantizationProgress) -> Void)?) throws -> QuantizedModel {
-        let family = model.family
-        let groups = config.trueSequential ? family.quantizationOrder : [family.quantizationOrder.flatMap { $0 }]
+        let architecture = model.architecture
+        let groups = config.trueSequential ? architecture.quantizationGroups : [architecture.quantizationGroups.flatMap { $0 }]
         let modulesPerLayer = groups.reduce(0) { $0 + $1.count }
         let clock = ContinuousClock()
         let start = clock.now
@@ -104,7 +104,7 @@ public enum GPTQPipeline {
                 let hessians = try forward?.hessians(layer: layer, modules: group) ?? [:]
                 for module in group {
                     let moduleStart = clock.now
-                    let name = family.layerModule(layer, module)
+                    let name = model.tensorName(layer: layer, module: module)
                     let (weight, bias) = try floatWeights(model, layer: layer, module: module)
                     let result = try forward.map { try $0.quantize(weight: weight, hessian: hessians[module]!, config: config) }
                         ?? RoundToNearest.quantize(weight: weight, columns: model.layerLinear(layer, module).inFeatures, config: config)
@@ -115,8 +115,8 @@ public enum GPTQPipeline {
                 }
             }
             try forward?.advance(layer: layer)
-            for module in family.linears.map(\.name) where packed[family.layerModule(layer, module)] != nil {
-                model.setLayerLinear(layer, module, GPTQLinear(packed[family.layerModule(layer, module)]!))
+            for module in architecture.linears.map(\.name) {
+                if let layerPacked = packed[model.tensorName(layer: layer, module: module)] { model.setLayerLinear(layer, module, GPTQLinear(layerPacked)) }
             }
         }
         // Format v1 cannot store a zero of 0: when a layer needed v2, the whole checkpoint is v2.
@@ -135,13 +135,13 @@ public enum GPTQPipeline {
         if method == .rtn, config.descAct {
             throw GPTQError.invalidArgument("desc_act orders columns by GPTQ's Hessian; round-to-nearest has none")
         }
-        for module in model.family.linears {
+        for module in model.architecture.linears {
             let linear = model.layerLinear(0, module.name)
             let (inFeatures, outFeatures) = (linear.inFeatures, linear.outFeatures)
             guard inFeatures * config.bits % 32 == 0, outFeatures * config.bits % 32 == 0 else {
                 throw GPTQError.invalidArgument("\(module.name) is [\(outFeatures), \(inFeatures)]: \(config.bits)-bit packing needs in_features and out_features × \(config.bits) to be multiples of 32")
             }
-            let name = model.family.layerModule(0, module.name) + ".weight"
+            let name = model.tensorName(layer: 0, module: module.name) + ".weight"
             guard model.checkpoint.contains(name) else {
                 throw GPTQError.missingTensor(name: name, path: model.checkpoint.folder)
             }
@@ -158,13 +158,10 @@ public enum GPTQPipeline {
         }
     }
 
-    /// The module's weight [out, in] as float32 from the checkpoint, and its bias.
+    /// The module's weight [out, in] as float32 from the checkpoint (a Conv1D's transposed), and its bias.
     static func floatWeights(_ model: LanguageModel, layer: Int, module: String) throws -> ([Float], [Float]?) {
-        let name = model.family.layerModule(layer, module)
-        let linear = model.layerLinear(layer, module)
-        let weight = try model.checkpoint.tensor(name + ".weight", shape: [linear.outFeatures, linear.inFeatures]).floats()
-        let bias = model.checkpoint.contains(name + ".bias") ? try model.checkpoint.tensor(name + ".bias", shape: [linear.outFeatures]).floats() : nil
-        return (weight, bias)
+        let (weight, bias) = try model.storedWeights(layer: layer, module: module)
+        return (weight.floats(), bias)
     }
 
     /// Runs layer `layer` on every sample and accumulates the Hessian of each of `modules`.
@@ -175,7 +172,7 @@ public enum GPTQPipeline {
     static func collectHessians<Engine: GPTQEngine>(_ model: LanguageModel, layer: Int, modules: [String], hidden: [[Float]],
                                                     engine: Engine) throws -> [String: Engine.Hessian] {
         let wanted = Set(modules)
-        let last = model.family.linears.last { wanted.contains($0.name) }?.name
+        let last = model.architecture.linears.last { wanted.contains($0.name) }?.name
         let hiddenSize = model.hiddenSize
         var owner: [String: String] = [:]
         var accumulators: [String: Engine.Hessian] = [:]

@@ -43,11 +43,10 @@ public struct QuantizedCheckpoint: Sendable {
                                      format: config.checkpointFormat)
     }
 
-    /// Makes a GPTQLinear for every quantized module of `family`, nil (float) for the others.
-    public func linearFactory(family: ModelFamily) -> LinearFactory {
-        { layer, module, inFeatures, outFeatures in
-            let name = layer.map { family.layerModule($0, module) } ?? module
-            return try packedLinear(name, inFeatures: inFeatures, outFeatures: outFeatures).map { GPTQLinear($0) }
+    /// Makes a GPTQLinear for every quantized module, nil (float) for the others.
+    public var linearFactory: LinearFactory {
+        { name, inFeatures, outFeatures in
+            try packedLinear(name, inFeatures: inFeatures, outFeatures: outFeatures).map { GPTQLinear($0) }
         }
     }
 }

@@ -122,6 +122,28 @@ public struct Tensor: @unchecked Sendable {
         }
     }
 
+    /// Elements start..<start+count as float32.
+    public func floats(start: Int, count n: Int) -> [Float] {
+        [Float](unsafeUninitializedCapacity: n) { buffer, initialized in
+            readFloats(start: start, count: n, into: buffer.baseAddress!)
+            initialized = n
+        }
+    }
+
+    /// A 2-D tensor's transpose, copied in its dtype.
+    public func transposed() -> Tensor {
+        precondition(rank == 2, "transposed() needs a 2-D tensor")
+        let (rows, columns) = (shape[0], shape[1]), size = dtype.byteSize
+        let out = Tensor(zeros: [columns, rows], dtype: dtype)
+        let source = raw, destination = out.mutableRaw
+        for r in 0..<rows {
+            for c in 0..<columns {
+                (destination + (c * rows + r) * size).copyMemory(from: source + (r * columns + c) * size, byteCount: size)
+            }
+        }
+        return out
+    }
+
     /// A copy converted to `target` (float types round to nearest even).
     public func converted(to target: DType) -> Tensor {
         if target == dtype { return self }

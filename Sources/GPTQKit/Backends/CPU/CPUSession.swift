@@ -24,13 +24,10 @@ public final class CPUSession: InferenceSession {
         self.model = model
         self.capacity = capacity
         self.arithmetic = arithmetic
-        let count = model.shape.kvHeads * capacity * model.shape.headDim
-        cache = (0..<model.numLayers).map { _ in
-            KVCacheLayer(keys: .allocate(capacity: count), values: .allocate(capacity: count), capacity: capacity)
-        }
+        cache = (0..<model.numLayers).map { _ in KVCacheLayer(attention: model.architecture.attention, capacity: capacity) }
     }
 
-    deinit { for layer in cache { layer.keys.deallocate(); layer.values.deallocate() } }
+    deinit { for layer in cache { layer.deallocate() } }
 
     public var vocabSize: Int { model.vocabSize }
 
@@ -39,23 +36,10 @@ public final class CPUSession: InferenceSession {
         guard position + tokens.count <= capacity else {
             throw GPTQError.invalidArgument("forward: \(tokens.count) tokens after \(position) cached exceed the session capacity \(capacity)")
         }
-        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
-            throw GPTQError.invalidArgument("forward: token id \(bad) outside the vocabulary 0..<\(vocabSize)")
-        }
         let n = tokens.count, h = model.hiddenSize
-        var hidden = model.embed(tokens)
-        let (cos, sin) = model.rope.tables(start: position, count: n)
-        let workspace = DecoderWorkspace(shape: model.shape, tokens: n)
+        var hidden = try model.embed(tokens, position: position)
         hidden.withUnsafeMutableBufferPointer { x in
-            cos.withUnsafeBufferPointer { c in
-                sin.withUnsafeBufferPointer { s in
-                    for (layer, kv) in zip(model.layers, cache) {
-                        layer.forward(x.baseAddress!, tokens: n, position: position, cache: kv,
-                                      cos: c.baseAddress!, sin: s.baseAddress!, shape: model.shape,
-                                      workspace: workspace, observe: nil, arithmetic: arithmetic)
-                    }
-                }
-            }
+            model.forwardLayers(x.baseAddress!, tokens: n, position: position, caches: cache, arithmetic: arithmetic)
         }
         position += n
         return hidden.withUnsafeBufferPointer { x in

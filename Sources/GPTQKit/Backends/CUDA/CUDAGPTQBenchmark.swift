@@ -115,7 +115,7 @@ public enum CUDAGPTQBenchmark {
             return buffer
         }
         let forward = try CUDACalibrationForward(gptq: gptq, model: model, hidden: inputs, rows: Array(repeating: tokens, count: samples))
-        let groups = ModelFamily.llama.quantizationOrder
+        let groups = ModelFamily.llamaQuantizationGroups
         var timings: [LayerTiming] = []
         for layer in 0..<layers {
             var forwardSeconds = 0.0

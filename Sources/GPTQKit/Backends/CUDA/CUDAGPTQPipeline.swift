@@ -41,7 +41,7 @@ final class CUDACalibrationForward: CalibrationForward {
     convenience init(gptq: CUDAGPTQ, model: LanguageModel, calibration: [[Int32]]) throws {
         let device = gptq.backend.device
         let hidden = try calibration.map { tokens in
-            let embedded = Tensor(model.embed(tokens), shape: [tokens.count * model.hiddenSize]).converted(to: .f16)
+            let embedded = Tensor(try model.embed(tokens), shape: [tokens.count * model.hiddenSize]).converted(to: .f16)
             return try device.upload(UnsafeRawBufferPointer(start: embedded.raw, count: embedded.byteCount))
         }
         try self.init(gptq: gptq, model: try CUDAModel.load(folder: model.checkpoint.folder, backend: gptq.backend), hidden: hidden,

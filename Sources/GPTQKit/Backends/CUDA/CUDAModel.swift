@@ -104,7 +104,14 @@ public final class CUDAModel: @unchecked Sendable {
     public static func load(folder: String, backend: CUDABackend) throws -> CUDAModel {
         let config = try ModelConfig(folder: folder)
         let family = try ModelFamily.forConfig(config)
+        let a = try family.architecture(config)
+        guard a.runsOnCUDA, case let .rotary(rotary) = a.positions, case let .separate(q, k, v) = a.attention.projection,
+              let gate = a.mlp.gate, let postAttentionNorm = a.block.mlpNorm, let finalNorm = a.head.finalNorm else {
+            throw GPTQError.unsupported("the CUDA backend runs the llama-style families (llama, mistral, qwen2, qwen3) so far; "
+                                        + "\(family.name) runs on the CPU (--device cpu)")
+        }
         let checkpoint = try Checkpoint(folder: folder)
+        let names = try TensorNames(a, checkpoint: checkpoint)
         var quantization: QuantizeConfig?
         if let q = config.json["quantization_config"], !q.isNull {
             quantization = try QuantizeConfig(json: q, path: config.path)
@@ -113,10 +120,10 @@ public final class CUDAModel: @unchecked Sendable {
         }
         let device = backend.device
         func floats(_ name: String, _ count: Int) throws -> DeviceBuffer {
-            try device.upload(try checkpoint.tensor(name, shape: [count]).floats())
+            try device.upload(try checkpoint.tensor(names.stored(name), shape: [count]).floats())
         }
         func halves(_ name: String, _ shape: [Int]) throws -> DeviceBuffer {
-            let t = try checkpoint.tensor(name, shape: shape).converted(to: .f16)
+            let t = try checkpoint.tensor(names.stored(name), shape: shape).converted(to: .f16)
             return try device.upload(t)
         }
         func host(_ name: String, _ module: LinearModule) throws -> HostLinear {
@@ -125,45 +132,43 @@ public final class CUDAModel: @unchecked Sendable {
                     throw GPTQError.badConfig(field: "quantization_config", path: config.path, reason: "\(name).qweight is GPTQ-packed but no quantization config says how")
                 }
                 let packed = try PackedLinear.load(from: checkpoint, prefix: name, bits: q.bits, groupSize: q.groupSize, format: q.checkpointFormat)
-                guard packed.inFeatures == module.inFeatures(config), packed.outFeatures == module.outFeatures(config) else {
+                guard packed.inFeatures == module.inFeatures, packed.outFeatures == module.outFeatures else {
                     throw GPTQError.badTensor(name: name + ".qweight", path: checkpoint.folder,
-                                              reason: "packs [\(packed.outFeatures), \(packed.inFeatures)], the config needs [\(module.outFeatures(config)), \(module.inFeatures(config))]")
+                                              reason: "packs [\(packed.outFeatures), \(packed.inFeatures)], the config needs [\(module.outFeatures), \(module.inFeatures)]")
                 }
                 return .packed(packed)
             }
-            let w = try checkpoint.tensor(name + ".weight", shape: [module.outFeatures(config), module.inFeatures(config)])
-            let b = module.hasBias(config) ? try checkpoint.tensor(name + ".bias", shape: [module.outFeatures(config)]) : nil
+            let w = try checkpoint.tensor(name + ".weight", shape: [module.outFeatures, module.inFeatures])
+            let b = module.hasBias ? try checkpoint.tensor(name + ".bias", shape: [module.outFeatures]) : nil
             return .dense(w, b)
         }
-        func linears(_ layer: Int, _ names: [String]) throws -> [HostLinear] {
-            try names.map { name in try host(family.layerModule(layer, name), family.linear(name)!) }
+        func linears(_ layer: Int, _ modules: [String]) throws -> [HostLinear] {
+            try modules.map { module in try host(names.stored(a.layerModule(layer, module)), a.linear(module)!) }
         }
+        let attention = a.attention
         var layers: [CUDADecoderLayer] = []
         var description = "float16"
-        for i in 0..<config.numLayers {
-            let qkv = try linears(i, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])
-            let gateUp = try linears(i, ["mlp.gate_proj", "mlp.up_proj"])
-            let output = try HostLinear.fused(try linears(i, ["self_attn.o_proj"]), backend: backend)[0].linear
-            let down = try HostLinear.fused(try linears(i, ["mlp.down_proj"]), backend: backend)[0].linear
+        for i in 0..<a.layers {
+            let output = try HostLinear.fused(try linears(i, [attention.output]), backend: backend)[0].linear
+            let down = try HostLinear.fused(try linears(i, [a.mlp.down]), backend: backend)[0].linear
             description = down.kernelDescription
+            func norm(_ spec: NormSpec) throws -> DeviceBuffer { try floats(a.layerModule(i, spec.name + ".weight"), spec.width) }
             layers.append(CUDADecoderLayer(
-                inputNorm: try floats(family.layerModule(i, "input_layernorm.weight"), config.hiddenSize),
-                postAttentionNorm: try floats(family.layerModule(i, "post_attention_layernorm.weight"), config.hiddenSize),
-                queryNorm: family.options.qkNorm ? try floats(family.layerModule(i, "self_attn.q_norm.weight"), config.headDim) : nil,
-                keyNorm: family.options.qkNorm ? try floats(family.layerModule(i, "self_attn.k_norm.weight"), config.headDim) : nil,
-                qkv: try HostLinear.fused(qkv, backend: backend), output: output,
-                gateUp: try HostLinear.fused(gateUp, backend: backend), down: down,
-                window: family.slidingWindow(layer: i, config: config)))
+                inputNorm: try norm(a.block.attentionNorm), postAttentionNorm: try norm(postAttentionNorm),
+                queryNorm: try attention.qkNorm.map { try norm($0.query) }, keyNorm: try attention.qkNorm.map { try norm($0.key) },
+                qkv: try HostLinear.fused(try linears(i, [q, k, v]), backend: backend), output: output,
+                gateUp: try HostLinear.fused(try linears(i, [gate, a.mlp.up]), backend: backend), down: down,
+                window: attention.window(layer: i)))
         }
-        let embedding = try halves(family.embedding + ".weight", [config.vocabSize, config.hiddenSize])
-        let tied = config.tieWordEmbeddings || !checkpoint.contains(family.lmHead + ".weight")
-        let lmHead = tied ? CUDALinear(backend: backend, halfWeight: embedding, inFeatures: config.hiddenSize, outFeatures: config.vocabSize)
-            : try CUDALinear(backend: backend, weight: try checkpoint.tensor(family.lmHead + ".weight", shape: [config.vocabSize, config.hiddenSize]))
-        return try CUDAModel(backend: backend, hidden: config.hiddenSize, heads: config.numHeads, kvHeads: config.numKVHeads,
-                             headDim: config.headDim, intermediate: config.intermediateSize, vocab: config.vocabSize,
-                             eps: Float(config.rmsNormEps), embedding: embedding,
-                             finalNorm: try floats(family.finalNorm + ".weight", config.hiddenSize), lmHead: lmHead, layers: layers,
-                             inverseFrequencies: RotaryEmbedding(config: config).inverseFrequencies, weightsDescription: description)
+        let embedding = try halves(a.stem.embedding + ".weight", [a.vocab, a.hidden])
+        let tied = a.head.tied || !checkpoint.contains(names.stored(a.head.lmHead) + ".weight")
+        let lmHead = tied ? CUDALinear(backend: backend, halfWeight: embedding, inFeatures: a.hidden, outFeatures: a.vocab)
+            : try CUDALinear(backend: backend, weight: try checkpoint.tensor(names.stored(a.head.lmHead) + ".weight", shape: [a.vocab, a.hidden]))
+        return try CUDAModel(backend: backend, hidden: a.hidden, heads: attention.heads, kvHeads: attention.kvHeads,
+                             headDim: attention.headDim, intermediate: a.mlp.inner, vocab: a.vocab,
+                             eps: finalNorm.eps, embedding: embedding,
+                             finalNorm: try floats(finalNorm.name + ".weight", a.hidden), lmHead: lmHead, layers: layers,
+                             inverseFrequencies: RotaryEmbedding(rotary).inverseFrequencies, weightsDescription: description)
     }
 
     /// A model of the given shape with pseudo-random 4-bit group-`groupSize` layers and

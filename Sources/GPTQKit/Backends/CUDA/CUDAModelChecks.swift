@@ -37,10 +37,8 @@ extension CUDAChecks {
         guard gpu.multipliesFloat16Weights(rows: rows), let quantized = try QuantizedCheckpoint(folder: folder, checkpoint: checkpoint) else {
             return try LanguageModel.load(folder: folder, weightsAsFloat16: true)
         }
-        let family = try ModelFamily.forConfig(try ModelConfig(folder: folder))
-        return try LanguageModel.load(folder: folder, linearFactory: { layer, module, inFeatures, outFeatures in
-            let name = layer.map { family.layerModule($0, module) } ?? module
-            return try quantized.packedLinear(name, inFeatures: inFeatures, outFeatures: outFeatures).map { packed in
+        return try LanguageModel.load(folder: folder, linearFactory: { name, inFeatures, outFeatures in
+            try quantized.packedLinear(name, inFeatures: inFeatures, outFeatures: outFeatures).map { packed in
                 DenseLinear(weight: Tensor(packed.dequantized(), shape: [outFeatures, inFeatures]).converted(to: .f16), bias: packed.bias?.floats())
             }
         }, weightsAsFloat16: true)

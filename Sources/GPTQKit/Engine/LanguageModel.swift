@@ -1,0 +1,308 @@
+import CKernels
+
+/// Makes the linear layer of the module with full stored name `name` (e.g.
+/// `model.layers.0.self_attn.q_proj`, or the LM head's), e.g. a GPTQ-quantized one; nil
+/// loads the float weight from the checkpoint as usual.
+public typealias LinearFactory = (_ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> LinearLayer?
+
+/// A decoder-only language model of any registered family, loaded from a Hugging Face
+/// folder for the CPU: its weights memory-mapped from the safetensors in their stored
+/// dtype, its layers run by the block engine (DecoderBlock).
+public final class LanguageModel: @unchecked Sendable {
+    public let config: ModelConfig
+    public let family: ModelFamily
+    public let architecture: Architecture
+    public let checkpoint: Checkpoint
+    /// Token embedding [vocab, embeddingWidth], stored dtype.
+    public let embedding: Tensor
+    let names: TensorNames
+    let learnedPositions: Tensor?
+    let stemNorm: NormWeights?
+    let projectIn: LinearLayer?
+    let finalNorm: NormWeights?
+    let projectOut: LinearLayer?
+    public var lmHead: LinearLayer
+    let layers: [DecoderBlock]
+    let context: BlockContext
+
+    private init(config: ModelConfig, family: ModelFamily, architecture: Architecture, checkpoint: Checkpoint, names: TensorNames,
+                 embedding: Tensor, learnedPositions: Tensor?, stemNorm: NormWeights?, projectIn: LinearLayer?,
+                 finalNorm: NormWeights?, projectOut: LinearLayer?, lmHead: LinearLayer, layers: [DecoderBlock]) {
+        self.config = config
+        self.family = family
+        self.architecture = architecture
+        self.checkpoint = checkpoint
+        self.names = names
+        self.embedding = embedding
+        self.learnedPositions = learnedPositions
+        self.stemNorm = stemNorm
+        self.projectIn = projectIn
+        self.finalNorm = finalNorm
+        self.projectOut = projectOut
+        self.lmHead = lmHead
+        self.layers = layers
+        context = BlockContext(architecture)
+    }
+
+    /// Loads float and GPTQ-quantized folders alike (see QuantizedCheckpoint).
+    /// `weightsAsFloat16`: the embedding and the float linears' weights and biases are
+    /// rounded to float16 (copies, for float32 and bfloat16 checkpoints), as the CUDA backend
+    /// holds them; norm weights stay float32, as there.
+    public static func load(folder: String, linearFactory: LinearFactory? = nil, weightsAsFloat16: Bool = false) throws -> LanguageModel {
+        let config = try ModelConfig(folder: folder)
+        let family = try ModelFamily.forConfig(config)
+        let architecture = try family.architecture(config)
+        let checkpoint = try Checkpoint(folder: folder)
+        // A GPTQ folder's quantized linears load as GPTQLinear unless the caller chose a factory.
+        let linearFactory = try linearFactory ?? QuantizedCheckpoint(folder: folder, checkpoint: checkpoint)?.linearFactory
+        let weights = WeightReader(checkpoint: checkpoint, names: try TensorNames(architecture, checkpoint: checkpoint),
+                                   layout: architecture.weightLayout, asFloat16: weightsAsFloat16)
+        let a = architecture
+
+        func linear(_ name: String, in inFeatures: Int, out outFeatures: Int, bias: Bool, layout: WeightLayout? = nil) throws -> LinearLayer {
+            let stored = weights.names.stored(name)
+            if let made = try linearFactory?(stored, inFeatures, outFeatures) {
+                guard made.inFeatures == inFeatures, made.outFeatures == outFeatures else {
+                    throw GPTQError.badTensor(name: stored, path: folder,
+                        reason: "the linear factory made a [\(made.outFeatures), \(made.inFeatures)] layer, expected [\(outFeatures), \(inFeatures)]")
+                }
+                return made
+            }
+            return try weights.denseLinear(name, in: inFeatures, out: outFeatures, bias: bias, layout: layout)
+        }
+
+        let storedEmbedding = try weights.floatTensor(a.stem.embedding + ".weight", shape: [a.vocab, a.stem.embeddingWidth])
+        let embedding = weightsAsFloat16 ? storedEmbedding.converted(to: .f16) : storedEmbedding
+        let headBias = a.head.bias ? try weights.vector(a.head.lmHead + ".bias", count: a.vocab) : nil
+        let tied = try a.tiesHead(checkpoint: checkpoint)
+        let lmHead: LinearLayer
+        if let made = try linearFactory?(weights.names.stored(a.head.lmHead), a.stem.embeddingWidth, a.vocab) {
+            lmHead = made
+        } else if tied {
+            lmHead = DenseLinear(weight: embedding, bias: headBias)
+        } else {
+            // The head is a Linear in every family, GPT-2's Conv1D ones included.
+            lmHead = try linear(a.head.lmHead, in: a.stem.embeddingWidth, out: a.vocab, bias: a.head.bias, layout: .linear)
+        }
+
+        var layers: [DecoderBlock] = []
+        for i in 0..<a.layers {
+            var linears: [String: LinearLayer] = [:]
+            for module in a.linears {
+                linears[module.name] = try linear(a.layerModule(i, module.name), in: module.inFeatures, out: module.outFeatures, bias: module.hasBias)
+            }
+            func norm(_ spec: NormSpec) throws -> NormWeights { try weights.norm(spec, prefix: a.layerModule(i, "")) }
+            layers.append(DecoderBlock(
+                index: i, attentionNorm: try norm(a.block.attentionNorm), mlpNorm: try a.block.mlpNorm.map(norm),
+                queryNorm: try a.attention.qkNorm.map { try norm($0.query) }, keyNorm: try a.attention.qkNorm.map { try norm($0.key) },
+                linears: linears))
+        }
+        let positions = try a.stem.learnedPositions.map { try weights.floatTensor($0.name + ".weight", shape: [$0.count, a.hidden]) }
+        return LanguageModel(
+            config: config, family: family, architecture: a, checkpoint: checkpoint, names: weights.names, embedding: embedding,
+            learnedPositions: positions, stemNorm: try a.stem.norm.map { try weights.norm($0, prefix: "") },
+            projectIn: try a.stem.projectIn.map { try linear($0, in: a.stem.embeddingWidth, out: a.hidden, bias: false, layout: .linear) },
+            finalNorm: try a.head.finalNorm.map { try weights.norm($0, prefix: "") },
+            projectOut: try a.head.projectOut.map { try linear($0, in: a.hidden, out: a.stem.embeddingWidth, bias: false, layout: .linear) },
+            lmHead: lmHead, layers: layers)
+    }
+
+    public var numLayers: Int { layers.count }
+    public var vocabSize: Int { architecture.vocab }
+    public var hiddenSize: Int { architecture.hidden }
+
+    /// The name the checkpoint stores module `module` of layer `layer` under, e.g. `model.layers.3.self_attn.q_proj`.
+    public func tensorName(layer: Int, module: String) -> String { names.stored(architecture.layerModule(layer, module)) }
+
+    /// Module `module` of layer `layer` as the checkpoint stores it: its weight [out, in] (a
+    /// Conv1D's transposed, so that GPTQ always sees output rows) and its bias.
+    public func storedWeights(layer: Int, module: String) throws -> (weight: Tensor, bias: [Float]?) {
+        guard let spec = architecture.linear(module) else {
+            throw GPTQError.invalidArgument("family \(family.name) has no linear '\(module)' (it has \(architecture.linears.map(\.name)))")
+        }
+        let reader = WeightReader(checkpoint: checkpoint, names: names, layout: architecture.weightLayout, asFloat16: false)
+        let name = architecture.layerModule(layer, module)
+        return (try reader.linearWeight(name, in: spec.inFeatures, out: spec.outFeatures),
+                spec.hasBias ? try reader.vector(name + ".bias", count: spec.outFeatures) : nil)
+    }
+
+    /// The linear `module` (e.g. `self_attn.q_proj`) of layer `layer`.
+    public func layerLinear(_ layer: Int, _ module: String) -> LinearLayer {
+        guard let linear = layers[layer].linears[module] else {
+            preconditionFailure("layer \(layer) has no linear '\(module)' (family \(family.name) has \(architecture.linears.map(\.name)))")
+        }
+        return linear
+    }
+
+    /// Replaces a linear (e.g. by its quantized version); it must keep the feature counts.
+    public func setLayerLinear(_ layer: Int, _ module: String, _ linear: LinearLayer) {
+        let old = layerLinear(layer, module)
+        precondition(old.inFeatures == linear.inFeatures && old.outFeatures == linear.outFeatures,
+                     "layer \(layer) \(module): replacement is [\(linear.outFeatures), \(linear.inFeatures)], expected [\(old.outFeatures), \(old.inFeatures)]")
+        layers[layer].linears[module] = linear
+    }
+
+    /// Layer 0's input for `tokens` at positions position..<position+tokens.count, [tokens, hidden]
+    /// float32: the embedding rows, then the family's stem (project_in, learned positions, norm).
+    public func embed(_ tokens: [Int32], position: Int = 0) throws -> [Float] {
+        let (width, h, n) = (architecture.stem.embeddingWidth, hiddenSize, tokens.count)
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
+            throw GPTQError.invalidArgument("token id \(bad) outside the vocabulary 0..<\(vocabSize)")
+        }
+        if let table = architecture.stem.learnedPositions, position + n + table.offset > table.count {
+            throw GPTQError.invalidArgument("positions up to \(position + n) exceed the \(table.count - table.offset) learned positions of \(table.name)")
+        }
+        var rows = [Float](unsafeUninitializedCapacity: n * width) { buffer, initialized in
+            for (t, token) in tokens.enumerated() {
+                embedding.readFloats(start: Int(token) * width, count: width, into: buffer.baseAddress! + t * width)
+            }
+            initialized = n * width
+        }
+        if let projectIn {
+            rows = [Float](unsafeUninitializedCapacity: n * h) { buffer, initialized in
+                projectIn.forward(rows, rows: n, into: buffer.baseAddress!)
+                initialized = n * h
+            }
+        }
+        if let learnedPositions, let table = architecture.stem.learnedPositions {
+            let positions = learnedPositions.floats(start: (position + table.offset) * h, count: n * h)
+            for i in 0..<n * h { rows[i] += positions[i] }
+        }
+        if let stemNorm { rows.withUnsafeMutableBufferPointer { stemNorm.apply($0.baseAddress!, into: $0.baseAddress!, rows: n) } }
+        return rows
+    }
+
+    /// Runs every layer in place on x [tokens, hidden] at positions position..<position+tokens,
+    /// appending their keys and values to `caches`.
+    func forwardLayers(_ x: UnsafeMutablePointer<Float>, tokens: Int, position: Int, caches: [KVCacheLayer], arithmetic: CPUArithmetic) {
+        let frame = context.frame(position: position, tokens: tokens)
+        let workspace = DecoderWorkspace(architecture: architecture, tokens: tokens)
+        for (layer, cache) in zip(layers, caches) {
+            layer.forward(x, tokens: tokens, position: position, cache: cache, context: context, frame: frame,
+                          workspace: workspace, observe: nil, arithmetic: arithmetic)
+        }
+    }
+
+    /// Runs decoder layer `layer` on hidden states [tokens, hidden] of one sequence at positions
+    /// 0..<tokens (causal, no cache), in place, calling observe(module, input rows, rows)
+    /// before each linear in execution order. With `stopAfter`, the layer stops once that
+    /// module's input has been observed (GPTQ needs nothing further; `hidden` is then left
+    /// partly updated).
+    public func layerForward(_ layer: Int, hidden: UnsafeMutablePointer<Float>, tokens: Int, stopAfter: String? = nil,
+                             observe: LinearObserver?) {
+        let cache = KVCacheLayer(attention: architecture.attention, capacity: tokens)
+        defer { cache.deallocate() }
+        layers[layer].forward(hidden, tokens: tokens, position: 0, cache: cache, context: context,
+                              frame: context.frame(position: 0, tokens: tokens),
+                              workspace: DecoderWorkspace(architecture: architecture, tokens: tokens), observe: observe,
+                              stopAfter: stopAfter)
+    }
+
+    /// Every linear layer, the stem's and head's projections and the LM head last.
+    public var allLinears: [LinearLayer] {
+        layers.flatMap { layer in architecture.linears.map { layer.linears[$0.name]! } }
+            + [projectIn, projectOut].compactMap { $0 } + [lmHead]
+    }
+
+    /// A CPU session holding up to `capacity` positions in its KV cache.
+    public func makeSession(capacity: Int, arithmetic: CPUArithmetic = .float32) -> InferenceSession {
+        CPUSession(model: self, capacity: capacity, arithmetic: arithmetic)
+    }
+
+    /// Final norm, project_out and LM head on `rows` hidden rows: [rows, vocab] logits
+    /// (float32 under either arithmetic; `.cudaFloat16` rounds the LM head's input).
+    func logits(_ hidden: UnsafePointer<Float>, rows: Int, arithmetic: CPUArithmetic) -> [Float] {
+        let h = hiddenSize
+        let normed = UnsafeMutablePointer<Float>.allocate(capacity: rows * h)
+        defer { normed.deallocate() }
+        if let finalNorm { finalNorm.apply(hidden, into: normed, rows: rows) } else { normed.update(from: hidden, count: rows * h) }
+        var headInput = UnsafePointer(normed)
+        var projected: [Float] = []
+        if let projectOut {
+            projected = [Float](repeating: 0, count: rows * projectOut.outFeatures)
+            projected.withUnsafeMutableBufferPointer { projectOut.forward(normed, rows: rows, into: $0.baseAddress!) }
+        }
+        return projected.withUnsafeMutableBufferPointer { p in
+            if projectOut != nil { headInput = UnsafePointer(p.baseAddress!) }
+            if arithmetic == .cudaFloat16 { ck_round_f16(UnsafeMutablePointer(mutating: headInput), rows * lmHead.inFeatures) }
+            return [Float](unsafeUninitializedCapacity: rows * vocabSize) { buffer, initialized in
+                lmHead.forward(headInput, rows: rows, into: buffer.baseAddress!)
+                initialized = rows * vocabSize
+            }
+        }
+    }
+}
+
+extension Architecture {
+    /// Whether the LM head is the embedding: config.tie_word_embeddings (the family's
+    /// default), or no head weight stored (neither float nor GPTQ-packed).
+    public func tiesHead(checkpoint: Checkpoint) throws -> Bool {
+        let stored = try TensorNames(self, checkpoint: checkpoint).stored(head.lmHead)
+        return head.tied || !(checkpoint.contains(stored + ".weight") || checkpoint.contains(stored + ".qweight"))
+    }
+}
+
+/// Where a checkpoint stores the architecture's tensors: under transformers' full names, or
+/// without the base model's prefix (GPT-2's and OPT's original files).
+struct TensorNames: Sendable {
+    let strippedPrefix: String?
+
+    init(_ architecture: Architecture, checkpoint: Checkpoint) throws {
+        let embedding = architecture.stem.embedding + ".weight", prefix = architecture.basePrefix + "."
+        if checkpoint.contains(embedding) || !embedding.hasPrefix(prefix) || !checkpoint.contains(String(embedding.dropFirst(prefix.count))) {
+            strippedPrefix = nil
+        } else {
+            strippedPrefix = prefix
+        }
+    }
+
+    func stored(_ name: String) -> String {
+        guard let strippedPrefix, name.hasPrefix(strippedPrefix) else { return name }
+        return String(name.dropFirst(strippedPrefix.count))
+    }
+}
+
+/// Reads model tensors with the checks loading needs: present, the expected shape, a float dtype.
+struct WeightReader {
+    let checkpoint: Checkpoint
+    let names: TensorNames
+    let layout: WeightLayout
+    let asFloat16: Bool
+
+    func floatTensor(_ name: String, shape: [Int]) throws -> Tensor {
+        let stored = names.stored(name)
+        let t = try checkpoint.tensor(stored, shape: shape)
+        guard [.f16, .bf16, .f32].contains(t.dtype) else {
+            throw GPTQError.badTensor(name: stored, path: checkpoint.folder, reason: "dtype \(t.dtype.rawValue), expected F16, BF16 or F32")
+        }
+        return t
+    }
+
+    func vector(_ name: String, count: Int) throws -> [Float] {
+        var values = try floatTensor(name, shape: [count]).floats()
+        if asFloat16 { values.withUnsafeMutableBufferPointer { ck_round_f16($0.baseAddress!, $0.count) } }
+        return values
+    }
+
+    /// The weight [out, in] of linear `name`: a Conv1D's stored [in, out] transposed.
+    func linearWeight(_ name: String, in inFeatures: Int, out outFeatures: Int, layout: WeightLayout? = nil) throws -> Tensor {
+        switch layout ?? self.layout {
+        case .linear: return try floatTensor(name + ".weight", shape: [outFeatures, inFeatures])
+        case .conv1D: return try floatTensor(name + ".weight", shape: [inFeatures, outFeatures]).transposed()
+        }
+    }
+
+    func denseLinear(_ name: String, in inFeatures: Int, out outFeatures: Int, bias: Bool, layout: WeightLayout? = nil) throws -> DenseLinear {
+        let weight = try linearWeight(name, in: inFeatures, out: outFeatures, layout: layout)
+        let bias = bias ? try vector(name + ".bias", count: outFeatures) : nil
+        return DenseLinear(weight: asFloat16 ? weight.converted(to: .f16) : weight, bias: bias)
+    }
+
+    /// Norm `spec` (named inside a layer: `prefix` is the layer's, else empty); float32 always.
+    func norm(_ spec: NormSpec, prefix: String) throws -> NormWeights {
+        let name = prefix + spec.name
+        return NormWeights(spec: spec,
+                           weight: spec.hasWeight ? try floatTensor(name + ".weight", shape: [spec.width]).floats() : nil,
+                           bias: spec.hasBias ? try floatTensor(name + ".bias", shape: [spec.width]).floats() : nil)
+    }
+}
