@@ -35,7 +35,8 @@ struct InspectCommand: ParsableCommand {
             print("positions: \(describe(a.positions, stem: a.stem)), max positions \(a.maxPositions)")
             let tied = try a.tiesHead(checkpoint: checkpoint)
             print("vocab: \(a.vocab), tied embeddings: \(tied ? "yes" : "no")")
-            print("parameters: \(formatCount(a.parameterCount(tiedHead: tied))) (\(a.parameterCount(tiedHead: tied)))")
+            let parameters = a.parameterCount(tiedHead: tied), shown = formatCount(parameters)
+            print("parameters: \(shown)" + (shown == String(parameters) ? "" : " (\(parameters))"))
         }
         var byType: [DType: (tensors: Int, bytes: Int)] = [:]
         for name in checkpoint.tensorNames {
