@@ -25,6 +25,24 @@ import GPTQKit
         }
     }
 
+    /// Checkpoints of every other family written by AutoGPTQ 0.7.1's own GPTQ, packing and
+    /// QuantLinear (scripts/fixtures/make_autogptq_family_checkpoints.py): fused q/k/v,
+    /// GPT-2's Conv1D, act-order and asymmetric zeros, AutoGPTQ's all-zero biases of bias-free
+    /// linears, with the logits of its QuantLinear forward in float32.
+    @Test(arguments: ["bloom", "gpt2", "gpt_neox", "gptj", "opt", "gpt_bigcode", "codegen", "falcon"])
+    func autogptqFamilyCheckpointMatchesItsLogits(_ family: String) throws {
+        let folder = Fixtures.path("autogptq_families/\(family)")
+        let model = try LanguageModel.load(folder: folder)
+        for module in model.architecture.linears.map(\.name) { #expect(model.layerLinear(0, module) is GPTQLinear, "\(family) \(module)") }
+        let reference = try SafetensorsFile(path: folder + "/reference.safetensors")
+        let ids = try reference.tensor("input_ids").ints(), logits = try reference.tensor("logits").floats()
+        let length = ids.count / 2, vocab = model.vocabSize
+        for b in 0..<2 {
+            let ours = try model.makeSession(capacity: 32).forward(Array(ids[(b * length)..<((b + 1) * length)]), allLogits: true)
+            #expect(relativeError(ours, logits[(b * length * vocab)..<((b + 1) * length * vocab)]) < 1e-3, "\(family) sequence \(b)")
+        }
+    }
+
     @Test func settingsComeFromQuantizeConfig() throws {
         let (config, path) = try #require(try QuantizedCheckpoint.config(folder: Fixtures.path("autogptq_ckpt/w4_g32_descact_asym")))
         #expect(path.hasSuffix("quantize_config.json"))
