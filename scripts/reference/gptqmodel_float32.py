@@ -25,6 +25,8 @@ def with_float32_linears(model):
     from gptqmodel.nn_modules.qlinear import BaseQuantLinear
     for module in model.modules():
         if isinstance(module, BaseQuantLinear):
+            # transformers keeps the scales in float16, where (q − zero) · scale would round.
+            module.scales.data = module.scales.data.float()
             weight = module.dequantize_weight().float().t().contiguous()
             bias = None if module.bias is None else module.bias.float()
             module.forward = lambda x, weight=weight, bias=bias: torch.nn.functional.linear(x, weight, bias)
