@@ -53,7 +53,7 @@ def main():
             shutil.copytree(folder, copy)
             if not os.path.exists(os.path.join(copy, "tokenizer.json")):
                 add_word_level_tokenizer(copy, config["vocab_size"])
-            for loader, load in [("GPTQModel", lambda: gptqmodel_float32(copy)),
+            for loader, load in [("GPTQModel", lambda: gptqmodel_float32(copy, settings["bits"])),
                                  ("transformers", lambda: transformers_float32(copy, settings["bits"]))]:
                 try:
                     theirs = logits(load(), ids)
