@@ -65,7 +65,10 @@ import GPTQKit
             ("bits", .number(4)), ("group_size", .number(Double(groupSize))), ("damp_percent", .number(0.01)), ("desc_act", .bool(false)),
             ("static_groups", .bool(false)), ("sym", .bool(method == .gptq)), ("true_sequential", .bool(true)),
             ("model_name_or_path", .string(out)), ("model_file_base_name", .string("model")), ("quant_method", .string("gptq")),
-            ("checkpoint_format", .string(quantized.config.checkpointFormat.rawValue)),
+            ("checkpoint_format", .string(method == .gptq ? "gptq" : "gptq_v2")),
+            ("meta", .object([("quantizer", .array([.string("swift-gptq:\(SwiftGPTQ.version)")])), ("damp_percent", .number(0.01)),
+                              ("static_groups", .bool(false)), ("true_sequential", .bool(true)), ("mse", .number(0)),
+                              ("act_group_aware", .bool(false))])),
         ])
         #expect(try JSON.read(path: out + "/quantize_config.json") == expectedConfig)
         #expect(try JSON.read(path: out + "/config.json")["quantization_config"] == expectedConfig)

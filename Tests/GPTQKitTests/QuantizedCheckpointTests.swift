@@ -47,9 +47,19 @@ import GPTQKit
         let (config, path) = try #require(try QuantizedCheckpoint.config(folder: Fixtures.path("autogptq_ckpt/w4_g32_descact_asym")))
         #expect(path.hasSuffix("quantize_config.json"))
         #expect(config == QuantizeConfig(bits: 4, groupSize: 32, descAct: true, staticGroups: false, sym: false,
-                                         dampPercent: 0.01, trueSequential: true, checkpointFormat: .gptq))
-        // What we write reads back the same.
+                                         dampPercent: 0.01, trueSequential: true, checkpointFormat: .gptq, quantizer: []))
+        // What we write reads back the same, and names swift-gptq as its quantizer.
         #expect(try QuantizeConfig(json: config.json, path: "x") == config)
+        let ours = QuantizeConfig(bits: 4, groupSize: 32, sym: false)
+        #expect(ours.checkpointFormat == .gptqV2 && QuantizeConfig(sym: true).checkpointFormat == .gptq)
+        #expect(try QuantizeConfig(json: ours.json, path: "x") == ours)
+        #expect(ours.json["meta"]?["quantizer"] == .array([.string("swift-gptq:\(SwiftGPTQ.version)")]))
+        #expect(!ours.packsV1LikeGPTQModel)
+        for (entries, expected) in [(["gptqmodel:0.9.0"], true), (["gptqmodel:7.7.0", "x:1"], true), (["gptqmodel:0.8.9"], false), (["auto_gptq:0.7.1"], false)] {
+            var config = ours
+            config.quantizer = entries
+            #expect(config.packsV1LikeGPTQModel == expected, "\(entries)")
+        }
         #expect(try QuantizedCheckpoint.config(folder: Fixtures.path("arch/llama")) == nil)
     }
 
@@ -113,11 +123,11 @@ import GPTQKit
         }
     }
 
-    /// Our own writer's output (v2 where a zero is 0) loads back to the same layer.
+    /// Our own writer's output (v2, zeros of 0 included) loads back to the same layer.
     @Test func packedLayerRoundTripsThroughAFolder() throws {
         let c = GPTQFixture.cases.first { $0.key == "b2_g32_act1_sym0_static0" }!
-        let packed = try PackedLinear.pack(try GPTQFixture.autogptqResult(c), bias: GPTQFixture.bias, format: .gptq)
-        #expect(packed.format == .gptqV2)
+        let packed = try PackedLinear.pack(try GPTQFixture.autogptqResult(c), bias: GPTQFixture.bias, format: .gptqV2)
+        #expect(packed.unpackedZeros().contains(0))
         let folder = dir + "/roundtrip"
         try FileIO.makeDirectory(folder)
         try SafetensorsWriter.write(path: folder + "/model.safetensors", tensors: packed.tensors(prefix: "layer"))
