@@ -25,6 +25,7 @@ struct ConvertGGUFCommand: ParsableCommand {
             throw ValidationError("--dtype \(dtype) is not one of \(GGUFConverter.outputDTypes.map(\.name).joined(separator: ", "))")
         }
         let summary = try GGUFConverter.convert(ggufPath: gguf, outputFolder: outputFolder, dtype: target)
+        for stale in summary.removedStaleFolders { print("removed \(stale), left by an interrupted conversion") }
         print("wrote \(outputFolder): \(summary.tensorCount) tensors, vocab \(summary.vocabSize), tied embeddings \(summary.tiedEmbeddings)")
     }
 }

@@ -31,7 +31,8 @@ public struct GenerationOptions: Sendable {
     /// and the id of tokenizer_config.json's eos_token (chat models often end turns with a
     /// token that only one of them lists).
     public static func endOfSequenceIds(generation: GenerationConfig, model: ModelConfig, eosToken: Int32?) -> Set<Int32> {
-        Set((generation.eosTokenIds + model.eosTokenIds).map { Int32($0) } + (eosToken.map { [$0] } ?? []))
+        // An id past Int32 can never be sampled, so it can never end generation either.
+        Set((generation.eosTokenIds + model.eosTokenIds).compactMap { Int32(exactly: $0) } + (eosToken.map { [$0] } ?? []))
     }
 }
 
