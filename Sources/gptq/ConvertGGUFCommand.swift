@@ -17,7 +17,7 @@ struct ConvertGGUFCommand: ParsableCommand {
     @Argument(help: "The output folder; it must not exist yet.")
     var outputFolder: String
 
-    @Option(help: "Element type of the written tensors: float16, float32 or bfloat16.")
+    @Option(parsing: .unconditional, help: "Element type of the written tensors: float16, float32 or bfloat16.")
     var dtype: String = "float16"
 
     func run() throws {

@@ -8,7 +8,7 @@ enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
 
 /// The `--device` option of the commands that run a model.
 struct DeviceFlags: ParsableArguments {
-    @Option(help: "Where the model runs: cpu, or cuda (an NVIDIA GPU; the CUDA driver, NVRTC and cuBLAS are opened at run time).")
+    @Option(parsing: .unconditional, help: "Where the model runs: cpu, or cuda (an NVIDIA GPU; the CUDA driver, NVRTC and cuBLAS are opened at run time).")
     var device: ComputeDevice = .cpu
 }
 

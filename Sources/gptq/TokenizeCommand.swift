@@ -12,13 +12,13 @@ struct TokenizeCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The folder with tokenizer.json (and tokenizer_config.json).")
+    @Option(parsing: .unconditional, help: "The folder with tokenizer.json (and tokenizer_config.json).")
     var model: String
 
     @Argument(help: "Text to encode (or ids to decode, with --decode) given inline instead of --text.")
     var inline: String?
 
-    @Option(name: [.customLong("text"), .customLong("file")], help: "The file whose text to encode (or whose ids to decode).")
+    @Option(name: [.customLong("text"), .customLong("file")], parsing: .unconditional, help: "The file whose text to encode (or whose ids to decode).")
     var file: String?
 
     @Flag(help: "Add the special tokens the tokenizer adds around a sequence (e.g. BOS).")
