@@ -36,7 +36,7 @@ seed() {
     calibration) printf '\0%s' "$(head -c 2000 $fixtures/data/wikitext2-test.txt)" > "$dir/text"
                  printf '\1{"text": "a b"}\n{"text": "c"}\n' > "$dir/jsonl"
                  printf '\2[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [11, 12]]' > "$dir/json"
-                 { printf '\3'; cat $fixtures/data/wikitext2-test-smollm2-ids.safetensors | head -c 4096; } > "$dir/safetensors"
+                 { printf '\3'; head -c 4096 $fixtures/data/wikitext2-test-smollm2-ids.safetensors; } > "$dir/safetensors"
                  { printf '\4'; head -c 400 $fixtures/tokenizers/llama3/wikitext2-head.ids.bin; } > "$dir/bin" ;;
   esac
 }
@@ -47,15 +47,16 @@ for target in "${targets[@]}"; do
   crashes=.build-fuzz/crashes/$target
   mkdir -p "$crashes"
   log=.build-fuzz/$target.log
-  start=$(date +%s)
+  start=$(date +%s%N)
   # SWIFT_BACKTRACE off: libFuzzer, not Swift's backtracer, must see the crash to keep the input.
   if SWIFT_BACKTRACE=enable=no "$fuzzer" "$target" -runs="$runs" -max_total_time="$seconds" -timeout=10 \
        -rss_limit_mb=2048 -malloc_limit_mb=2048 -max_len=131072 -print_final_stats=1 \
        -artifact_prefix="$crashes/" .build-fuzz/corpus/"$target" >"$log" 2>&1; then result="crashes: 0"; else result="FAILED (see $log)"; status=1; fi
-  end=$(date +%s)
+  end=$(date +%s%N)
   inputs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
-  speed=$(grep -o 'exec/s: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo "?")
+  milliseconds=$(( (end - start) / 1000000 ))
   peak=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
-  printf '%-12s %9s inputs in %5d s (%s/s), peak RSS %s MB, %s\n' "$target" "$inputs" $((end - start)) "$speed" "$peak" "$result"
+  printf '%-12s %8s inputs in %5d.%01d s (%s/s), peak RSS %s MB, %s\n' "$target" "$inputs" $((milliseconds / 1000)) $((milliseconds % 1000 / 100)) \
+    "$(( ${inputs/\?/0} * 1000 / (milliseconds + 1) ))" "$peak" "$result"
 done
 exit $status

@@ -33,7 +33,7 @@ struct FuzzMain {
         let status = argv.withUnsafeMutableBufferPointer { buffer -> Int32 in
             var base: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = buffer.baseAddress
             return LLVMFuzzerRunDriver(&argc, &base) { data, size in
-                runOne(Array(UnsafeBufferPointer(start: data, count: size)))
+                FuzzMain.runOne(Array(UnsafeBufferPointer(start: data, count: size)))
                 return 0
             }
         }

@@ -6,11 +6,11 @@ import GPTQKit
 /// One parser under fuzzing: `run` gets the input bytes and, for parsers that read files,
 /// the path of a file holding them. Throwing is the parser doing its job; a trap, a hang
 /// or a memory blow-up is the bug libFuzzer reports.
-struct FuzzTarget {
+struct FuzzTarget: Sendable {
     let name: String
     /// The extension of the file the bytes are written to (some parsers go by it).
     let fileExtension: String
-    let run: (_ bytes: [UInt8], _ path: String) throws -> Void
+    let run: @Sendable (_ bytes: [UInt8], _ path: String) throws -> Void
 
     static let all: [FuzzTarget] = [
         FuzzTarget(name: "safetensors", fileExtension: "safetensors") { _, path in

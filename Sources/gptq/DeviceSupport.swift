@@ -31,6 +31,9 @@ struct DeviceModel {
             let backend = try CUDABackend(log: printToStandardError)
             (config, cpu, cuda) = (try ModelConfig(folder: folder), nil, try CUDAModel.load(folder: folder, backend: backend))
         }
+        for warning in try (cpu?.checkpoint ?? Checkpoint(folder: folder)).nonFiniteWeightWarnings() {
+            printToStandardError("warning: \(warning)")
+        }
     }
 
     func makeSession(capacity: Int) throws -> InferenceSession {

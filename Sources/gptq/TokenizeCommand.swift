@@ -43,6 +43,8 @@ struct TokenizeCommand: ParsableCommand {
         if decode {
             let ids = try input.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "," }).map { word -> Int32 in
                 guard let id = Int32(word) else { throw ValidationError("not a token id: '\(word)'") }
+                // decode() skips ids it does not know; asked for by hand, that would hide a typo.
+                guard tokenizer.token(for: id) != nil else { throw ValidationError("token id \(id) is not in the vocabulary") }
                 return id
             }
             print(tokenizer.decode(ids))

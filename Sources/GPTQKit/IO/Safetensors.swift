@@ -172,6 +172,18 @@ public final class Checkpoint: @unchecked Sendable {
         return try file.tensor(name)
     }
 
+    /// One line per tensor holding NaN or infinite values, naming it, its file and how many:
+    /// such a model computes NaN, and its outputs say nothing about where it came from.
+    public func nonFiniteWeightWarnings() throws -> [String] {
+        var warnings: [String] = []
+        for name in tensorNames {
+            let (count, first) = try tensor(name).nonFiniteElements()
+            guard let first else { continue }
+            warnings.append("\(location[name]!.path): tensor '\(name)' has \(count) NaN or infinite values (the first at element \(first))")
+        }
+        return warnings
+    }
+
     /// The tensor, checked to have `shape`.
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
         let t = try tensor(name)
