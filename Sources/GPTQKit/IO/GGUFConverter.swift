@@ -126,6 +126,9 @@ public enum GGUFConverter {
     static func makeConfig(_ fields: GGUFFields, headCount: Int, kvHeadCount: Int, vocabSize: Int, tied: Bool,
                            dtypeName: String) throws -> JSON {
         let hidden = try fields.int("llama.embedding_length")
+        guard headCount > 0 else {
+            throw GPTQError.badConfig(field: "llama.attention.head_count", path: fields.path, reason: "must be positive, got 0")
+        }
         func number(_ v: Int) -> JSON { .number(Double(v)) }
         return .object([
             ("architectures", .array([.string("LlamaForCausalLM")])), ("model_type", .string("llama")),
@@ -144,7 +147,6 @@ public enum GGUFConverter {
         ])
     }
 
-    /// The output folder must not hold anything yet: a conversion never overwrites.
     /// Loads the written folder as `generate` would: a GGUF file whose metadata disagrees
     /// with its tensors (layers missing, a vocabulary of another size) fails here, naming the
     /// GGUF file, instead of leaving a folder that nothing can load.
@@ -157,6 +159,7 @@ public enum GGUFConverter {
         }
     }
 
+    /// The output folder must not hold anything yet: a conversion never overwrites.
     private static func checkAvailable(_ folder: String) throws {
         guard FileIO.exists(folder) else { return }
         guard FileIO.isDirectory(folder), try FileIO.listDirectory(folder).isEmpty else {

@@ -53,6 +53,7 @@ public struct QuantizeJob: Sendable {
             quantize = { try GPTQPipeline.quantize($0, config: config, calibration: $1, method: method, progress: $2) }
         }
         let languageModel = try LanguageModel.load(folder: model)
+        for warning in try languageModel.checkpoint.nonFiniteWeightWarnings() { log("warning: \(warning)") }
         try GPTQPipeline.validate(languageModel, config: config, method: method)
         var samples: [[Int32]] = []
         if method == .gptq {

@@ -107,6 +107,7 @@ struct JinjaInterpreter {
         if let filter {
             var kept: [JinjaValue] = []
             for item in items {
+                try scope.budget.step()
                 let probe = JinjaScope(parent: scope)
                 try bind(targets, item, probe)
                 if try evaluate(filter, probe).isTruthy { kept.append(item) }
@@ -118,6 +119,7 @@ struct JinjaInterpreter {
             return
         }
         for (i, item) in items.enumerated() {
+            try scope.budget.step()  // an empty body costs nothing else, and a loop may still be endless
             let iteration = JinjaScope(parent: scope)
             try bind(targets, item, iteration)
             var loop = JinjaDict([
