@@ -126,6 +126,9 @@ import Testing
     @Test func filesWithoutASizeAreReadWhole() throws {
         // /proc files report size 0, as pipes and /dev/stdin do.
         #expect(try FileIO.readText(path: "/proc/self/status").contains("Pid:"))
+        #expect(throws: GPTQError.invalidFile(path: "/dev/zero", reason: "more than 1000000 bytes to read whole (an endless stream?)")) {
+            try FileIO.readAll(path: "/dev/zero", limit: 1_000_000)
+        }
     }
 
     // MARK: the chat-template interpreter

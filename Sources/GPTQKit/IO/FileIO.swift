@@ -23,19 +23,26 @@ public enum FileIO {
 
     static func errnoMessage() -> String { String(cString: strerror(errno)) }
 
+    /// The most `readAll` reads: far more than any text, JSON or token file we read whole,
+    /// and a stop for endless streams such as /dev/zero.
+    public static let readLimit = 1 << 30
+
     /// The whole content of a file, read until end of file: pipes, /dev/stdin and files
     /// under /proc report no size up front, so the size only sizes the first read.
-    public static func readAll(path: String) throws -> [UInt8] {
+    public static func readAll(path: String, limit: Int = readLimit) throws -> [UInt8] {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw GPTQError.invalidFile(path: path, reason: "cannot open: \(errnoMessage())") }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw GPTQError.invalidFile(path: path, reason: errnoMessage()) }
         guard (st.st_mode & S_IFMT) != S_IFDIR else { throw GPTQError.invalidFile(path: path, reason: "is a folder, expected a file") }
+        let tooLarge = GPTQError.invalidFile(path: path, reason: "more than \(limit) bytes to read whole (an endless stream?)")
+        guard Int(st.st_size) <= limit else { throw tooLarge }
         var bytes = [UInt8](repeating: 0, count: max(Int(st.st_size), 0) + 1)
         var done = 0
         while true {
-            if done == bytes.count { bytes += [UInt8](repeating: 0, count: bytes.count) }
+            guard done <= limit else { throw tooLarge }
+            if done == bytes.count { bytes += [UInt8](repeating: 0, count: min(bytes.count, limit + 1 - done)) }
             let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
             if n == 0 { break }
             if n < 0 && errno == EINTR { continue }
