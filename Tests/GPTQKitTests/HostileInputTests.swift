@@ -180,6 +180,8 @@ import Testing
         #expect(renderError("{{ (-9223372036854775807 - 1) % -1 }}") == "t: field 'chat_template': integer overflow in %")
         #expect(renderError("{{ -(-9223372036854775807 - 1) }}") == "t: field 'chat_template': integer overflow in unary -")
         #expect(renderError("{{ 2 ** 64 }}") == "t: field 'chat_template': integer overflow in **")
+        // Found by the jinja fuzz target: an item index past Int trapped when read.
+        #expect(renderError("{{ messages.99999999999999999999 }}") == "t: field 'chat_template': line 1: integer 99999999999999999999 is too large")
         #expect(try ChatTemplate("{{ 1 ** 1000000000000 }}{{ 3 ** 5 }}{{ (-2) ** 63 }}").render(context: []) == "1243-9223372036854775808")
     }
 

@@ -449,7 +449,8 @@ struct TokenStream {
             return .literal(.int(i))
         case .float:
             next()
-            return .literal(.double(Double(token.text)!))
+            guard let d = Double(token.text) else { throw .syntax("invalid number \(token.text)", line: line) }
+            return .literal(.double(d))
         case .op:
             if skip("(") {
                 if skip(")") { return .tuple([]) }
@@ -497,7 +498,9 @@ struct TokenStream {
             try deepen()
             if skip(".") {
                 if current.kind == .integer {
-                    node = .item(node, .literal(.int(Int(next().text)!)))
+                    let digits = next().text
+                    guard let index = Int(digits) else { throw .syntax("integer \(digits) is too large", line: line) }
+                    node = .item(node, .literal(.int(index)))
                 } else {
                     node = .attribute(node, try expectName())
                 }
