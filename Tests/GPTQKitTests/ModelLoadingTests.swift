@@ -38,6 +38,10 @@ import GPTQKit
         #expect(throws: GPTQError.badConfig(field: "n_embd", path: folder + "/config.json", reason: "missing")) {
             try LanguageModel.load(folder: folder)
         }
+        let zero = try brokenCopy("kv-zero", config: { $0.setting("num_key_value_heads", .number(0)) })
+        #expect(throws: GPTQError.badConfig(field: "num_key_value_heads", path: zero + "/config.json", reason: "expected a positive integer")) {
+            try LanguageModel.load(folder: zero)
+        }
         let heads = try brokenFamilyCopy("falcon", "kv-heads", config: { $0.setting("num_kv_heads", .number(3)) })
         #expect(throws: GPTQError.badConfig(field: "num_key_value_heads", path: heads + "/config.json",
                                             reason: "3 does not divide the 4 attention heads")) {
