@@ -41,3 +41,11 @@ struct DeviceModel {
         return cpu!.makeSession(capacity: capacity)
     }
 }
+
+extension DeviceModel {
+    /// `slots` sequences run together, for batched scoring and generation: one session per
+    /// slot, fed in turn, until the engine offers a batched session of its own.
+    func makeBatchSession(slots: Int, capacity: Int) throws -> BatchInferenceSession {
+        SequentialBatchSession(sessions: try (0..<slots).map { _ in try makeSession(capacity: capacity) })
+    }
+}
