@@ -113,6 +113,9 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Sequences fed through the model together (batched scoring and greedy generation).")
     var batchSize = 8
 
+    @Flag(help: "Instead of the task, check batching on the samples' prompts: every logit and --max-new-tokens greedy tokens, batched against one prompt at a time.")
+    var checkBatching = false
+
     @Option(help: "CPU threads (default: all cores).")
     var threads: Int?
 
@@ -139,8 +142,8 @@ struct EvalCommand: ParsableCommand {
                        numReturnSequences: numReturnSequences, seed: UInt64(seed))
     }
 
-    /// A task's figures, in table order.
-    typealias Figures = [(name: String, value: Double)]
+    /// A task's figures, in table order, with the decimals each is printed with (0: a count).
+    typealias Figures = [(name: String, value: Double, digits: Int)]
 
     func run() throws {
         CPUThreads.set(threads ?? CPUThreads.count)
@@ -152,13 +155,16 @@ struct EvalCommand: ParsableCommand {
         for folder in [model] + (baseline.map { [$0] } ?? []) {
             results.append(try evaluate(folder: folder, data: evalData, labelColumn: labelColumn ?? columns.label))
         }
-        var description = "task: \(task.rawValue)"
+        var description = checkBatching ? "batching check" : "task: \(task.rawValue)"
         if task == .classification { description += " (\(method.rawValue))" }
         print(description + ", \(data), seed \(seed)")
         let width = max(24, results.map(\.folder.count).max()! + 2)
         print("metric".padded(to: 22) + results.map { $0.folder.padded(to: width) }.joined())
         for (row, figure) in results[0].figures.enumerated() {
-            print(figure.name.padded(to: 22) + results.map { fixed($0.figures[row].value, 4).padded(to: width) }.joined())
+            print(figure.name.padded(to: 22) + results.map { result in
+                let value = result.figures[row].value
+                return (figure.digits == 0 ? "\(Int(value))" : fixed(value, figure.digits)).padded(to: width)
+            }.joined())
         }
         for result in results { print("\(result.folder): \(result.speed)") }
     }
@@ -173,25 +179,33 @@ struct EvalCommand: ParsableCommand {
         var bar = ProgressBar(label: task.rawValue)
         let progress: (Int, Int) -> Void = { bar.update(done: $0, total: $1) }
         let figures: Figures
+        if checkBatching {
+            let check = try BatchConsistency.check(prompts: try evalData.prompts(model: evalModel), batch: evalModel.session,
+                                                   alone: try loaded.model.makeSession(capacity: capacity), maxNewTokens: maxNewTokens,
+                                                   stopTokenIds: loaded.endOfSequenceIds)
+            figures = [("max |logit diff|", Double(check.maxLogitDifference), 8),
+                       ("greedy equal", Double(check.prompts - check.greedyMismatches.count), 0), ("prompts", Double(check.prompts), 0)]
+            return (folder, figures, "batched against one prompt at a time (batch \(slots), \(device.device.rawValue))")
+        }
         switch task {
         case .lm:
             let r = try LanguageModelingTask(data: evalData, labelColumn: labelColumn, blockMaxLen: blockMaxLen).run(model: evalModel, progress: progress)
-            figures = [("perplexity (AutoGPTQ)", r.perplexity), ("perplexity per token", r.perTokenPerplexity),
-                       ("blocks", Double(r.blocks)), ("samples", Double(r.samples)), ("label tokens", Double(r.labelTokens))]
+            figures = [("perplexity (AutoGPTQ)", r.perplexity, 4), ("perplexity per token", r.perTokenPerplexity, 4),
+                       ("blocks", Double(r.blocks), 0), ("samples", Double(r.samples), 0), ("label tokens", Double(r.labelTokens), 0)]
         case .classification:
             let names = classes.map { $0.split(separator: ",").map { $0.strippingWhitespace() } }
             let r = try ClassificationTask(data: evalData, labelColumn: labelColumn, classes: names,
                                            method: method == .generate ? .generate(generation) : .logLikelihood).run(model: evalModel, progress: progress)
-            figures = [("accuracy", r.accuracy), ("correct", Double(r.correct)), ("samples", Double(r.samples))]
+            figures = [("accuracy", r.accuracy, 4), ("correct", Double(r.correct), 0), ("samples", Double(r.samples), 0)]
         case .summarization:
             let r = try SummarizationTask(data: evalData, summaryColumn: labelColumn, generation: generation).run(model: evalModel, progress: progress)
-            figures = [("rouge1 F", r.rouge.rouge1.fmeasure), ("rouge1 P", r.rouge.rouge1.precision), ("rouge1 R", r.rouge.rouge1.recall),
-                       ("rouge2 F", r.rouge.rouge2.fmeasure), ("rouge2 P", r.rouge.rouge2.precision), ("rouge2 R", r.rouge.rouge2.recall),
-                       ("rougeL F", r.rouge.rougeL.fmeasure), ("rougeL P", r.rouge.rougeL.precision), ("rougeL R", r.rouge.rougeL.recall),
-                       ("samples", Double(r.samples))]
+            figures = [("rouge1 F", r.rouge.rouge1.fmeasure, 4), ("rouge1 P", r.rouge.rouge1.precision, 4), ("rouge1 R", r.rouge.rouge1.recall, 4),
+                       ("rouge2 F", r.rouge.rouge2.fmeasure, 4), ("rouge2 P", r.rouge.rouge2.precision, 4), ("rouge2 R", r.rouge.rouge2.recall, 4),
+                       ("rougeL F", r.rouge.rougeL.fmeasure, 4), ("rougeL P", r.rouge.rougeL.precision, 4), ("rougeL R", r.rouge.rougeL.recall, 4),
+                       ("samples", Double(r.samples), 0)]
         case .choice:
             let r = try MultipleChoiceTask(data: evalData, choicesColumn: choicesColumn, answerColumn: labelColumn).run(model: evalModel, progress: progress)
-            figures = [("acc", r.accuracy), ("acc_norm", r.normalizedAccuracy), ("samples", Double(r.samples))]
+            figures = [("acc", r.accuracy, 4), ("acc_norm", r.normalizedAccuracy, 4), ("samples", Double(r.samples), 0)]
         }
         bar.finish()
         let session = evalModel.session

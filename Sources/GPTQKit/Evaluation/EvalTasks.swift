@@ -77,6 +77,11 @@ public struct EvalData: Sendable {
         return try dataset.sample(count: numSamples, seed: seed)
     }
 
+    /// Every sample's prompt tokens, as the generating tasks feed them.
+    public func prompts(model: EvalModel, labels: [String] = []) throws -> [[Int32]] {
+        try records().map { try prompt($0, model: model, labels: labels) }
+    }
+
     func promptText(_ record: EvalRecord, labels: [String] = []) throws -> String {
         try template.render(record, dataset: dataset, labels: labels)
     }
