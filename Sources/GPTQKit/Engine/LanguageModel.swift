@@ -243,11 +243,15 @@ extension Architecture {
 }
 
 /// Where a checkpoint stores the architecture's tensors: under transformers' full names, or
-/// without the base model's prefix (GPT-2's and OPT's original files).
+/// without the base model's prefix (GPT-2's and OPT's original files), or under a name older
+/// transformers versions wrote.
 struct TensorNames: Sendable {
     let strippedPrefix: String?
+    let legacy: [String: String]
 
     init(_ architecture: Architecture, checkpoint: Checkpoint) throws {
+        func stores(_ module: String) -> Bool { checkpoint.contains(module + ".weight") || checkpoint.contains(module + ".qweight") }
+        legacy = architecture.legacyNames.filter { current, old in !stores(current) && stores(old) }
         let embedding = architecture.stem.embedding + ".weight", prefix = architecture.basePrefix + "."
         if checkpoint.contains(embedding) || !embedding.hasPrefix(prefix) || !checkpoint.contains(String(embedding.dropFirst(prefix.count))) {
             strippedPrefix = nil
@@ -257,6 +261,9 @@ struct TensorNames: Sendable {
     }
 
     func stored(_ name: String) -> String {
+        if let (current, old) = legacy.first(where: { name == $0.key || name.hasPrefix($0.key + ".") }) {
+            return old + name.dropFirst(current.count)
+        }
         guard let strippedPrefix, name.hasPrefix(strippedPrefix) else { return name }
         return String(name.dropFirst(strippedPrefix.count))
     }
