@@ -172,7 +172,10 @@ struct EvalCommand: ParsableCommand {
     func evaluate(folder: String, data evalData: EvalData, labelColumn: String) throws -> (folder: String, figures: Figures, speed: String) {
         printToStandardError("== \(folder)")
         let loaded = try GenerationModel(folder: folder, device: device.device)
-        let capacity = min(loaded.model.architecture.maxPositions, max(maxLength, blockMaxLen) + max(maxNewTokens, 256))
+        // lm samples fit --max-length; the other tasks add generated tokens or a choice or class
+        // after a prompt of at most --max-length.
+        let added = task == .lm && !checkBatching ? 0 : max(maxNewTokens, 256)
+        let capacity = min(loaded.model.architecture.maxPositions, maxLength + added)
         let slots = max(batchSize, numBeams)
         let evalModel = EvalModel(session: try loaded.model.makeBatchSession(slots: slots, capacity: capacity),
                                   tokenizer: loaded.tokenizer, stopTokenIds: loaded.endOfSequenceIds)

@@ -182,9 +182,9 @@ public enum BeamSearch {
     /// Sets to -inf every token that would complete an n-gram already in `sequence`
     /// (transformers' NoRepeatNGramLogitsProcessor).
     static func banRepeatedNgrams(_ row: inout [Float], sequence: [Int32], size n: Int) {
-        guard sequence.count + 1 >= n else { return }
-        let prefix = sequence[(sequence.count - n + 1)...]
+        // An n-gram can repeat only once the sequence holds one.
         guard sequence.count >= n else { return }
+        let prefix = sequence[(sequence.count - n + 1)...]
         for start in 0...(sequence.count - n) where sequence[start..<(start + n - 1)].elementsEqual(prefix) {
             row[Int(sequence[start + n - 1])] = -.infinity
         }
