@@ -23,13 +23,15 @@ let package = Package(
             name: "GPTQKit",
             dependencies: ["CKernels", "COpenBLAS", "CCUDA"]
         ),
+        // The GPU's checks and benchmarks (gpu-check, gpu-bench), apart from the product.
+        .target(name: "GPTQChecks", dependencies: ["GPTQKit", "CCUDA"]),
         .executableTarget(
             name: "gptq",
-            dependencies: ["GPTQKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["GPTQKit", "GPTQChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(
             name: "GPTQKitTests",
-            dependencies: ["GPTQKit"]
+            dependencies: ["GPTQKit", "GPTQChecks"]
         ),
     ]
 )

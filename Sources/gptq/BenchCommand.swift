@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import GPTQKit
+import GPTQChecks
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import GPTQKit
+import GPTQChecks
 
 /// The subcommands that need an NVIDIA GPU.
 enum GPUCommands {

@@ -71,6 +71,20 @@ import GPTQKit
         #expect(lines.contains("parameters: 135488"))
     }
 
+    /// inspect names each family's architecture and counts its parameters as transformers does.
+    @Test(arguments: ["gpt2", "gpt_neox", "opt-350m-layout", "bloom", "falcon-7b-layout", "codegen"])
+    func inspectDescribesEveryFamily(arch: String) throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let run = try CommandLineTool.run(binary, ["inspect", Fixtures.path("arch/\(arch)")])
+        #expect(run.status == 0, "\(run.standardError)")
+        let lines = run.standardOutput.split(separator: "\n").map(String.init)
+        let count = try #require(try JSON.read(path: Fixtures.path("arch/parameter_counts.json"))[arch]?.int)
+        #expect(lines.contains("parameters: \(count)"), "\(lines)")
+        let family = try ModelFamily.forConfig(try ModelConfig(folder: Fixtures.path("arch/\(arch)"))).name
+        #expect(lines.contains("family: \(family)"))
+        #expect(lines.contains { $0.hasPrefix("block: ") } && lines.contains { $0.hasPrefix("positions: ") })
+    }
+
     /// bench runs the quantized folder, then its float baseline, in one process.
     @Test func benchMeasuresAQuantizedFolderAgainstItsBaseline() throws {
         let binary = try #require(CommandLineTool.path("gptq"))

@@ -4,19 +4,19 @@ import Glibc
 
 /// A linear whose output lands at column `column` of a wider row (q, k and v share one
 /// row; so do gate and up), so separately stored projections still feed one buffer.
-struct PlacedLinear {
-    let linear: CUDALinear
-    let column: Int
+package struct PlacedLinear {
+    package let linear: CUDALinear
+    package let column: Int
 }
 
 /// One llama-style decoder layer's weights on the GPU.
-final class CUDADecoderLayer: @unchecked Sendable {
+package final class CUDADecoderLayer: @unchecked Sendable {
     let inputNorm: DeviceBuffer, postAttentionNorm: DeviceBuffer
     let queryNorm: DeviceBuffer?, keyNorm: DeviceBuffer?
-    let qkv: [PlacedLinear]
-    let output: CUDALinear
-    let gateUp: [PlacedLinear]
-    let down: CUDALinear
+    package let qkv: [PlacedLinear]
+    package let output: CUDALinear
+    package let gateUp: [PlacedLinear]
+    package let down: CUDALinear
     let window: Int?
 
     init(inputNorm: DeviceBuffer, postAttentionNorm: DeviceBuffer, queryNorm: DeviceBuffer?, keyNorm: DeviceBuffer?,
@@ -41,8 +41,8 @@ public final class CUDAModel: @unchecked Sendable {
     let eps: Float
     let embedding: DeviceBuffer
     let finalNorm: DeviceBuffer
-    let lmHead: CUDALinear
-    let layers: [CUDADecoderLayer]
+    package let lmHead: CUDALinear
+    package let layers: [CUDADecoderLayer]
     let inverseFrequencies: DeviceBuffer
     /// How the layers are stored, e.g. "4-bit g128 fast4".
     public let weightsDescription: String
@@ -73,7 +73,7 @@ public final class CUDAModel: @unchecked Sendable {
     }
 
     public var numLayers: Int { layers.count }
-    var qkvWidth: Int { (heads + 2 * kvHeads) * headDim }
+    package var qkvWidth: Int { (heads + 2 * kvHeads) * headDim }
 
     /// Bytes one decode step reads from the weights (every linear and the LM head).
     public var weightBytes: Int {
@@ -90,7 +90,7 @@ public final class CUDAModel: @unchecked Sendable {
     /// Whether every decoder linear multiplies float16-rounded weights in a pass of `rows`
     /// rows (CUDALinear.multipliesFloat16Weights): what a CPU reference of this model's float16
     /// arithmetic must round.
-    func multipliesFloat16Weights(rows: Int) -> Bool {
+    package func multipliesFloat16Weights(rows: Int) -> Bool {
         layers.allSatisfy { layer in
             (layer.qkv.map(\.linear) + [layer.output] + layer.gateUp.map(\.linear) + [layer.down])
                 .allSatisfy { $0.multipliesFloat16Weights(rows: rows) }
@@ -112,12 +112,7 @@ public final class CUDAModel: @unchecked Sendable {
         }
         let checkpoint = try Checkpoint(folder: folder)
         let names = try TensorNames(a, checkpoint: checkpoint)
-        var quantization: QuantizeConfig?
-        if let q = config.json["quantization_config"], !q.isNull {
-            quantization = try QuantizeConfig(json: q, path: config.path)
-        } else if FileIO.exists(FileIO.join(folder, "quantize_config.json")) {
-            quantization = try QuantizeConfig(path: FileIO.join(folder, "quantize_config.json"))
-        }
+        let quantized = try QuantizedCheckpoint(folder: folder, checkpoint: checkpoint)
         let device = backend.device
         func floats(_ name: String, _ count: Int) throws -> DeviceBuffer {
             try device.upload(try checkpoint.tensor(names.stored(name), shape: [count]).floats())
@@ -128,15 +123,13 @@ public final class CUDAModel: @unchecked Sendable {
         }
         func host(_ name: String, _ module: LinearModule) throws -> HostLinear {
             if checkpoint.contains(name + ".qweight") {
-                guard let q = quantization else {
+                guard let quantized else {
                     throw GPTQError.badConfig(field: "quantization_config", path: config.path, reason: "\(name).qweight is GPTQ-packed but no quantization config says how")
                 }
-                let packed = try PackedLinear.load(from: checkpoint, prefix: name, bits: q.bits, groupSize: q.groupSize, format: q.checkpointFormat)
-                guard packed.inFeatures == module.inFeatures, packed.outFeatures == module.outFeatures else {
-                    throw GPTQError.badTensor(name: name + ".qweight", path: checkpoint.folder,
-                                              reason: "packs [\(packed.outFeatures), \(packed.inFeatures)], the config needs [\(module.outFeatures), \(module.inFeatures)]")
-                }
-                return .packed(packed)
+                // The kernels read plain zero points: v1's zero − 1, packed whole-word as GPTQModel
+                // writes it, is unpacked once here.
+                let packed = try quantized.packedLinear(name, inFeatures: module.inFeatures, outFeatures: module.outFeatures)!
+                return .packed(try packed.converted(to: .gptqV2))
             }
             let w = try checkpoint.tensor(name + ".weight", shape: [module.outFeatures, module.inFeatures])
             let b = module.hasBias ? try checkpoint.tensor(name + ".bias", shape: [module.outFeatures]) : nil
