@@ -43,9 +43,11 @@ struct DeviceModel {
 }
 
 extension DeviceModel {
-    /// `slots` sequences run together, for batched scoring and generation: one session per
-    /// slot, fed in turn, until the engine offers a batched session of its own.
+    /// `slots` sequences run together, for batched scoring and generation: on the CPU the
+    /// engine's batch session (one pass for all slots); on the GPU one session per slot, fed in
+    /// turn, until the CUDA backend has a batch session of its own.
     func makeBatchSession(slots: Int, capacity: Int) throws -> BatchInferenceSession {
-        SequentialBatchSession(sessions: try (0..<slots).map { _ in try makeSession(capacity: capacity) })
+        if let cpu { return cpu.makeBatchSession(slots: slots, capacity: capacity) }
+        return SequentialBatchSession(sessions: try (0..<slots).map { _ in try makeSession(capacity: capacity) })
     }
 }

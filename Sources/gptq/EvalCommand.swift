@@ -186,7 +186,7 @@ struct EvalCommand: ParsableCommand {
             let check = try BatchConsistency.check(prompts: try evalData.prompts(model: evalModel), batch: evalModel.session,
                                                    alone: try loaded.model.makeSession(capacity: capacity), maxNewTokens: maxNewTokens,
                                                    stopTokenIds: loaded.endOfSequenceIds)
-            figures = [("max |logit diff|", Double(check.maxLogitDifference), 8),
+            figures = [("max |logit diff|", Double(check.maxLogitDifference), 8), ("max relative error", check.maxRelativeError, 8),
                        ("greedy equal", Double(check.prompts - check.greedyMismatches.count), 0), ("prompts", Double(check.prompts), 0)]
             return (folder, figures, "batched against one prompt at a time (batch \(slots), \(device.device.rawValue))")
         }

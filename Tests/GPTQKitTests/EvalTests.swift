@@ -102,8 +102,9 @@ import Testing
         let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
         let rows = try #require(Self.reference["loglikelihood"]?[arch]?.array)
         let requests = rows.map { ScoringRequest(context: Self.ids($0["context"]), continuation: Self.ids($0["continuation"])) }
-        for slots in [1, 3] {
-            let session = SequentialBatchSession(sessions: (0..<slots).map { _ in model.makeSession(capacity: 32) })
+        let sessions: [BatchInferenceSession] = [SequentialBatchSession(sessions: [model.makeSession(capacity: 32)]),
+                                                 model.makeBatchSession(slots: 3, capacity: 32)]
+        for session in sessions {
             let scores = try LogLikelihood.score(requests, session: session)
             for (score, row) in zip(scores, rows) {
                 #expect(abs(score.logLikelihood - row["loglikelihood"]!.double!) < 1e-4)
@@ -143,12 +144,18 @@ import Testing
     @Test(arguments: ["llama", "gpt2"])
     func logitsAndGreedyTokens(arch: String) throws {
         let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
-        let batch = SequentialBatchSession(sessions: (0..<3).map { _ in model.makeSession(capacity: 40) })
-        let check = try BatchConsistency.check(prompts: Self.prompts, batch: batch, alone: model.makeSession(capacity: 40),
-                                               maxNewTokens: 12, stopTokenIds: [7])
-        #expect(check.maxLogitDifference <= 1e-5)
-        #expect(check.greedyMismatches.isEmpty)
-        #expect(check.prompts == Self.prompts.count)
+        // One session per slot: exactly the unbatched arithmetic.
+        let sequential = try BatchConsistency.check(
+            prompts: Self.prompts, batch: SequentialBatchSession(sessions: (0..<3).map { _ in model.makeSession(capacity: 40) }),
+            alone: model.makeSession(capacity: 40), maxNewTokens: 12, stopTokenIds: [7])
+        #expect(sequential.maxLogitDifference <= 1e-5)
+        #expect(sequential.greedyMismatches.isEmpty)
+        #expect(sequential.prompts == Self.prompts.count)
+        // The CPU engine's batch session: all slots' rows through each layer in one pass.
+        let batched = try BatchConsistency.check(prompts: Self.prompts, batch: model.makeBatchSession(slots: 3, capacity: 40),
+                                                 alone: model.makeSession(capacity: 40), maxNewTokens: 12, stopTokenIds: [7])
+        #expect(batched.maxRelativeError < 1e-5)
+        #expect(batched.greedyMismatches.isEmpty)
     }
 
     @Test func theCheckSeesADifferentSlot() throws {

@@ -4,13 +4,15 @@
 public struct BatchConsistency: Sendable {
     /// The largest |batched − alone| over every logit of every prompt.
     public let maxLogitDifference: Float
+    /// The largest ‖batched − alone‖ / ‖alone‖ over the prompts (all of a prompt's logits).
+    public let maxRelativeError: Double
     /// The indices of the prompts whose greedy continuations differ.
     public let greedyMismatches: [Int]
     public let prompts: Int
 
     public static func check(prompts: [[Int32]], batch: BatchInferenceSession, alone: InferenceSession, maxNewTokens: Int,
                              stopTokenIds: Set<Int32>) throws -> BatchConsistency {
-        var worst: Float = 0
+        var worst: Float = 0, worstRelative = 0.0
         for start in stride(from: 0, to: prompts.count, by: batch.slots) {
             let group = Array(prompts[start..<min(prompts.count, start + batch.slots)])
             for slot in group.indices { batch.rewind(slot: slot, to: 0) }
@@ -18,7 +20,13 @@ public struct BatchConsistency: Sendable {
             for (prompt, logits) in zip(group, batched) {
                 alone.rewind(to: 0)
                 let reference = try alone.forward(prompt, allLogits: true)
-                for (a, b) in zip(logits, reference) { worst = max(worst, abs(a - b)) }
+                var difference = 0.0, norm = 0.0
+                for (a, b) in zip(logits, reference) {
+                    worst = max(worst, abs(a - b))
+                    difference += Double(a - b) * Double(a - b)
+                    norm += Double(b) * Double(b)
+                }
+                worstRelative = max(worstRelative, (difference / max(norm, .leastNormalMagnitude)).squareRoot())
             }
         }
         let batchedTokens = try BatchGeneration.greedy(prompts: prompts, session: batch, maxNewTokens: maxNewTokens, stopTokenIds: stopTokenIds)
@@ -29,6 +37,6 @@ public struct BatchConsistency: Sendable {
             let single = try generator.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: maxNewTokens, stopTokenIds: stopTokenIds))
             if single.tokens != batchedTokens[i] { mismatches.append(i) }
         }
-        return BatchConsistency(maxLogitDifference: worst, greedyMismatches: mismatches, prompts: prompts.count)
+        return BatchConsistency(maxLogitDifference: worst, maxRelativeError: worstRelative, greedyMismatches: mismatches, prompts: prompts.count)
     }
 }
