@@ -142,7 +142,8 @@ struct EvalCommand: ParsableCommand {
                        numReturnSequences: numReturnSequences, seed: UInt64(seed))
     }
 
-    /// A task's figures, in table order, with the decimals each is printed with (0: a count).
+    /// A task's figures, in table order, with the decimals each is printed with (0: a count;
+    /// -1: Swift's shortest form, for differences far below 1e-4).
     typealias Figures = [(name: String, value: Double, digits: Int)]
 
     func run() throws {
@@ -163,7 +164,8 @@ struct EvalCommand: ParsableCommand {
         for (row, figure) in results[0].figures.enumerated() {
             print(figure.name.padded(to: 22) + results.map { result in
                 let value = result.figures[row].value
-                return (figure.digits == 0 ? "\(Int(value))" : fixed(value, figure.digits)).padded(to: width)
+                let text = figure.digits == 0 ? "\(Int(value))" : figure.digits < 0 ? "\(value)" : fixed(value, figure.digits)
+                return text.padded(to: width)
             }.joined())
         }
         for result in results { print("\(result.folder): \(result.speed)") }
@@ -186,7 +188,7 @@ struct EvalCommand: ParsableCommand {
             let check = try BatchConsistency.check(prompts: try evalData.prompts(model: evalModel), batch: evalModel.session,
                                                    alone: try loaded.model.makeSession(capacity: capacity), maxNewTokens: maxNewTokens,
                                                    stopTokenIds: loaded.endOfSequenceIds)
-            figures = [("max |logit diff|", Double(check.maxLogitDifference), 8), ("max relative error", check.maxRelativeError, 8),
+            figures = [("max |logit diff|", Double(check.maxLogitDifference), -1), ("max relative error", check.maxRelativeError, -1),
                        ("greedy equal", Double(check.prompts - check.greedyMismatches.count), 0), ("prompts", Double(check.prompts), 0)]
             return (folder, figures, "batched against one prompt at a time (batch \(slots), \(device.device.rawValue))")
         }
