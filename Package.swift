@@ -29,6 +29,10 @@ let package = Package(
             name: "gptq",
             dependencies: ["GPTQKit", "GPTQChecks", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // The parsers' fuzz targets: scripts/fuzz.sh builds this with -sanitize=fuzzer -DFUZZING
+        // into .build-fuzz; a plain build replays inputs (crash files) through the same code.
+        .target(name: "CLibFuzzer"),
+        .executableTarget(name: "gptq-fuzz", dependencies: ["GPTQKit", "CLibFuzzer"]),
         .testTarget(
             name: "GPTQKitTests",
             dependencies: ["GPTQKit", "GPTQChecks"]
