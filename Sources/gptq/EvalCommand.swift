@@ -41,82 +41,82 @@ struct EvalCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The model folder.")
+    @Option(parsing: .unconditional, help: "The model folder.")
     var model: String
 
-    @Option(help: "A second model folder evaluated on the same samples (e.g. the float model), printed side by side.")
+    @Option(parsing: .unconditional, help: "A second model folder evaluated on the same samples (e.g. the float model), printed side by side.")
     var baseline: String?
 
-    @Option(help: "The task: lm, classification, summarization or choice.")
+    @Option(parsing: .unconditional, help: "The task: lm, classification, summarization or choice.")
     var task: EvalTaskKind
 
-    @Option(help: "The dataset: a .jsonl, .json or .csv file.")
+    @Option(parsing: .unconditional, help: "The dataset: a .jsonl, .json or .csv file.")
     var data: String
 
-    @Option(help: "The prompt template ({text}: the prompt column; {labels}: the class names; {column}: any column).")
+    @Option(parsing: .unconditional, help: "The prompt template ({text}: the prompt column; {labels}: the class names; {column}: any column).")
     var template = "{text}"
 
-    @Option(help: "The prompt column (default: prompt; document for summarization; question for choice).")
+    @Option(parsing: .unconditional, help: "The prompt column (default: prompt; document for summarization; question for choice).")
     var promptColumn: String?
 
-    @Option(help: "The answer column (default: label; summary for summarization; answer for choice: an index or the choice's text).")
+    @Option(parsing: .unconditional, help: "The answer column (default: label; summary for summarization; answer for choice: an index or the choice's text).")
     var labelColumn: String?
 
-    @Option(help: "The choices column of the choice task (a JSON array of strings).")
+    @Option(parsing: .unconditional, help: "The choices column of the choice task (a JSON array of strings).")
     var choicesColumn = "choices"
 
-    @Option(help: "Evaluate this many records, drawn with Python's random.sample under --seed (default: all).")
+    @Option(parsing: .unconditional, help: "Evaluate this many records, drawn with Python's random.sample under --seed (default: all).")
     var numSamples: Int?
 
-    @Option(help: "Seed for drawing the samples and for sampled generation.")
+    @Option(parsing: .unconditional, help: "Seed for drawing the samples and for sampled generation.")
     var seed = 0
 
-    @Option(help: "Prompts keep their last this many tokens (lm: prompt + label, AutoGPTQ's sample_max_len).")
+    @Option(parsing: .unconditional, help: "Prompts keep their last this many tokens (lm: prompt + label, AutoGPTQ's sample_max_len).")
     var maxLength = 1024
 
-    @Option(help: "lm: the most tokens (padded, as AutoGPTQ packs them) in one block of samples.")
+    @Option(parsing: .unconditional, help: "lm: the most tokens (padded, as AutoGPTQ packs them) in one block of samples.")
     var blockMaxLen = 2048
 
-    @Option(help: "classification: the class names, comma-separated (default: the dataset's distinct labels).")
+    @Option(parsing: .unconditional, help: "classification: the class names, comma-separated (default: the dataset's distinct labels).")
     var classes: String?
 
-    @Option(help: "classification: generate (AutoGPTQ) or loglikelihood (lm-eval).")
+    @Option(parsing: .unconditional, help: "classification: generate (AutoGPTQ) or loglikelihood (lm-eval).")
     var method: ClassificationMethodFlag = .generate
 
-    @Option(help: "summarization: most tokens to generate.")
+    @Option(parsing: .unconditional, help: "summarization: most tokens to generate.")
     var maxNewTokens = 64
 
-    @Option(help: "Beam search with this many beams (1: greedy or sampling).")
+    @Option(parsing: .unconditional, help: "Beam search with this many beams (1: greedy or sampling).")
     var numBeams = 1
 
-    @Option(help: "Beam search: finished hypotheses score sum(log p) / length^P.")
+    @Option(parsing: .unconditional, help: "Beam search: finished hypotheses score sum(log p) / length^P.")
     var lengthPenalty: Float = 1
 
-    @Option(help: "Beam search: false (transformers' heuristic), true (stop at num-beams finished) or never.")
+    @Option(parsing: .unconditional, help: "Beam search: false (transformers' heuristic), true (stop at num-beams finished) or never.")
     var earlyStopping: BeamEarlyStopping = .heuristic
 
-    @Option(help: "Beam search: no n-gram of this size repeats (0: off).")
+    @Option(parsing: .unconditional, help: "Beam search: no n-gram of this size repeats (0: off).")
     var noRepeatNgramSize = 0
 
-    @Option(help: "Sequences per prompt (beams, or samples with --temperature); classification votes over them.")
+    @Option(parsing: .unconditional, help: "Sequences per prompt (beams, or samples with --temperature); classification votes over them.")
     var numReturnSequences = 1
 
-    @Option(help: "Sampling temperature; 0 is greedy.")
+    @Option(parsing: .unconditional, help: "Sampling temperature; 0 is greedy.")
     var temperature: Float = 0
 
-    @Option(help: "Sample among the K most likely tokens; 0 disables.")
+    @Option(parsing: .unconditional, help: "Sample among the K most likely tokens; 0 disables.")
     var topK = 0
 
-    @Option(help: "Sample among the most likely tokens whose probability adds up to P.")
+    @Option(parsing: .unconditional, help: "Sample among the most likely tokens whose probability adds up to P.")
     var topP: Float = 1
 
-    @Option(help: "Sequences fed through the model together (batched scoring and greedy generation).")
+    @Option(parsing: .unconditional, help: "Sequences fed through the model together (batched scoring and greedy generation).")
     var batchSize = 8
 
     @Flag(help: "Instead of the task, check batching on the samples' prompts: every logit and --max-new-tokens greedy tokens, batched against one prompt at a time.")
     var checkBatching = false
 
-    @Option(help: "CPU threads (default: all cores).")
+    @Option(parsing: .unconditional, help: "CPU threads (default: all cores).")
     var threads: Int?
 
     @OptionGroup var device: DeviceFlags
@@ -147,7 +147,7 @@ struct EvalCommand: ParsableCommand {
     typealias Figures = [(name: String, value: Double, digits: Int)]
 
     func run() throws {
-        CPUThreads.set(threads ?? CPUThreads.count)
+        useThreads(threads)
         let dataset = try EvalDataset.load(path: data)
         let columns = task.defaultColumns
         let evalData = EvalData(dataset: dataset, template: PromptTemplate(template, promptColumn: promptColumn ?? columns.prompt),
