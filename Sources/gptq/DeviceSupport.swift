@@ -44,3 +44,13 @@ struct DeviceModel {
         return cpu!.makeSession(capacity: capacity)
     }
 }
+
+extension DeviceModel {
+    /// `slots` sequences run together, for batched scoring and generation: on the CPU the
+    /// engine's batch session (one pass for all slots); on the GPU one session per slot, fed in
+    /// turn, until the CUDA backend has a batch session of its own.
+    func makeBatchSession(slots: Int, capacity: Int) throws -> BatchInferenceSession {
+        if let cpu { return cpu.makeBatchSession(slots: slots, capacity: capacity) }
+        return SequentialBatchSession(sessions: try (0..<slots).map { _ in try makeSession(capacity: capacity) })
+    }
+}

@@ -12,7 +12,7 @@ struct GPTQCommand: ParsableCommand {
         commandName: "gptq",
         abstract: "GPTQ quantization and inference for Hugging Face causal language models.",
         subcommands: [ConvertGGUFCommand.self, InspectCommand.self, BenchCommand.self, BenchGPTQCommand.self, QuantizeCommand.self, TokenizeCommand.self, LogitsCommand.self,
-                      GenerateCommand.self, ChatCommand.self, PerplexityCommand.self]
+                      GenerateCommand.self, ChatCommand.self, PerplexityCommand.self, EvalCommand.self]
             + GPUCommands.subcommands
     )
 }
