@@ -14,6 +14,10 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
     ],
     targets: [
         .target(name: "CKernels", cSettings: kernelFlags),
@@ -23,13 +27,32 @@ let package = Package(
             name: "GPTQKit",
             dependencies: ["CKernels", "COpenBLAS", "CCUDA"]
         ),
+        // The OpenAI-compatible server: kept out of GPTQKit so the library needs no server packages.
+        .target(
+            name: "GPTQServe",
+            dependencies: [
+                "GPTQKit",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "gptq",
-            dependencies: ["GPTQKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "GPTQKit", "GPTQServe",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "GPTQKitTests",
             dependencies: ["GPTQKit"]
+        ),
+        .testTarget(
+            name: "GPTQServeTests",
+            dependencies: ["GPTQServe", "GPTQKit"]
         ),
     ]
 )

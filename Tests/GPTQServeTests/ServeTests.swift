@@ -1,0 +1,198 @@
+import Foundation
+import GPTQKit
+import Logging
+import Testing
+@testable import GPTQServe
+
+/// The tiny servable model scripts/make-serve-fixture.py builds (the random llama fixture
+/// with a tokenizer cut to its 384 ids), and the pieces the server needs of it.
+enum ServeFixture {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    static let folder: String = {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gptq-serve-fixture-\(getpid())").path
+        let status = try! runSynchronously(["python3", packageRoot + "/scripts/make-serve-fixture.py", folder])
+        precondition(status == 0, "scripts/make-serve-fixture.py failed")
+        return folder
+    }()
+
+    static func servedModel(folder: String, maxModelLen: Int, name: String = "tiny-llama") throws -> (ServedModel, LanguageModel) {
+        let model = try LanguageModel.load(folder: folder)
+        let tokenizerConfig = try TokenizerConfig(folder: folder)
+        let tokenizer = try Tokenizer(folder: folder)
+        let generation = try GenerationConfig(folder: folder)
+        let served = ServedModel(
+            name: name, tokenizer: tokenizer, tokenizerConfig: tokenizerConfig, chatTemplate: try ChatTemplate(config: tokenizerConfig),
+            endOfSequenceIds: GenerationOptions.endOfSequenceIds(generation: generation, model: model.config,
+                                                                 eosToken: tokenizerConfig.eosToken.flatMap(tokenizer.id(for:))),
+            defaultSampling: generation.sampling, maxModelLen: maxModelLen)
+        return (served, model)
+    }
+
+    static func runSynchronously(_ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Runs a command without blocking a concurrency thread (the server in this process
+    /// needs them), killed after `timeout` seconds; returns its status and output.
+    static func run(_ arguments: [String], timeout: Int = 300) async throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["timeout", String(timeout)] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let output = Task.detached { String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+        let status = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, Error>) in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do { try process.run() } catch { continuation.resume(throwing: error) }
+        }
+        return (status, await output.value)
+    }
+
+    /// Starts a server on a free loopback port, runs `body` with its base URL, stops it.
+    static func withServer(folder: String = folder, slots: Int = 4, maxModelLen: Int = 128, name: String = "tiny-llama",
+                           configure: (inout ServerConfiguration) -> Void = { _ in },
+                           _ body: (String) async throws -> Void) async throws {
+        let (served, model) = try servedModel(folder: folder, maxModelLen: maxModelLen, name: name)
+        var configuration = ServerConfiguration()
+        configuration.port = 0
+        configuration.idleTimeout = .seconds(2)
+        configure(&configuration)
+        var logger = Logger(label: "gptq.serve.test")
+        logger.logLevel = .warning
+        let sessions = (0..<slots).map { _ in model.makeSession(capacity: maxModelLen) }
+        let server = OpenAIServer(model: served, session: SequentialBatchSession(sessions: sessions), configuration: configuration, logger: logger)
+        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let task = Task { try await server.run { portContinuation.yield($0) } }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw GPTQError.invalidArgument("the server did not start") }
+        do {
+            try await body("http://127.0.0.1:\(port)")
+        } catch {
+            task.cancel()
+            throw error
+        }
+        task.cancel()
+        try? await task.value
+    }
+
+    /// Runs scripts/serve-openai-check.py (the official openai client) against a server.
+    static func clientCheck(_ arguments: [String]) async throws {
+        let (status, output) = try await run(["python3", packageRoot + "/scripts/serve-openai-check.py"] + arguments)
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("ok:"), "\(output)")
+    }
+}
+
+@Suite("Serve")
+struct ServeTests {
+    @Test("the openai client: chat, completions, streaming, n > 1, stop strings, logprobs, bad input")
+    func openAIClient() async throws {
+        try await ServeFixture.withServer { base in
+            try await ServeFixture.clientCheck([base, "tiny-llama", "api"])
+        }
+    }
+
+    @Test("--api-key guards every route but /health")
+    func apiKey() async throws {
+        try await ServeFixture.withServer(configure: { $0.apiKey = "secret-key" }) { base in
+            try await ServeFixture.clientCheck([base, "tiny-llama", "auth", "secret-key"])
+        }
+    }
+
+    @Test("greedy outputs of 32 concurrent requests of different lengths equal each run alone")
+    func batchedEqualsAlone() async throws {
+        let (served, model) = try ServeFixture.servedModel(folder: ServeFixture.folder, maxModelLen: 128)
+        let metrics = ServeMetrics()
+        // 6 slots for 32 requests: sequences join and leave the batch; 16-token prefill chunks.
+        let scheduler = Scheduler(session: SequentialBatchSession(sessions: (0..<6).map { _ in model.makeSession(capacity: 128) }),
+                                  tokenizer: served.tokenizer, prefillChunk: 16, maxWaiting: 64, metrics: metrics, logger: Logger(label: "test"))
+        defer { scheduler.shutDown() }
+        var random = Xoshiro256StarStar(seed: 24)
+        let requests = (0..<32).map { i in
+            SequenceParameters(prompt: (0..<(2 + (i * 7) % 45)).map { _ in Int32(4 + random.next() % 380) }, maxTokens: 3 + (i * 5) % 17,
+                               sampling: SamplingParameters(), seed: 0, stopTokenIds: [])
+        }
+        let batched = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
+            for (i, request) in requests.enumerated() {
+                let events = try scheduler.submit([request]).events
+                group.addTask {
+                    var tokens: [Int32] = []
+                    for await (_, event) in events {
+                        if case let .token(id, _, _) = event { tokens.append(id) }
+                        if case let .failed(message) = event { throw GPTQError.invalidArgument(message) }
+                    }
+                    return (i, tokens)
+                }
+            }
+            var results = Array(repeating: [Int32](), count: requests.count)
+            for try await (i, tokens) in group { results[i] = tokens }
+            return results
+        }
+        for (i, request) in requests.enumerated() {
+            let alone = try Generator(session: model.makeSession(capacity: 128))
+                .generate(prompt: request.prompt, options: GenerationOptions(maxNewTokens: request.maxTokens))
+            #expect(batched[i] == alone.tokens, "request \(i) (prompt \(request.prompt.count) tokens)")
+        }
+        let text = metrics.registry.emitToString()
+        #expect(text.contains("gptq_kv_slots_in_use 0\n") && text.contains("gptq_kv_tokens_in_use 0\n"), "\(text)")
+    }
+
+    @Test("a cancelled request frees its slot at once; a full queue refuses")
+    func cancellationAndBackpressure() async throws {
+        let (served, model) = try ServeFixture.servedModel(folder: ServeFixture.folder, maxModelLen: 128)
+        let metrics = ServeMetrics()
+        let scheduler = Scheduler(session: SequentialBatchSession(sessions: [model.makeSession(capacity: 128)]),
+                                  tokenizer: served.tokenizer, prefillChunk: 16, maxWaiting: 2, metrics: metrics, logger: Logger(label: "test"))
+        defer { scheduler.shutDown() }
+        let long = SequenceParameters(prompt: [5, 6, 7], maxTokens: 120, sampling: SamplingParameters(), seed: 0, stopTokenIds: [])
+        let running = try scheduler.submit([long])
+        var iterator = running.events.makeAsyncIterator()
+        _ = await iterator.next()
+        let waiting = try scheduler.submit([long, long])
+        #expect(throws: SubmitError.overloaded) { try scheduler.submit([long]) }
+        scheduler.cancel(running.id)
+        scheduler.cancel(waiting.id)
+        var after = 0
+        while await iterator.next() != nil { after += 1 }
+        #expect(after < 110, "the cancelled sequence stopped early")
+        for await _ in waiting.events {}
+        // The loop publishes its gauges before it waits for work.
+        var text = ""
+        for _ in 0..<100 {
+            text = metrics.registry.emitToString()
+            if text.contains("gptq_kv_slots_in_use 0\n") && text.contains("gptq_sequences_waiting 0\n") { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(text.contains("gptq_kv_slots_in_use 0\n") && text.contains("gptq_sequences_waiting 0\n"), "\(text)")
+        _ = try scheduler.submit([long])
+    }
+
+    static let smolLM2: String? = {
+        let cache = ProcessInfo.processInfo.environment["GPTQ_CACHE"] ?? (NSHomeDirectory() + "/.cache/swift-gptq")
+        let folder = cache + "/SmolLM2-135M-Instruct"
+        return FileManager.default.fileExists(atPath: folder + "/.fetch-complete") ? folder : nil
+    }()
+    static let gptqBinary = ServeFixture.packageRoot + "/.build/release/gptq"
+
+    @Test("a greedy chat reply through the server equals gptq generate's (SmolLM2)",
+          .enabled(if: smolLM2 != nil && FileManager.default.fileExists(atPath: gptqBinary)))
+    func greedyEqualsGenerate() async throws {
+        let folder = Self.smolLM2!
+        let prompt = "What is the capital of France? Answer in one sentence."
+        let (status, output) = try await ServeFixture.run([Self.gptqBinary, "generate", "--model", folder, "--prompt", prompt, "--chat",
+                                                           "--temperature", "0", "--max-new-tokens", "32"])
+        try #require(status == 0, "\(output)")
+        // stdout is the text and a newline; the statistics line went to stderr, which the pipe shares.
+        let expected = String(output.split(separator: "\nprefill:", maxSplits: 1)[0])
+        try await ServeFixture.withServer(folder: folder, slots: 2, maxModelLen: 512, name: "smollm2") { base in
+            try await ServeFixture.clientCheck([base, "smollm2", "greedy", prompt, expected, "32"])
+        }
+    }
+}
