@@ -217,9 +217,10 @@ public final class OpenAIServer: Sendable {
         let job: (id: UInt64, events: AsyncStream<(Int, SequenceEvent)>)
         do {
             job = try scheduler.submit(sequences)
+        } catch SubmitError.overloaded {
+            throw APIError.overloaded
         } catch {
-            throw error == .overloaded ? APIError.overloaded
-                : APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error")
+            throw APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error")
         }
         // The client gone, its sequences stop and free their slots at the next step.
         context.channel.closeFuture.whenComplete { [scheduler] _ in scheduler.cancel(job.id) }
@@ -356,12 +357,12 @@ struct OpenAIErrorMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch let error as APIError {
-            response = error.response
+            response = error.httpResponse
         } catch let error as HTTPError {
-            response = APIError(error).response
+            response = APIError(error).httpResponse
         } catch {
             logger.error("request failed", metadata: ["route": "\(route)", "error": "\(error)"])
-            response = APIError(status: .internalServerError, message: "\(error)", type: "server_error").response
+            response = APIError(status: .internalServerError, message: "\(error)", type: "server_error").httpResponse
         }
         metrics.countRequest(route: route, status: response.status.code)
         return response
@@ -369,5 +370,5 @@ struct OpenAIErrorMiddleware: RouterMiddleware {
 }
 
 extension APIError {
-    var response: Response { jsonResponse(json, status: status) }
+    var httpResponse: Response { jsonResponse(json, status: status) }
 }

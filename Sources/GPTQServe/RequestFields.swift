@@ -8,7 +8,7 @@ struct RequestFields {
     init(body: [UInt8]) throws(APIError) {
         var bytes = body
         let json: JSON
-        do {
+        do throws(JSONParseError) {
             json = try JSON.parse(bytes: &bytes)
         } catch {
             throw .malformedJSON(error.message)

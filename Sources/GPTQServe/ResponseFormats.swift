@@ -106,9 +106,9 @@ struct CompletionFormat: StreamFormat {
                 if let echoPrompt {
                     // Prompt log-probabilities come only with `logprobs`; the first prompt token has none.
                     let scores = output.promptLogprobs.isEmpty ? Array(repeating: nil, count: echoPrompt.count) : output.promptLogprobs
-                    entries += zip(echoPrompt, scores).map { ($0, $1) }
+                    entries += zip(echoPrompt, scores).map { (token: $0, logprob: $1) }
                 }
-                entries += output.tokens.map { ($0.id, $0.logprob) }
+                entries += output.tokens.map { (token: $0.id, logprob: $0.logprob) }
                 let asked = output.tokens.contains { $0.logprob != nil } || !output.promptLogprobs.isEmpty
                 return .object([
                     ("index", number(index)), ("text", .string(promptText + output.text)),
@@ -126,7 +126,7 @@ struct CompletionFormat: StreamFormat {
         switch event {
         case let .token(id, text, logprob):
             guard !text.isEmpty || logprob != nil else { return nil }
-            return chunk(index: index, text: text, logprobs: logprob == nil ? .null : logprobs([(id, logprob)]), finishReason: nil)
+            return chunk(index: index, text: text, logprobs: logprob == nil ? .null : logprobs([(token: id, logprob: logprob)]), finishReason: nil)
         case let .finished(reason, text, _, _):
             return chunk(index: index, text: text, logprobs: .null, finishReason: reason)
         case .promptLogprobs, .failed: return nil
@@ -154,7 +154,7 @@ struct CompletionFormat: StreamFormat {
             tokens.append(.string(text))
             values.append(entry.logprob.map { .number(Double($0.logprob)) } ?? .null)
             tops.append(entry.logprob.map { logprob in
-                .object(logprob.top.map { (tokenizer.decode([$0.token]), .number(Double($0.logprob))) })
+                .object(logprob.top.map { (tokenizer.decode([$0.token]), JSON.number(Double($0.logprob))) })
             } ?? .null)
             offsets.append(number(offset))
             offset += text.count

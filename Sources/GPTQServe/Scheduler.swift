@@ -117,7 +117,7 @@ final class Scheduler: Sendable {
     /// gone) cancels them.
     func submit(_ sequences: [SequenceParameters]) throws(SubmitError) -> (id: UInt64, events: AsyncStream<(Int, SequenceEvent)>) {
         let (events, continuation) = AsyncStream.makeStream(of: (Int, SequenceEvent).self)
-        let id = try inbox.withLock { inbox throws(SubmitError) -> UInt64 in
+        let id = try inbox.withLock { (inbox: inout Inbox) throws(SubmitError) -> UInt64 in
             guard !inbox.shutDown else { throw .shutDown }
             guard inbox.waitingSequences + sequences.count <= maxWaiting else { throw .overloaded }
             inbox.nextGroupID += 1
@@ -243,7 +243,7 @@ struct SchedulerLoop {
     init(scheduler: Scheduler) {
         self.scheduler = scheduler
         freeSlots = Array((0..<scheduler.session.session.slots).reversed())
-        windowStart = clock.now
+        windowStart = ContinuousClock.now
     }
 
     mutating func run() {

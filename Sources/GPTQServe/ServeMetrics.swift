@@ -22,29 +22,30 @@ final class ServeMetrics: Sendable {
     let stepDuration: DurationHistogram
 
     init() {
-        runningSequences = registry.makeGauge(name: "gptq_sequences_running", help: "Sequences in the running batch.")
-        waitingSequences = registry.makeGauge(name: "gptq_sequences_waiting", help: "Sequences queued for a batch slot.")
-        kvSlotsInUse = registry.makeGauge(name: "gptq_kv_slots_in_use", help: "KV cache slots holding a sequence.")
-        kvSlotsTotal = registry.makeGauge(name: "gptq_kv_slots_total", help: "KV cache slots (the most sequences in a batch).")
-        kvTokensInUse = registry.makeGauge(name: "gptq_kv_tokens_in_use", help: "Token positions cached over all slots in use.")
-        promptTokens = registry.makeCounter(name: "gptq_prompt_tokens_total", help: "Prompt tokens prefilled.")
-        generationTokens = registry.makeCounter(name: "gptq_generation_tokens_total", help: "Tokens generated.")
-        generationTokensPerSecond = registry.makeGauge(
-            name: "gptq_generation_tokens_per_second", help: "Tokens generated per second over the last busy second.")
-        cancelledSequences = registry.makeCounter(name: "gptq_sequences_cancelled_total", help: "Sequences cancelled before they finished (client gone).")
+        runningSequences = registry.makeGauge(descriptor: metric("sequences_running", "Sequences in the running batch."))
+        waitingSequences = registry.makeGauge(descriptor: metric("sequences_waiting", "Sequences queued for a batch slot."))
+        kvSlotsInUse = registry.makeGauge(descriptor: metric("kv_slots_in_use", "KV cache slots holding a sequence."))
+        kvSlotsTotal = registry.makeGauge(descriptor: metric("kv_slots_total", "KV cache slots (the most sequences in a batch)."))
+        kvTokensInUse = registry.makeGauge(descriptor: metric("kv_tokens_in_use", "Token positions cached over all slots in use."))
+        promptTokens = registry.makeCounter(descriptor: metric("prompt_tokens_total", "Prompt tokens prefilled."))
+        generationTokens = registry.makeCounter(descriptor: metric("generation_tokens_total", "Tokens generated."))
+        generationTokensPerSecond = registry.makeGauge(descriptor: metric("generation_tokens_per_second", "Tokens generated per second over the last busy second."))
+        cancelledSequences = registry.makeCounter(descriptor: metric("sequences_cancelled_total", "Sequences cancelled before they finished (client gone)."))
         let latencyBuckets: [Duration] = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
                                           .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10)]
-        timeToFirstToken = registry.makeDurationHistogram(
-            name: "gptq_time_to_first_token_seconds", buckets: latencyBuckets, help: "From a request's arrival to its first generated token.")
-        interTokenLatency = registry.makeDurationHistogram(
-            name: "gptq_inter_token_latency_seconds", buckets: latencyBuckets, help: "Between consecutive generated tokens of a sequence.")
-        stepDuration = registry.makeDurationHistogram(
-            name: "gptq_step_seconds", buckets: latencyBuckets, help: "One scheduler step: a batched forward and sampling.")
+        timeToFirstToken = registry.makeDurationHistogram(descriptor: metric("time_to_first_token_seconds", "From a request's arrival to its first generated token."), buckets: latencyBuckets)
+        interTokenLatency = registry.makeDurationHistogram(descriptor: metric("inter_token_latency_seconds", "Between consecutive generated tokens of a sequence."), buckets: latencyBuckets)
+        stepDuration = registry.makeDurationHistogram(descriptor: metric("step_seconds", "One scheduler step: a batched forward and sampling."), buckets: latencyBuckets)
     }
 
     /// Requests answered, by route and HTTP status.
     func countRequest(route: String, status: Int) {
-        registry.makeCounter(name: "gptq_requests_total", labels: [("route", route), ("status", String(status))],
-                             help: "HTTP requests answered.").increment()
+        registry.makeCounter(descriptor: metric("requests_total", "HTTP requests answered."),
+                             labels: [("route", route), ("status", String(status))]).increment()
     }
+}
+
+/// A metric named gptq_<name> (the unit, where there is one, is part of `name`).
+private func metric(_ name: String, _ help: String) -> MetricNameDescriptor {
+    MetricNameDescriptor(namespace: "gptq", metricName: name, unitName: "", helpText: help)
 }
