@@ -128,7 +128,8 @@ def api():
     check(text.startswith("The quick brown fox") and long_text.startswith(text[len("The quick brown fox"):]), f"echo text {text!r}")
     check(len(lp.tokens) == len(ids) + echoed.usage.completion_tokens - (echoed.choices[0].finish_reason == "stop"), "echo logprob count")
     check(lp.token_logprobs[0] is None and all(v <= 0 for v in lp.token_logprobs[1:]), f"echo logprobs {lp.token_logprobs}")
-    check(all(len(t) == 2 for t in lp.top_logprobs[1:]), "echo top logprobs")
+    # Two alternatives each; tokens whose text is alike (lone bytes of a character) share a key.
+    check(all(1 <= len(t) <= 2 and all(v <= 0 for v in t.values()) for t in lp.top_logprobs[1:]), f"echo top logprobs {lp.top_logprobs}")
     streamed_completion = "".join(c.choices[0].text for c in client.completions.create(
         model=model, prompt="The quick brown fox", temperature=0, max_tokens=24, stream=True))
     check(streamed_completion == long_text, "streamed completion")
@@ -155,11 +156,11 @@ def api():
 
     # Headers and never the body: the server closes the connection (idle timeout) and serves on.
     host, port = base.split("//")[1].split(":")
-    with socket.create_connection((host, int(port)), timeout=20) as connection:
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
         connection.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
         started = time.monotonic()
-        closed = connection.recv(1024)
-        check(time.monotonic() - started < 15, "the silent connection is closed within the idle timeout")
+        check(connection.recv(1024) == b"", "the silent connection is closed without an answer")
+        check(time.monotonic() - started < 45, "the silent connection is closed within the idle timeout")
     check(raw("GET", "/health")[0] == 200, "health after the silent client")
 
     # Metrics: the work above shows, and nothing stays held.

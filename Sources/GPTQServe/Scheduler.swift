@@ -223,8 +223,6 @@ final class RunningSequence {
     }
 
     var isPrefilling: Bool { prefilled < parameters.prompt.count }
-    /// Tokens in the cache.
-    var position: Int { prefilled + max(0, generated.count - 1) }
 }
 
 /// The loop's state, owned by its thread.

@@ -38,21 +38,30 @@ enum ServeFixture {
         return process.terminationStatus
     }
 
-    /// Runs a command without blocking a concurrency thread (the server in this process
-    /// needs them), killed after `timeout` seconds; returns its status and output.
+    /// Runs a command without blocking a concurrency thread (the servers in this process
+    /// need them: a blocking read of its output would starve them), killed after `timeout`
+    /// seconds; returns its status and output (stdout and stderr together).
     static func run(_ arguments: [String], timeout: Int = 300) async throws -> (status: Int32, output: String) {
+        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("gptq-serve-test-\(UUID().uuidString).log").path
+        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["timeout", String(timeout)] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let output = Task.detached { String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+        process.standardOutput = output
+        process.standardError = output
         let status = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, Error>) in
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do { try process.run() } catch { continuation.resume(throwing: error) }
         }
-        return (status, await output.value)
+        try output.close()
+        return (status, try String(contentsOfFile: outputPath, encoding: .utf8))
+    }
+
+    /// A metric's value in Prometheus' text format.
+    static func metric(_ name: String, in text: String) -> Double? {
+        text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }
     }
 
     /// Starts a server on a free loopback port, runs `body` with its base URL, stops it.
@@ -141,15 +150,18 @@ struct ServeTests {
             #expect(batched[i] == alone.tokens, "request \(i) (prompt \(request.prompt.count) tokens)")
         }
         let text = metrics.registry.emitToString()
-        #expect(text.contains("gptq_kv_slots_in_use 0\n") && text.contains("gptq_kv_tokens_in_use 0\n"), "\(text)")
+        #expect(ServeFixture.metric("gptq_kv_slots_in_use", in: text) == 0, "\(text)")
+        #expect(ServeFixture.metric("gptq_kv_tokens_in_use", in: text) == 0, "\(text)")
     }
 
     @Test("a cancelled request frees its slot at once; a full queue refuses")
     func cancellationAndBackpressure() async throws {
         let (served, model) = try ServeFixture.servedModel(folder: ServeFixture.folder, maxModelLen: 128)
         let metrics = ServeMetrics()
-        let scheduler = Scheduler(session: SequentialBatchSession(sessions: [model.makeSession(capacity: 128)]),
-                                  tokenizer: served.tokenizer, prefillChunk: 16, maxWaiting: 2, metrics: metrics, logger: Logger(label: "test"))
+        // 5 ms a step, so the cancellation lands while the sequence still has steps to go.
+        let paced = PacedBatchSession(SequentialBatchSession(sessions: [model.makeSession(capacity: 128)]), stepMicroseconds: 5000)
+        let scheduler = Scheduler(session: paced, tokenizer: served.tokenizer, prefillChunk: 16, maxWaiting: 2, metrics: metrics,
+                                  logger: Logger(label: "test"))
         defer { scheduler.shutDown() }
         let long = SequenceParameters(prompt: [5, 6, 7], maxTokens: 120, sampling: SamplingParameters(), seed: 0, stopTokenIds: [])
         let running = try scheduler.submit([long])
@@ -161,17 +173,31 @@ struct ServeTests {
         scheduler.cancel(waiting.id)
         var after = 0
         while await iterator.next() != nil { after += 1 }
-        #expect(after < 110, "the cancelled sequence stopped early")
-        for await _ in waiting.events {}
+        #expect(after < 60, "the cancelled sequence stopped within a few steps, not after its 120 tokens")
+        var waitingEvents = 0
+        for await _ in waiting.events { waitingEvents += 1 }
+        #expect(waitingEvents == 0, "the cancelled waiting sequences never ran")
         // The loop publishes its gauges before it waits for work.
         var text = ""
         for _ in 0..<100 {
             text = metrics.registry.emitToString()
-            if text.contains("gptq_kv_slots_in_use 0\n") && text.contains("gptq_sequences_waiting 0\n") { break }
+            if ServeFixture.metric("gptq_kv_slots_in_use", in: text) == 0 && ServeFixture.metric("gptq_sequences_waiting", in: text) == 0 { break }
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(text.contains("gptq_kv_slots_in_use 0\n") && text.contains("gptq_sequences_waiting 0\n"), "\(text)")
+        #expect(ServeFixture.metric("gptq_kv_slots_in_use", in: text) == 0, "\(text)")
+        #expect(ServeFixture.metric("gptq_sequences_waiting", in: text) == 0, "\(text)")
+        #expect(ServeFixture.metric("gptq_sequences_cancelled_total", in: text) == 3, "\(text)")
         _ = try scheduler.submit([long])
+    }
+
+    @Test("load: 120 streaming requests from 16 clients, some hanging up; every slot comes back",
+          .enabled(if: FileManager.default.fileExists(atPath: gptqBinary)))
+    func load() async throws {
+        let (status, output) = try await ServeFixture.run(
+            ["python3", ServeFixture.packageRoot + "/scripts/serve-load.py", "--gptq", Self.gptqBinary,
+             "--requests", "120", "--concurrency", "16", "--max-batch", "8", "--disconnect", "0.2", "--timeout", "240"], timeout: 300)
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("failed 0"), "\(output)")
     }
 
     static let smolLM2: String? = {
@@ -195,4 +221,27 @@ struct ServeTests {
             try await ServeFixture.clientCheck([base, "smollm2", "greedy", prompt, expected, "32"])
         }
     }
+}
+
+/// A batch session that sleeps before each forward, so a test can act between steps.
+final class PacedBatchSession: BatchInferenceSession {
+    let inner: BatchInferenceSession
+    let stepMicroseconds: UInt32
+
+    init(_ inner: BatchInferenceSession, stepMicroseconds: UInt32) {
+        self.inner = inner
+        self.stepMicroseconds = stepMicroseconds
+    }
+
+    var vocabSize: Int { inner.vocabSize }
+    var slots: Int { inner.slots }
+    var capacity: Int { inner.capacity }
+    func position(of slot: Int) -> Int { inner.position(of: slot) }
+
+    func forward(_ batch: [(slot: Int, tokens: [Int32])], allLogits: Bool) throws -> [[Float]] {
+        usleep(stepMicroseconds)
+        return try inner.forward(batch, allLogits: allLogits)
+    }
+
+    func rewind(slot: Int, to position: Int) { inner.rewind(slot: slot, to: position) }
 }
