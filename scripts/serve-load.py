@@ -6,7 +6,7 @@ metrics return to zero); prints throughput and time-to-first-token / inter-token
 percentiles as measured by the clients.
 
 usage: scripts/serve-load.py [--gptq .build/release/gptq] [--model DIR] [--requests 1000]
-                             [--concurrency 64] [--max-batch 16] [--disconnect 0.1]
+                             [--concurrency 64] [--max-batch 16] [--disconnect 0.1] [--prefill-chunk 128]
 Without --model it serves the tiny fixture that scripts/make-serve-fixture.py builds.
 Exits 1 on any failure.
 """
@@ -32,6 +32,7 @@ parser.add_argument("--requests", type=int, default=1000)
 parser.add_argument("--concurrency", type=int, default=64)
 parser.add_argument("--max-batch", type=int, default=16)
 parser.add_argument("--max-model-len", type=int, default=128)
+parser.add_argument("--prefill-chunk", type=int, default=128)
 parser.add_argument("--max-tokens", type=int, default=48, help="completion lengths are drawn from 1...this")
 parser.add_argument("--disconnect", type=float, default=0.1, help="share of clients that hang up mid-stream")
 parser.add_argument("--seed", type=int, default=0)
@@ -46,7 +47,7 @@ with socket.socket() as probe:
     port = probe.getsockname()[1]
 base = f"http://127.0.0.1:{port}"
 server = subprocess.Popen([args.gptq, "serve", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port),
-                           "--max-batch", str(args.max_batch), "--max-model-len", str(args.max_model_len),
+                           "--max-batch", str(args.max_batch), "--max-model-len", str(args.max_model_len), "--prefill-chunk", str(args.prefill_chunk),
                            "--served-model-name", "load"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
