@@ -26,6 +26,8 @@ struct QuantizeCommand: ParsableCommand {
     @Flag(help: "Symmetric quantization (the default).") var sym = false
     @Flag(help: "Asymmetric quantization: a zero point per group and row.") var asym = false
     @Option(help: "Damping added to the Hessian diagonal, as a fraction of its mean.") var damp = 0.01
+    @Option(help: "Checkpoint format: gptq (v1, zero − 1: every loader) or gptq_v2 (GPTQModel, transformers). Default: gptq if symmetric, gptq_v2 if asymmetric.")
+    var format: String?
     @Option(help: "Calibration file: text, JSONL with a \"text\" field, or token ids (.json, .safetensors, .bin).") var calib: String?
     @Option(help: "Calibration format: text, jsonl or tokens (default: from the extension).") var calibFormat: String?
     @Option(help: "Calibration samples: windows (random windows, GPTQ's protocol) or documents (each truncated to --seqlen).")
@@ -49,10 +51,14 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--method \(method) is not one of gptq, rtn")
         }
         guard !(sym && asym) else { throw ValidationError("--sym and --asym exclude each other") }
+        let checkpointFormat = try format.map { name in
+            guard let format = CheckpointFormat(rawValue: name) else { throw ValidationError("--format \(name) is not one of gptq, gptq_v2") }
+            return format
+        }
         var job = QuantizeJob(model: model, out: out)
         job.method = method
         job.config = QuantizeConfig(bits: bits, groupSize: groupSize, descAct: descAct, staticGroups: staticGroups,
-                                    sym: !asym, dampPercent: damp, trueSequential: trueSequential)
+                                    sym: !asym, dampPercent: damp, trueSequential: trueSequential, checkpointFormat: checkpointFormat)
         job.calibration = calib
         if let calibFormat {
             guard let format = CalibrationFormat(rawValue: calibFormat) else {

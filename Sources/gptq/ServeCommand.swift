@@ -61,7 +61,10 @@ struct ServeCommand: AsyncParsableCommand {
         logger.logLevel = .info
         let loaded = try GenerationModel(folder: model, device: device.device)
         let contextLength = maxModelLen ?? min(loaded.model.architecture.maxPositions, 4096)
-        let sessions = try (0..<maxBatch).map { _ in try loaded.model.makeSession(capacity: contextLength) }
+        // The CPU feeds the batch through one pass (the weights stream once per step); CUDA, for
+        // now, one session per slot.
+        let session: BatchInferenceSession = try loaded.model.cpu?.makeBatchSession(slots: maxBatch, capacity: contextLength)
+            ?? SequentialBatchSession(sessions: (0..<maxBatch).map { _ in try loaded.model.makeSession(capacity: contextLength) })
         let name = servedModelName ?? String(model.split(separator: "/").last ?? Substring(model))
         let served = ServedModel(
             name: name, tokenizer: loaded.tokenizer, tokenizerConfig: loaded.tokenizerConfig,
@@ -73,7 +76,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.apiKey = apiKey
         configuration.maxWaiting = maxWaiting
         configuration.prefillChunk = prefillChunk
-        let server = OpenAIServer(model: served, session: SequentialBatchSession(sessions: sessions), configuration: configuration, logger: logger)
+        let server = OpenAIServer(model: served, session: session, configuration: configuration, logger: logger)
         try await server.run { [logger] port in
             logger.info("serving", metadata: ["model": "\(name)", "address": "http://\(host):\(port)", "device": "\(device.device.rawValue)",
                                               "max_batch": "\(maxBatch)", "max_model_len": "\(contextLength)"])

@@ -4,8 +4,9 @@ import GPTQKit
 @Suite struct GPTQLinearTests {
     /// The CPU kernels on AutoGPTQ's packed layer reproduce AutoGPTQ's own output (float16
     /// arithmetic on its side): one row at a time (the fused GEMV) and all five rows at
-    /// once (dequantized tiles and sgemm).
-    @Test(arguments: GPTQFixture.cases)
+    /// once (dequantized tiles and sgemm). Not where a zero of 0 overflowed AutoGPTQ's v1
+    /// packing: no reading recovers those zeros (PackingTests.autoGPTQOverflowIsDetected).
+    @Test(arguments: GPTQFixture.cases.filter { !(try! GPTQFixture.autogptqResult($0).zeros.contains(0)) })
     func kernelReproducesAutoGPTQOutput(_ c: GPTQCase) throws {
         let layer = GPTQLinear(try GPTQFixture.autogptqPacked(c))
         // AutoGPTQ ran the layer on x_forward cast to float16.

@@ -19,6 +19,55 @@ import GPTQKit
         return folder
     }
 
+    /// A copy of fixture `arch` with its config edited by `config` and its tensors by `edit`.
+    func brokenFamilyCopy(_ arch: String, _ name: String, config: (JSON) -> JSON = { $0 },
+                          edit: ([(String, Tensor)]) -> [(String, Tensor)] = { $0 }) throws -> String {
+        let folder = dir + "/" + name
+        try FileIO.makeDirectory(folder)
+        let source = Fixtures.path("arch/\(arch)")
+        try FileIO.writeAtomically(path: folder + "/config.json", text: config(try JSON.read(path: source + "/config.json")).serialized())
+        let file = try SafetensorsFile(path: source + "/model.safetensors")
+        try SafetensorsWriter.write(path: folder + "/model.safetensors", tensors: edit(try file.names.map { ($0, try file.tensor($0)) }))
+        return folder
+    }
+
+    /// A config without a key its family needs names the key (GPT-2's n_embd has no default).
+    @Test func familyConfigMissingAKeyNamesIt() throws {
+        let object = try JSON.read(path: Fixtures.path("arch/gpt2/config.json")).object!
+        let folder = try brokenFamilyCopy("gpt2", "no-n_embd", config: { _ in .object(object.filter { $0.0 != "n_embd" }) })
+        #expect(throws: GPTQError.badConfig(field: "n_embd", path: folder + "/config.json", reason: "missing")) {
+            try LanguageModel.load(folder: folder)
+        }
+        let heads = try brokenFamilyCopy("falcon", "kv-heads", config: { $0.setting("num_kv_heads", .number(3)) })
+        #expect(throws: GPTQError.badConfig(field: "num_key_value_heads", path: heads + "/config.json",
+                                            reason: "3 does not divide the 4 attention heads")) {
+            try LanguageModel.load(folder: heads)
+        }
+    }
+
+    /// A fused q/k/v whose rows disagree with the heads the config declares names the tensor:
+    /// GPT-NeoX's query_key_value needs 3 · hidden = 192 rows; one of 96 is refused.
+    @Test func fusedQKVOfTheWrongSizeNamesTheTensor() throws {
+        let folder = try brokenFamilyCopy("gpt_neox", "qkv", edit: { tensors in
+            tensors.map { $0.0 == "gpt_neox.layers.0.attention.query_key_value.weight" ? ($0.0, Tensor(zeros: [96, 64])) : $0 }
+        })
+        #expect(throws: GPTQError.badTensor(name: "gpt_neox.layers.0.attention.query_key_value.weight", path: folder + "/model.safetensors",
+                                            reason: "shape [96, 64], expected [192, 64]")) {
+            try LanguageModel.load(folder: folder)
+        }
+    }
+
+    /// GPT-2 stores Conv1D weights [in, out]: one saved as a Linear [out, in] is refused by name.
+    @Test func conv1DWeightOfTheWrongOrientationNamesTheTensor() throws {
+        let folder = try brokenFamilyCopy("gpt2", "conv1d", edit: { tensors in
+            tensors.map { $0.0 == "transformer.h.1.mlp.c_fc.weight" ? ($0.0, $0.1.transposed()) : $0 }
+        })
+        #expect(throws: GPTQError.badTensor(name: "transformer.h.1.mlp.c_fc.weight", path: folder + "/model.safetensors",
+                                            reason: "shape [256, 64], expected [64, 256]")) {
+            try LanguageModel.load(folder: folder)
+        }
+    }
+
     @Test func missingTensorIsNamed() throws {
         let folder = try brokenCopy("missing", edit: { $0.filter { $0.0 != "model.layers.1.mlp.up_proj.weight" } })
         #expect(throws: GPTQError.missingTensor(name: "model.layers.1.mlp.up_proj.weight", path: folder)) {

@@ -30,6 +30,36 @@ import GPTQKit
         #expect(try FileIO.listDirectory(dir) == ["ids.json", "q3"])
     }
 
+    /// --format: v1 by default where symmetric, gptq_v2 where asymmetric; v1 asked for with a
+    /// zero point of 0 fails naming the module. The model: the llama fixture with
+    /// layer 0's gate_proj made non-negative, so that its asymmetric groups have zeros of 0.
+    @Test func formatFollowsSymmetryAndRefusesZerosOfZeroInV1() throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let model = dir + "/nonnegative"
+        try FileIO.makeDirectory(model)
+        let source = Fixtures.path("arch/llama")
+        try FileIO.writeAtomically(path: model + "/config.json", bytes: try FileIO.readAll(path: source + "/config.json"))
+        let file = try SafetensorsFile(path: source + "/model.safetensors")
+        try SafetensorsWriter.write(path: model + "/model.safetensors", tensors: try file.names.map { name in
+            let t = try file.tensor(name)
+            return (name, name == "model.layers.0.mlp.gate_proj.weight" ? Tensor(t.floats().map(abs), shape: t.shape) : t)
+        })
+        func quantize(_ out: String, _ flags: [String]) throws -> CommandLineTool.Run {
+            try CommandLineTool.run(binary, ["quantize", "--model", model, "--out", dir + "/" + out, "--method", "rtn", "--group-size", "32"] + flags)
+        }
+        for (out, flags, format) in [("sym", [], "gptq"), ("asym", ["--asym"], "gptq_v2"), ("sym-v2", ["--format", "gptq_v2"], "gptq_v2")] {
+            let run = try quantize(out, flags)
+            #expect(run.status == 0, "\(run.standardError)")
+            #expect(try QuantizedCheckpoint.config(folder: dir + "/" + out)?.config.checkpointFormat.rawValue == format, "\(flags)")
+        }
+        let v1 = try quantize("asym-v1", ["--asym", "--format", "gptq"])
+        #expect(v1.status != 0 && v1.standardError.contains("model.layers.0.mlp.gate_proj: zero point 0 (group ")
+                && v1.standardError.contains("cannot be stored in checkpoint format gptq (v1 holds zero − 1); save as gptq_v2"), "\(v1.standardError)")
+        let unknown = try quantize("marlin", ["--format", "marlin"])
+        #expect(unknown.status != 0 && unknown.standardError.contains("--format marlin is not one of gptq, gptq_v2"))
+        #expect(!FileIO.exists(dir + "/asym-v1") && !FileIO.exists(dir + "/marlin"))
+    }
+
     @Test func inspectDescribesTheQuantization() throws {
         let binary = try #require(CommandLineTool.path("gptq"))
         let run = try CommandLineTool.run(binary, ["inspect", Self.autogptq])
@@ -39,6 +69,20 @@ import GPTQKit
                                + "true_sequential=true, model_name_or_path=null, model_file_base_name=\"model\", quant_method=\"gptq\", checkpoint_format=\"gptq\""))
         #expect(lines.contains("quantized linears: 14 (qweight/qzeros/scales/g_idx)"))
         #expect(lines.contains("parameters: 135488"))
+    }
+
+    /// inspect names each family's architecture and counts its parameters as transformers does.
+    @Test(arguments: ["gpt2", "gpt_neox", "opt-350m-layout", "bloom", "falcon-7b-layout", "codegen"])
+    func inspectDescribesEveryFamily(arch: String) throws {
+        let binary = try #require(CommandLineTool.path("gptq"))
+        let run = try CommandLineTool.run(binary, ["inspect", Fixtures.path("arch/\(arch)")])
+        #expect(run.status == 0, "\(run.standardError)")
+        let lines = run.standardOutput.split(separator: "\n").map(String.init)
+        let count = try #require(try JSON.read(path: Fixtures.path("arch/parameter_counts.json"))[arch]?.int)
+        #expect(lines.contains("parameters: \(count)"), "\(lines)")
+        let family = try ModelFamily.forConfig(try ModelConfig(folder: Fixtures.path("arch/\(arch)"))).name
+        #expect(lines.contains("family: \(family)"))
+        #expect(lines.contains { $0.hasPrefix("block: ") } && lines.contains { $0.hasPrefix("positions: ") })
     }
 
     /// bench runs the quantized folder, then its float baseline, in one process.

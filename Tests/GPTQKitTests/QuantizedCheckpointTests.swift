@@ -25,13 +25,41 @@ import GPTQKit
         }
     }
 
+    /// Checkpoints of every other family written by AutoGPTQ 0.7.1's own GPTQ, packing and
+    /// QuantLinear (scripts/fixtures/make_autogptq_family_checkpoints.py): fused q/k/v,
+    /// GPT-2's Conv1D, act-order and asymmetric zeros, AutoGPTQ's all-zero biases of bias-free
+    /// linears, with the logits of its QuantLinear forward in float32.
+    @Test(arguments: ["bloom", "gpt2", "gpt_neox", "gptj", "opt", "gpt_bigcode", "codegen", "falcon"])
+    func autogptqFamilyCheckpointMatchesItsLogits(_ family: String) throws {
+        let folder = Fixtures.path("autogptq_families/\(family)")
+        let model = try LanguageModel.load(folder: folder)
+        for module in model.architecture.linears.map(\.name) { #expect(model.layerLinear(0, module) is GPTQLinear, "\(family) \(module)") }
+        let reference = try SafetensorsFile(path: folder + "/reference.safetensors")
+        let ids = try reference.tensor("input_ids").ints(), logits = try reference.tensor("logits").floats()
+        let length = ids.count / 2, vocab = model.vocabSize
+        for b in 0..<2 {
+            let ours = try model.makeSession(capacity: 32).forward(Array(ids[(b * length)..<((b + 1) * length)]), allLogits: true)
+            #expect(relativeError(ours, logits[(b * length * vocab)..<((b + 1) * length * vocab)]) < 1e-3, "\(family) sequence \(b)")
+        }
+    }
+
     @Test func settingsComeFromQuantizeConfig() throws {
         let (config, path) = try #require(try QuantizedCheckpoint.config(folder: Fixtures.path("autogptq_ckpt/w4_g32_descact_asym")))
         #expect(path.hasSuffix("quantize_config.json"))
         #expect(config == QuantizeConfig(bits: 4, groupSize: 32, descAct: true, staticGroups: false, sym: false,
-                                         dampPercent: 0.01, trueSequential: true, checkpointFormat: .gptq))
-        // What we write reads back the same.
+                                         dampPercent: 0.01, trueSequential: true, checkpointFormat: .gptq, quantizer: []))
+        // What we write reads back the same, and names swift-gptq as its quantizer.
         #expect(try QuantizeConfig(json: config.json, path: "x") == config)
+        let ours = QuantizeConfig(bits: 4, groupSize: 32, sym: false)
+        #expect(ours.checkpointFormat == .gptqV2 && QuantizeConfig(sym: true).checkpointFormat == .gptq)
+        #expect(try QuantizeConfig(json: ours.json, path: "x") == ours)
+        #expect(ours.json["meta"]?["quantizer"] == .array([.string("swift-gptq:\(SwiftGPTQ.version)")]))
+        #expect(!ours.packsV1LikeGPTQModel)
+        for (entries, expected) in [(["gptqmodel:0.9.0"], true), (["gptqmodel:7.7.0", "x:1"], true), (["gptqmodel:0.8.9"], false), (["auto_gptq:0.7.1"], false)] {
+            var config = ours
+            config.quantizer = entries
+            #expect(config.packsV1LikeGPTQModel == expected, "\(entries)")
+        }
         #expect(try QuantizedCheckpoint.config(folder: Fixtures.path("arch/llama")) == nil)
     }
 
@@ -95,11 +123,11 @@ import GPTQKit
         }
     }
 
-    /// Our own writer's output (v2 where a zero is 0) loads back to the same layer.
+    /// Our own writer's output (v2, zeros of 0 included) loads back to the same layer.
     @Test func packedLayerRoundTripsThroughAFolder() throws {
         let c = GPTQFixture.cases.first { $0.key == "b2_g32_act1_sym0_static0" }!
-        let packed = try PackedLinear.pack(try GPTQFixture.autogptqResult(c), bias: GPTQFixture.bias, format: .gptq)
-        #expect(packed.format == .gptqV2)
+        let packed = try PackedLinear.pack(try GPTQFixture.autogptqResult(c), bias: GPTQFixture.bias, format: .gptqV2)
+        #expect(packed.unpackedZeros().contains(0))
         let folder = dir + "/roundtrip"
         try FileIO.makeDirectory(folder)
         try SafetensorsWriter.write(path: folder + "/model.safetensors", tensors: packed.tensors(prefix: "layer"))

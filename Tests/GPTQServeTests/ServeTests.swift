@@ -75,8 +75,8 @@ enum ServeFixture {
         configure(&configuration)
         var logger = Logger(label: "gptq.serve.test")
         logger.logLevel = .warning
-        let sessions = (0..<slots).map { _ in model.makeSession(capacity: maxModelLen) }
-        let server = OpenAIServer(model: served, session: SequentialBatchSession(sessions: sessions), configuration: configuration, logger: logger)
+        let server = OpenAIServer(model: served, session: model.makeBatchSession(slots: slots, capacity: maxModelLen),
+                                  configuration: configuration, logger: logger)
         let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let task = Task { try await server.run { portContinuation.yield($0) } }
         var iterator = ports.makeAsyncIterator()
@@ -119,8 +119,9 @@ struct ServeTests {
     func batchedEqualsAlone() async throws {
         let (served, model) = try ServeFixture.servedModel(folder: ServeFixture.folder, maxModelLen: 128)
         let metrics = ServeMetrics()
-        // 6 slots for 32 requests: sequences join and leave the batch; 16-token prefill chunks.
-        let scheduler = Scheduler(session: SequentialBatchSession(sessions: (0..<6).map { _ in model.makeSession(capacity: 128) }),
+        // 6 slots of the CPU's batched session for 32 requests: sequences join and leave the
+        // batch, and share each step's pass; 16-token prefill chunks.
+        let scheduler = Scheduler(session: model.makeBatchSession(slots: 6, capacity: 128),
                                   tokenizer: served.tokenizer, prefillChunk: 16, maxWaiting: 64, metrics: metrics, logger: Logger(label: "test"))
         defer { scheduler.shutDown() }
         var random = Xoshiro256StarStar(seed: 24)

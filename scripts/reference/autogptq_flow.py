@@ -1,5 +1,5 @@
 """AutoGPTQ v0.7.1's quantize() flow, layer by layer, on SmolLM2 with torch_llama.py's Llama:
-the reference our GPTQ pipeline is compared with (BENCHMARKS.md, "GPTQ on SmolLM2 (CPU)").
+the reference our GPTQ pipeline is compared with (docs/benchmarks-log.md, "GPTQ on SmolLM2 (CPU)").
 
 gptq.py and quantizer.py are AutoGPTQ's own, unmodified: extract them from the PyPI sdist
 (`pip download auto-gptq==0.7.1 --no-deps --no-binary :all:` or the tarball) into

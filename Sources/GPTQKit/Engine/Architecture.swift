@@ -12,6 +12,9 @@ public struct Architecture: Sendable {
     /// checkpoints store the names without it (GPT-2's own files: `h.0.attn.c_attn.weight`).
     public var basePrefix: String
     public var weightLayout: WeightLayout
+    /// Names older transformers versions wrote, by the name transformers 5 writes
+    /// (GPT-NeoX's head: `lm_head` was `embed_out`); a checkpoint may use either.
+    public var legacyNames: [String: String]
     public var stem: Stem
     public var attention: AttentionSpec
     public var positions: PositionSpec
@@ -26,7 +29,7 @@ public struct Architecture: Sendable {
     public internal(set) var maxPositions = 2048
 
     public init(hidden: Int, layers: Int, vocab: Int, layerPrefix: String, basePrefix: String, weightLayout: WeightLayout = .linear,
-                stem: Stem, attention: AttentionSpec, positions: PositionSpec, mlp: MLPSpec, block: BlockSpec, head: Head,
+                legacyNames: [String: String] = [:], stem: Stem, attention: AttentionSpec, positions: PositionSpec, mlp: MLPSpec, block: BlockSpec, head: Head,
                 quantizationGroups: [[String]]) {
         self.hidden = hidden
         self.layers = layers
@@ -34,6 +37,7 @@ public struct Architecture: Sendable {
         self.layerPrefix = layerPrefix
         self.basePrefix = basePrefix
         self.weightLayout = weightLayout
+        self.legacyNames = legacyNames
         self.stem = stem
         self.attention = attention
         self.positions = positions

@@ -172,14 +172,20 @@ public final class LanguageModel: @unchecked Sendable {
         return rows
     }
 
-    /// Runs every layer in place on x [tokens, hidden] at positions position..<position+tokens,
-    /// appending their keys and values to `caches`.
-    func forwardLayers(_ x: UnsafeMutablePointer<Float>, tokens: Int, position: Int, caches: [KVCacheLayer], arithmetic: CPUArithmetic) {
-        let frame = context.frame(position: position, tokens: tokens)
-        let workspace = DecoderWorkspace(architecture: architecture, tokens: tokens)
-        for (layer, cache) in zip(layers, caches) {
-            layer.forward(x, tokens: tokens, position: position, cache: cache, context: context, frame: frame,
-                          workspace: workspace, observe: nil, arithmetic: arithmetic)
+    /// Runs every layer in place on x, the rows of several sequences one after another:
+    /// sequence i's `tokens` rows at positions from `position`, its caches `caches` (one per layer).
+    func forwardLayers(_ x: UnsafeMutablePointer<Float>, sequences: [(tokens: Int, position: Int, caches: [KVCacheLayer])],
+                       arithmetic: CPUArithmetic) {
+        let frames = sequences.map { context.frame(position: $0.position, tokens: $0.tokens) }
+        let rows = sequences.reduce(0) { $0 + $1.tokens }
+        let firstRows = sequences.reduce(into: [0]) { $0.append($0.last! + $1.tokens) }
+        let workspace = DecoderWorkspace(architecture: architecture, tokens: rows)
+        for (index, layer) in layers.enumerated() {
+            let segments = sequences.indices.map { i in
+                Segment(row: firstRows[i], tokens: sequences[i].tokens, position: sequences[i].position, cache: sequences[i].caches[index],
+                        frame: frames[i])
+            }
+            layer.forward(x, tokens: rows, segments: segments, context: context, workspace: workspace, observe: nil, arithmetic: arithmetic)
         }
     }
 
@@ -192,8 +198,8 @@ public final class LanguageModel: @unchecked Sendable {
                              observe: LinearObserver?) {
         let cache = KVCacheLayer(attention: architecture.attention, capacity: tokens)
         defer { cache.deallocate() }
-        layers[layer].forward(hidden, tokens: tokens, position: 0, cache: cache, context: context,
-                              frame: context.frame(position: 0, tokens: tokens),
+        let segment = Segment(row: 0, tokens: tokens, position: 0, cache: cache, frame: context.frame(position: 0, tokens: tokens))
+        layers[layer].forward(hidden, tokens: tokens, segments: [segment], context: context,
                               workspace: DecoderWorkspace(architecture: architecture, tokens: tokens), observe: observe,
                               stopAfter: stopAfter)
     }
@@ -207,6 +213,11 @@ public final class LanguageModel: @unchecked Sendable {
     /// A CPU session holding up to `capacity` positions in its KV cache.
     public func makeSession(capacity: Int, arithmetic: CPUArithmetic = .float32) -> InferenceSession {
         CPUSession(model: self, capacity: capacity, arithmetic: arithmetic)
+    }
+
+    /// A CPU session of `slots` sequences of up to `capacity` positions each, fed together.
+    public func makeBatchSession(slots: Int, capacity: Int) -> BatchInferenceSession {
+        CPUBatchSession(model: self, slots: slots, capacity: capacity)
     }
 
     /// Final norm, project_out and LM head on `rows` hidden rows: [rows, vocab] logits
@@ -243,11 +254,15 @@ extension Architecture {
 }
 
 /// Where a checkpoint stores the architecture's tensors: under transformers' full names, or
-/// without the base model's prefix (GPT-2's and OPT's original files).
+/// without the base model's prefix (GPT-2's and OPT's original files), or under a name older
+/// transformers versions wrote.
 struct TensorNames: Sendable {
     let strippedPrefix: String?
+    let legacy: [String: String]
 
     init(_ architecture: Architecture, checkpoint: Checkpoint) throws {
+        func stores(_ module: String) -> Bool { checkpoint.contains(module + ".weight") || checkpoint.contains(module + ".qweight") }
+        legacy = architecture.legacyNames.filter { current, old in !stores(current) && stores(old) }
         let embedding = architecture.stem.embedding + ".weight", prefix = architecture.basePrefix + "."
         if checkpoint.contains(embedding) || !embedding.hasPrefix(prefix) || !checkpoint.contains(String(embedding.dropFirst(prefix.count))) {
             strippedPrefix = nil
@@ -257,6 +272,9 @@ struct TensorNames: Sendable {
     }
 
     func stored(_ name: String) -> String {
+        if let (current, old) = legacy.first(where: { name == $0.key || name.hasPrefix($0.key + ".") }) {
+            return old + name.dropFirst(current.count)
+        }
         guard let strippedPrefix, name.hasPrefix(strippedPrefix) else { return name }
         return String(name.dropFirst(strippedPrefix.count))
     }

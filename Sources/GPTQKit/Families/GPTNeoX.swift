@@ -1,7 +1,7 @@
 extension ModelFamily {
     /// GPT-NeoX (Pythia): per-head fused q/k/v, rotary halves over the leading
     /// partial_rotary_factor (rotary_pct, default 0.25) of each head, parallel residual from
-    /// two norms unless use_parallel_residual is false, untied `embed_out`.
+    /// two norms unless use_parallel_residual is false, an untied head (`embed_out` before transformers 5).
     public static let gptNeoX = ModelFamily(name: "gpt_neox", modelTypes: ["gpt_neox"]) { c in
         let hidden = try c.positiveInt("hidden_size"), heads = try c.positiveInt("num_attention_heads")
         guard hidden % heads == 0 else { throw c.error("num_attention_heads", "\(heads) heads do not divide hidden_size \(hidden)") }
@@ -9,7 +9,7 @@ extension ModelFamily {
         let bias = try c.bool("attention_bias", default: true)
         return Architecture(
             hidden: hidden, layers: try c.positiveInt("num_hidden_layers"), vocab: c.vocabSize,
-            layerPrefix: "gpt_neox.layers", basePrefix: "gpt_neox",
+            layerPrefix: "gpt_neox.layers", basePrefix: "gpt_neox", legacyNames: ["lm_head": "embed_out"],
             stem: Stem(embedding: "gpt_neox.embed_in", embeddingWidth: hidden),
             attention: AttentionSpec(heads: heads, kvHeads: heads, headDim: headDim, projection: .fused("attention.query_key_value", .perHead),
                                      output: "attention.dense", qkvBias: bias, outputBias: bias),
@@ -21,7 +21,7 @@ extension ModelFamily {
             block: BlockSpec(attentionNorm: .layer("input_layernorm", width: hidden, eps: eps),
                              mlpNorm: .layer("post_attention_layernorm", width: hidden, eps: eps),
                              residual: try c.bool("use_parallel_residual", default: true) ? .parallel : .sequential),
-            head: Head(finalNorm: .layer("gpt_neox.final_layer_norm", width: hidden, eps: eps), lmHead: "embed_out",
+            head: Head(finalNorm: .layer("gpt_neox.final_layer_norm", width: hidden, eps: eps),
                        tied: try c.bool("tie_word_embeddings", default: false)),
             quantizationGroups: [["attention.query_key_value"], ["attention.dense"], ["mlp.dense_h_to_4h"], ["mlp.dense_4h_to_h"]])
     }

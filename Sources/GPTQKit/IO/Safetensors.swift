@@ -99,8 +99,14 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 }
 
-/// All safetensors of a model folder: `model.safetensors`, or shards listed by
-/// `model.safetensors.index.json` (any `*.safetensors.index.json`).
+/// The weights of a model folder: the checkpoint's own files, never any other
+/// `*.safetensors` that sits beside them (a reference output, a second model).
+///
+/// The base name is quantize_config.json's `model_file_base_name` (else config.json's
+/// `quantization_config` one) where set, as AutoGPTQ-era checkpoints name theirs
+/// (gptq_model-4bit-128g), then `model`. For the first base name present, `<base>.safetensors.index.json`
+/// gives the shards, else `<base>.safetensors` is the file. A folder with neither takes its
+/// only `*.safetensors` file; with several it is ambiguous, and the error lists them.
 public final class Checkpoint: @unchecked Sendable {
     public let folder: String
     public let files: [SafetensorsFile]
@@ -112,7 +118,8 @@ public final class Checkpoint: @unchecked Sendable {
         let listing = try FileIO.listDirectory(folder)
         var files: [SafetensorsFile] = []
         var location: [String: SafetensorsFile] = [:]
-        if let indexName = listing.first(where: { $0.hasSuffix(".safetensors.index.json") }) {
+        switch try Self.weightFiles(folder: folder, listing: listing) {
+        case let .sharded(indexName):
             let indexPath = FileIO.join(folder, indexName)
             let index = try JSON.read(path: indexPath)
             guard let map = index["weight_map"]?.object else {
@@ -136,17 +143,58 @@ public final class Checkpoint: @unchecked Sendable {
                 guard file.contains(tensor) else { throw GPTQError.missingTensor(name: tensor, path: file.path) }
                 location[tensor] = file
             }
-        } else {
-            for name in listing where name.hasSuffix(".safetensors") {
-                let file = try SafetensorsFile(path: FileIO.join(folder, name))
-                files.append(file)
-                for tensor in file.names { location[tensor] = file }
-            }
-            guard !files.isEmpty else { throw GPTQError.invalidFile(path: folder, reason: "no .safetensors file in the folder") }
+        case let .single(name):
+            let file = try SafetensorsFile(path: FileIO.join(folder, name))
+            files.append(file)
+            for tensor in file.names { location[tensor] = file }
         }
         self.files = files
         self.location = location
     }
+
+    enum WeightFiles: Equatable {
+        /// The index file naming the shards.
+        case sharded(index: String)
+        case single(String)
+    }
+
+    /// Which of the folder's files hold the checkpoint (see the type's comment).
+    static func weightFiles(folder: String, listing: [String]) throws -> WeightFiles {
+        for base in try declaredBaseName(folder: folder).map({ [$0, "model"] }) ?? ["model"] {
+            if listing.contains(base + ".safetensors.index.json") { return .sharded(index: base + ".safetensors.index.json") }
+            if listing.contains(base + ".safetensors") { return .single(base + ".safetensors") }
+        }
+        let candidates = listing.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".safetensors.index.json") }.sorted()
+        guard candidates.count == 1 else {
+            throw GPTQError.invalidFile(path: folder, reason: candidates.isEmpty ? "no .safetensors file in the folder" : """
+                no model.safetensors, model.safetensors.index.json or file named by model_file_base_name, and several \
+                candidates: \(candidates.joined(separator: ", ")); keep only the checkpoint's own, or name it in \
+                quantize_config.json's model_file_base_name
+                """)
+        }
+        return candidates[0].hasSuffix(".index.json") ? .sharded(index: candidates[0]) : .single(candidates[0])
+    }
+
+    /// `model_file_base_name` of quantize_config.json, else of config.json's `quantization_config`.
+    static func declaredBaseName(folder: String) throws -> String? {
+        let quantizePath = FileIO.join(folder, "quantize_config.json"), configPath = FileIO.join(folder, "config.json")
+        let (settings, path): (JSON?, String)
+        if FileIO.exists(quantizePath) {
+            (settings, path) = (try JSON.read(path: quantizePath), quantizePath)
+        } else if FileIO.exists(configPath) {
+            (settings, path) = (try JSON.read(path: configPath)["quantization_config"], configPath)
+        } else {
+            return nil
+        }
+        guard let value = settings?["model_file_base_name"], !value.isNull else { return nil }
+        guard let name = value.string, !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+            throw GPTQError.badConfig(field: "model_file_base_name", path: path, reason: "\(value.serialized(indent: 0)) is not a file name")
+        }
+        return name
+    }
+
+    /// The file holding tensor `name` (the folder where none does).
+    public func path(of name: String) -> String { location[name]?.path ?? folder }
 
     public var tensorNames: [String] { location.keys.sorted() }
     public func contains(_ name: String) -> Bool { location[name] != nil }

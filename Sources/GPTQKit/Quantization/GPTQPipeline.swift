@@ -119,13 +119,7 @@ public enum GPTQPipeline {
                 if let layerPacked = packed[model.tensorName(layer: layer, module: module)] { model.setLayerLinear(layer, module, GPTQLinear(layerPacked)) }
             }
         }
-        // Format v1 cannot store a zero of 0: when a layer needed v2, the whole checkpoint is v2.
-        var saved = config
-        if packed.values.contains(where: { $0.format != config.checkpointFormat }) {
-            saved.checkpointFormat = .gptqV2
-            packed = try packed.mapValues { try $0.converted(to: .gptqV2) }
-        }
-        return QuantizedModel(model: model, config: saved, method: method, packed: packed, losses: losses,
+        return QuantizedModel(model: model, config: config, method: method, packed: packed, losses: losses,
                               seconds: elapsedSeconds(since: start, clock))
     }
 

@@ -107,17 +107,63 @@ public struct PackedLinear: Sendable {
         return q
     }
 
-    /// The zero points as dequantization uses them, [groups, outFeatures]: v1 stores
-    /// zero − 1, and AutoGPTQ's kernels read it as (field & maxq) + 1.
+    /// The zero points as dequantization uses them, [groups, outFeatures], from `v2ZeroWords()`.
     public func unpackedZeros() -> [Int32] {
-        let words = qzeros.pointer(as: UInt32.self), out = outFeatures, wordsPerRow = out * bits / 32
-        let offset: Int32 = format == .gptq ? 1 : 0
+        let words = v2ZeroWords(), out = outFeatures, wordsPerRow = out * bits / 32
         var z = [Int32](repeating: 0, count: groups * out)
         for g in 0..<groups {
-            let row = words + g * wordsPerRow
-            for o in 0..<out { z[g * out + o] = Int32(BitStream.field(o, bits: bits) { row[$0] }) + offset }
+            for o in 0..<out { z[g * out + o] = Int32(BitStream.field(o, bits: bits) { words[g * wordsPerRow + $0] }) }
         }
         return z
+    }
+
+    /// qzeros as gptq_v2 words (the zeros themselves). v1 (zero − 1) is converted as GPTQModel
+    /// converts it on loading, which is also how it writes v1: for 2, 4 and 8 bits each
+    /// 32-bit word plus the constant holding 1 in every field, carries included (GPTQModel
+    /// stores v1 as the v2 word minus that constant, so a zero of 0 borrows from the next
+    /// field); for 3 bits, whose fields straddle words, each field + 1 modulo 8. Where every
+    /// zero is ≥ 1 nothing carries and this is AutoGPTQ's (field & maxq) + 1.
+    func v2ZeroWords() -> [UInt32] {
+        let count = qzeros.count, words = qzeros.pointer(as: UInt32.self)
+        guard format == .gptq else { return (0..<count).map { words[$0] } }
+        if bits == 3 {
+            let fields = count * 32 / 3
+            var converted = [UInt32](repeating: 0, count: count)
+            for k in 0..<fields {
+                let value = (BitStream.field(k, bits: 3) { words[$0] } + 1) & 7
+                BitStream.set(k, value, bits: 3) { converted[$0] |= $1 }
+            }
+            return converted
+        }
+        let ones = (0..<(32 / bits)).reduce(UInt32(0)) { $0 | (1 << UInt32($1 * bits)) }
+        return (0..<count).map { words[$0] &+ ones }
+    }
+
+    /// The qzeros words [group, word] of a v1 layer that hold AutoGPTQ's packing of a zero of
+    /// 0. AutoGPTQ ORs −1 shifted to the field into the 32-bit word, which sets every bit from
+    /// that field to the top of the word: the field reads as maxq, and the fields above it in
+    /// the word are overwritten with ones, their zeros lost. A field of maxq that ends below
+    /// the top of its word therefore marks a word that neither AutoGPTQ's reading (maxq + 1)
+    /// nor GPTQModel's (which reads the overwritten fields as 1) makes right, unless the file
+    /// was written by GPTQModel, whose borrows leave maxq fields in the same places
+    /// (`QuantizeConfig.packsV1LikeGPTQModel`). A zero of 0 in the top field of a word loses
+    /// nothing and is not reported. Empty for gptq_v2 layers.
+    public func autoGPTQOverflowWords() -> [(group: Int, word: Int)] {
+        guard format == .gptq else { return [] }
+        let words = qzeros.pointer(as: UInt32.self), wordsPerRow = outFeatures * bits / 32
+        var overflowing: [(group: Int, word: Int)] = []
+        for g in 0..<groups {
+            let row = words + g * wordsPerRow
+            var last = -1
+            for o in 0..<outFeatures where BitStream.field(o, bits: bits, { row[$0] }) == UInt32(maxq) {
+                let start = o * bits, word = start >> 5
+                if start + bits < (word + 1) * 32, word != last {
+                    overflowing.append((g, word))
+                    last = word
+                }
+            }
+        }
+        return overflowing
     }
 
     /// The weight W [outFeatures, inFeatures] = scale · (q − zero) in float32.
@@ -138,11 +184,7 @@ public struct PackedLinear: Sendable {
     /// W = float16(Q); scales16 = float16(scales); q = round((float32(W) + zero · scale) / float32(scales16))
     /// in float32, half to even. `bias` is stored in float16.
     ///
-    /// Format v1 stores zero − 1 and so cannot hold a zero of 0 (asymmetric groups whose
-    /// values are all ≥ 0): AutoGPTQ would write −1 into the word and corrupt its
-    /// neighbours. When `format` is `.gptq` and some zero is 0, the layer is packed as
-    /// `.gptqV2` instead: check `format` on the result and write the whole checkpoint in
-    /// one format (`converted(to:)`), as docs/FORMAT.md explains.
+    /// `format` `.gptq` (v1) fails when a zero is 0 (see `converted(to:)`).
     public static func pack(_ result: GPTQResult, bias: [Float]? = nil, format: CheckpointFormat = .gptq,
                             name: String = "linear") throws -> PackedLinear {
         let rows = result.rows, columns = result.columns, bits = result.bits, groups = result.groups
@@ -154,7 +196,6 @@ public struct PackedLinear: Sendable {
         guard result.zeros.allSatisfy({ $0 >= 0 && $0 <= Float(maxq) && $0.rounded() == $0 }) else {
             throw GPTQError.invalidArgument("\(name): zeros must be integers in [0, \(maxq)]")
         }
-        let usedFormat: CheckpointFormat = format == .gptq && result.zeros.contains(0) ? .gptqV2 : format
 
         var w16 = [UInt16](repeating: 0, count: result.q.count)
         ck_f32_to_f16(result.q, &w16, w16.count)
@@ -176,29 +217,32 @@ public struct PackedLinear: Sendable {
                 BitStream.set(i, UInt32(value), bits: bits) { qw[$0 * rows + o] |= $1 }
             }
         }
-        let zeroOffset: Float = usedFormat == .gptq ? 1 : 0
         let qzeros = Tensor(zeros: [groups, rows * bits / 32], dtype: .i32)
         let qz = qzeros.mutablePointer(as: UInt32.self)
         for g in 0..<groups {
             let row = qz + g * (rows * bits / 32)
-            for o in 0..<rows { BitStream.set(o, UInt32(result.zeros[o * groups + g] - zeroOffset), bits: bits) { row[$0] |= $1 } }
+            for o in 0..<rows { BitStream.set(o, UInt32(result.zeros[o * groups + g]), bits: bits) { row[$0] |= $1 } }
         }
         // scales [groups, out]: the transpose of the result's [rows, groups].
         var scalesT = [UInt16](repeating: 0, count: s16.count)
         for o in 0..<rows { for g in 0..<groups { scalesT[g * rows + o] = s16[o * groups + g] } }
         let biasTensor = bias.map { Tensor($0, shape: [rows]).converted(to: .f16) }
-        return try PackedLinear(name: name, path: "(packed in memory)", bits: bits, format: usedFormat, inFeatures: columns, outFeatures: rows,
-                                qweight: qweight, qzeros: qzeros, scales: Tensor(bitPattern: scalesT, dtype: .f16, shape: [groups, rows]),
-                                gIdx: Tensor(bitPattern: result.gIdx, dtype: .i32, shape: [columns]), bias: biasTensor)
+        let packed = try PackedLinear(name: name, path: "(packed in memory)", bits: bits, format: .gptqV2, inFeatures: columns, outFeatures: rows,
+                                      qweight: qweight, qzeros: qzeros, scales: Tensor(bitPattern: scalesT, dtype: .f16, shape: [groups, rows]),
+                                      gIdx: Tensor(bitPattern: result.gIdx, dtype: .i32, shape: [columns]), bias: biasTensor)
+        return try packed.converted(to: format)
     }
 
-    /// The same layer with qzeros rewritten for `target`. v2 → v1 fails when a zero is 0.
+    /// The same layer with qzeros rewritten for `target`. v1 is written only where every zero
+    /// is ≥ 1, so that each field holds zero − 1 and every v1 reader agrees: AutoGPTQ's
+    /// packing corrupts the word where a zero is 0, and GPTQModel's borrows from the next
+    /// field, which loaders that add 1 field by field (AutoGPTQ, ExLlama) misread.
     public func converted(to target: CheckpointFormat) throws -> PackedLinear {
         if target == format { return self }
         let zeros = unpackedZeros(), out = outFeatures, wordsPerRow = out * bits / 32
         let offset: Int32 = target == .gptq ? 1 : 0
-        if let z = zeros.first(where: { $0 - offset < 0 || $0 - offset > Int32(maxq) }) {
-            throw GPTQError.invalidArgument("\(name): zero point \(z) cannot be stored in checkpoint format \(target.rawValue) (\(bits) bits)")
+        if target == .gptq, let i = zeros.firstIndex(of: 0) {
+            throw GPTQError.invalidArgument("\(name): zero point 0 (group \(i / out), output \(i % out)) cannot be stored in checkpoint format gptq (v1 holds zero − 1); save as gptq_v2")
         }
         let qzeros = Tensor(zeros: qzeros.shape, dtype: .i32)
         let qz = qzeros.mutablePointer(as: UInt32.self)

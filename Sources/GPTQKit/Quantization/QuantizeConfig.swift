@@ -39,10 +39,18 @@ public struct QuantizeConfig: Sendable, Equatable {
     public var trueSequential: Bool
     public var mse: MSESearch?
     public var checkpointFormat: CheckpointFormat
+    /// The tools that wrote the checkpoint, as GPTQModel's `meta.quantizer` lists them
+    /// ("name:version"); empty where the file has no `meta` (AutoGPTQ).
+    public var quantizer: [String]
 
+    /// The quantizer entry of checkpoints written here.
+    public static let swiftGPTQQuantizer = "swift-gptq:\(SwiftGPTQ.version)"
+
+    /// `checkpointFormat` nil: gptq (v1) for symmetric quantization, which every loader
+    /// reads; gptq_v2 for asymmetric, whose zeros of 0 v1 cannot hold (docs/FORMAT.md).
     public init(bits: Int = 4, groupSize: Int = 128, descAct: Bool = false, staticGroups: Bool = false, sym: Bool = true,
                 dampPercent: Double = 0.01, trueSequential: Bool = true, mse: MSESearch? = nil,
-                checkpointFormat: CheckpointFormat = .gptq) {
+                checkpointFormat: CheckpointFormat? = nil, quantizer: [String] = [QuantizeConfig.swiftGPTQQuantizer]) {
         self.bits = bits
         self.groupSize = groupSize
         self.descAct = descAct
@@ -51,7 +59,20 @@ public struct QuantizeConfig: Sendable, Equatable {
         self.dampPercent = dampPercent
         self.trueSequential = trueSequential
         self.mse = mse
-        self.checkpointFormat = checkpointFormat
+        self.checkpointFormat = checkpointFormat ?? (sym ? .gptq : .gptqV2)
+        self.quantizer = quantizer
+    }
+
+    /// Whether v1 zeros were packed GPTQModel's way (its `meta.quantizer` gptqmodel ≥ 0.9.0,
+    /// the version that introduced it), whose borrows look like AutoGPTQ's overflow
+    /// (`PackedLinear.autoGPTQOverflowWords`).
+    public var packsV1LikeGPTQModel: Bool {
+        quantizer.contains { entry in
+            let parts = entry.lowercased().split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, parts[0] == "gptqmodel" else { return false }
+            let version = parts[1].split(separator: ".").map { Int($0.prefix { $0.isNumber }) ?? 0 }
+            return version.lexicographicallyPrecedes([0, 9, 0]) == false
+        }
     }
 
     /// Largest quantized value, 2^bits − 1.
@@ -123,6 +144,16 @@ public struct QuantizeConfig: Sendable, Equatable {
             }
             format = f
         }
+        var quantizer: [String] = []
+        if let meta = field("meta") {
+            guard meta.object != nil else { throw GPTQError.badConfig(field: "meta", path: path, reason: "not a JSON object") }
+            if let v = meta["quantizer"], !v.isNull {
+                guard let entries = v.string.map({ [$0] }) ?? v.array?.compactMap(\.string), entries.count == (v.array?.count ?? 1) else {
+                    throw GPTQError.badConfig(field: "meta.quantizer", path: path, reason: "\(v.serialized(indent: 0)) is neither a string nor a list of strings")
+                }
+                quantizer = entries
+            }
+        }
         var mse: MSESearch?
         if let v = field("mse") {
             guard let norm = v.double, norm >= 0 else { throw GPTQError.badConfig(field: "mse", path: path, reason: "expected a non-negative norm") }
@@ -130,7 +161,7 @@ public struct QuantizeConfig: Sendable, Equatable {
         }
         self.init(bits: bits, groupSize: groupSize, descAct: try bool("desc_act", false), staticGroups: try bool("static_groups", false),
                   sym: try bool("sym", true), dampPercent: damp, trueSequential: try bool("true_sequential", true), mse: mse,
-                  checkpointFormat: format)
+                  checkpointFormat: format, quantizer: quantizer)
     }
 
     /// Reads a quantize_config.json file.
@@ -139,7 +170,11 @@ public struct QuantizeConfig: Sendable, Equatable {
     }
 
     /// The quantize_config.json object AutoGPTQ writes (the same object goes into
-    /// config.json as `quantization_config`). `mse` is GPTQModel's key: written only when used.
+    /// config.json as `quantization_config`), with GPTQModel's `meta` block: who quantized
+    /// and the settings that do not affect inference. `mse` is GPTQModel's key: written at the
+    /// top level only when used, as AutoGPTQ's loaders do not know it. GPTQModel's `uri` and
+    /// `damp_auto_increment` are left out: there is no public address, and damping here grows
+    /// tenfold after a failed factorisation rather than by a fixed increment.
     public var json: JSON {
         var pairs: [(String, JSON)] = [
             ("bits", .number(Double(bits))),
@@ -155,6 +190,14 @@ public struct QuantizeConfig: Sendable, Equatable {
             ("checkpoint_format", .string(checkpointFormat.rawValue)),
         ]
         if let mse { pairs.append(("mse", .number(mse.norm))) }
+        pairs.append(("meta", .object([
+            ("quantizer", .array(quantizer.map { .string($0) })),
+            ("damp_percent", .number(dampPercent)),
+            ("static_groups", .bool(staticGroups)),
+            ("true_sequential", .bool(trueSequential)),
+            ("mse", .number(mse?.norm ?? 0)),
+            ("act_group_aware", .bool(false)),
+        ])))
         return .object(pairs)
     }
 }

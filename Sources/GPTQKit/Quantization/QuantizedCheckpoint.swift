@@ -39,8 +39,20 @@ public struct QuantizedCheckpoint: Sendable {
             throw GPTQError.badTensor(name: name + ".qweight", path: checkpoint.folder,
                                       reason: "shape \(shape); \(config.bits)-bit packing of [\(outFeatures), \(inFeatures)] needs \(expected)")
         }
-        return try PackedLinear.load(from: checkpoint, prefix: name, bits: config.bits, groupSize: config.groupSize,
-                                     format: config.checkpointFormat)
+        let layer = try PackedLinear.load(from: checkpoint, prefix: name, bits: config.bits, groupSize: config.groupSize,
+                                          format: config.checkpointFormat)
+        if !config.packsV1LikeGPTQModel {
+            let words = layer.autoGPTQOverflowWords()
+            if !words.isEmpty {
+                let listed = words.prefix(8).map { "[\($0.group), \($0.word)]" }.joined(separator: ", ") + (words.count > 8 ? ", …" : "")
+                throw GPTQError.badTensor(name: name + ".qzeros", path: checkpoint.path(of: name + ".qzeros"), reason: """
+                    \(words.count) v1 words [group, word] hold AutoGPTQ's packing of a zero point of 0, which overwrote the \
+                    zero points above it in the word: \(listed). No reading recovers them (\(configPath) names no \
+                    gptqmodel ≥ 0.9.0 quantizer, whose packing would explain them); quantize again, saving as gptq_v2
+                    """)
+            }
+        }
+        return layer
     }
 
     /// Makes a GPTQLinear for every quantized module, nil (float) for the others.

@@ -3,7 +3,7 @@
 public final class QuantizedModel: @unchecked Sendable {
     /// The quantized network: its decoder linears are GPTQLinear layers.
     public let model: LanguageModel
-    /// The settings as saved; `checkpointFormat` is gptq_v2 when some zero point could not be stored in v1.
+    /// The settings as saved.
     public let config: QuantizeConfig
     public let method: QuantizationMethod
     /// Packed layers by full module name (`model.layers.0.self_attn.q_proj`).

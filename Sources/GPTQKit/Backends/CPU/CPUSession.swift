@@ -16,8 +16,8 @@ public final class CPUSession: InferenceSession {
     public let model: LanguageModel
     public let capacity: Int
     public let arithmetic: CPUArithmetic
-    public private(set) var position = 0
-    private let cache: [KVCacheLayer]
+    public internal(set) var position = 0
+    let cache: [KVCacheLayer]
 
     public init(model: LanguageModel, capacity: Int, arithmetic: CPUArithmetic = .float32) {
         precondition(capacity > 0, "session capacity must be positive")
@@ -39,7 +39,7 @@ public final class CPUSession: InferenceSession {
         let n = tokens.count, h = model.hiddenSize
         var hidden = try model.embed(tokens, position: position)
         hidden.withUnsafeMutableBufferPointer { x in
-            model.forwardLayers(x.baseAddress!, tokens: n, position: position, caches: cache, arithmetic: arithmetic)
+            model.forwardLayers(x.baseAddress!, sequences: [(n, position, cache)], arithmetic: arithmetic)
         }
         position += n
         return hidden.withUnsafeBufferPointer { x in

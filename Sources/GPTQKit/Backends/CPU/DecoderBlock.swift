@@ -98,6 +98,17 @@ struct PositionFrame {
     let alibi: [Float]?
 }
 
+/// One sequence's rows in a layer's pass: rows row..<row+tokens at positions
+/// position..<position+tokens, its keys and values going to `cache`. Linears, norms and the
+/// MLP run over every segment's rows at once; attention runs per segment.
+struct Segment {
+    let row: Int
+    let tokens: Int
+    let position: Int
+    let cache: KVCacheLayer
+    let frame: PositionFrame
+}
+
 /// Float32 scratch for one forward of `tokens` rows through a layer.
 final class DecoderWorkspace {
     let normed, mlpNormed, fused, query, key, value, attention, output, mlpOutput, gate, up: UnsafeMutablePointer<Float>
@@ -147,11 +158,11 @@ final class DecoderBlock: @unchecked Sendable {
     /// Signals that the module named in `stopAfter` was observed: the layer stops there.
     private struct Stopped: Error {}
 
-    /// Runs the layer in place on x [tokens, hidden] at positions position..<position+tokens,
-    /// appending their keys and values to `cache` (which holds the earlier positions).
+    /// Runs the layer in place on x [tokens, hidden], the rows of `segments` (each appends its
+    /// keys and values to its cache, which holds its earlier positions).
     /// `arithmetic` `.cudaFloat16` rounds where the CUDA session stores float16 (CPUArithmetic).
-    func forward(_ x: UnsafeMutablePointer<Float>, tokens: Int, position: Int, cache: KVCacheLayer, context: BlockContext,
-                 frame: PositionFrame, workspace ws: DecoderWorkspace, observe: LinearObserver?, stopAfter: String? = nil,
+    func forward(_ x: UnsafeMutablePointer<Float>, tokens: Int, segments: [Segment], context: BlockContext,
+                 workspace ws: DecoderWorkspace, observe: LinearObserver?, stopAfter: String? = nil,
                  arithmetic: CPUArithmetic = .float32) {
         let a = context.architecture, h = a.hidden, n = tokens * h
         let roundsToHalf = arithmetic == .cudaFloat16
@@ -164,8 +175,7 @@ final class DecoderBlock: @unchecked Sendable {
             if roundsToHalf { ck_round_f16(output, tokens * layer.outFeatures) }
         }
         func attention(_ input: UnsafeMutablePointer<Float>) throws {
-            try attend(input, tokens: tokens, position: position, cache: cache, context: context, frame: frame,
-                       workspace: ws, roundsToHalf: roundsToHalf, linear: linear)
+            try attend(input, tokens: tokens, segments: segments, context: context, workspace: ws, roundsToHalf: roundsToHalf, linear: linear)
         }
         func mlp(_ input: UnsafeMutablePointer<Float>, into output: UnsafeMutablePointer<Float>) throws {
             let m = a.mlp, count = tokens * m.inner
@@ -223,8 +233,8 @@ final class DecoderBlock: @unchecked Sendable {
 
     /// The attention sublayer on `input` (its norm already applied): q/k/v, their norms and
     /// rotation, the cache, attention and the output projection into ws.output.
-    private func attend(_ input: UnsafeMutablePointer<Float>, tokens: Int, position: Int, cache: KVCacheLayer, context: BlockContext,
-                        frame: PositionFrame, workspace ws: DecoderWorkspace, roundsToHalf: Bool,
+    private func attend(_ input: UnsafeMutablePointer<Float>, tokens: Int, segments: [Segment], context: BlockContext,
+                        workspace ws: DecoderWorkspace, roundsToHalf: Bool,
                         linear: (String, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) throws -> Void) throws {
         let a = context.architecture.attention
         let (qWidth, kvWidth, hd) = (a.queryWidth, a.kvWidth, a.headDim)
@@ -254,33 +264,36 @@ final class DecoderBlock: @unchecked Sendable {
         }
         let rotary = context.rope?.spec
         let half = (rotary?.dimensions ?? 0) / 2
-        frame.cos.withUnsafeBufferPointer { cos in
-            frame.sin.withUnsafeBufferPointer { sin in
-                for t in 0..<tokens {
-                    if let rotary {
-                        ck_rope(ws.query + t * qWidth, a.heads, hd, rotary.dimensions, rotary.interleaved ? 1 : 0,
-                                cos.baseAddress! + t * half, sin.baseAddress! + t * half)
-                        ck_rope(ws.key + t * kvWidth, a.kvHeads, hd, rotary.dimensions, rotary.interleaved ? 1 : 0,
-                                cos.baseAddress! + t * half, sin.baseAddress! + t * half)
-                    }
-                    // The GPU rounds the rotated queries and keys to float16 on both paths (values
-                    // are already, as v_proj's output).
-                    if roundsToHalf {
-                        ck_round_f16(ws.query + t * qWidth, qWidth)
-                        ck_round_f16(ws.key + t * kvWidth, kvWidth)
-                    }
-                    for g in 0..<a.kvHeads {
-                        let slot = (g * cache.capacity + position + t) * hd
-                        (cache.keys + slot).update(from: ws.key + t * kvWidth + g * hd, count: hd)
-                        (cache.values + slot).update(from: ws.value + t * kvWidth + g * hd, count: hd)
+        for segment in segments {
+            let (cache, position) = (segment.cache, segment.position)
+            segment.frame.cos.withUnsafeBufferPointer { cos in
+                segment.frame.sin.withUnsafeBufferPointer { sin in
+                    for t in 0..<segment.tokens {
+                        let query = ws.query + (segment.row + t) * qWidth, key = ws.key + (segment.row + t) * kvWidth
+                        let value = ws.value + (segment.row + t) * kvWidth
+                        if let rotary {
+                            ck_rope(query, a.heads, hd, rotary.dimensions, rotary.interleaved ? 1 : 0, cos.baseAddress! + t * half, sin.baseAddress! + t * half)
+                            ck_rope(key, a.kvHeads, hd, rotary.dimensions, rotary.interleaved ? 1 : 0, cos.baseAddress! + t * half, sin.baseAddress! + t * half)
+                        }
+                        // The GPU rounds the rotated queries and keys to float16 on both paths (values
+                        // are already, as v_proj's output).
+                        if roundsToHalf {
+                            ck_round_f16(query, qWidth)
+                            ck_round_f16(key, kvWidth)
+                        }
+                        for g in 0..<a.kvHeads {
+                            let slot = (g * cache.capacity + position + t) * hd
+                            (cache.keys + slot).update(from: key + g * hd, count: hd)
+                            (cache.values + slot).update(from: value + g * hd, count: hd)
+                        }
                     }
                 }
             }
+            // Only the GPU's prefill (several tokens) stores the probabilities in float16.
+            Attention.run(queries: ws.query + segment.row * qWidth, tokens: segment.tokens, position: position, cache: cache, attention: a,
+                          scale: a.scale(layer: index), window: a.window(layer: index), alibi: segment.frame.alibi,
+                          roundsProbabilities: roundsToHalf && segment.tokens > 1, into: ws.attention + segment.row * qWidth)
         }
-        // Only the GPU's prefill (several tokens) stores the probabilities in float16.
-        Attention.run(queries: ws.query, tokens: tokens, position: position, cache: cache, attention: a,
-                      scale: a.scale(layer: index), window: a.window(layer: index), alibi: frame.alibi,
-                      roundsProbabilities: roundsToHalf && tokens > 1, into: ws.attention)
         try linear(a.output, ws.attention, ws.output)
     }
 }

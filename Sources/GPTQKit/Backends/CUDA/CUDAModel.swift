@@ -112,12 +112,7 @@ public final class CUDAModel: @unchecked Sendable {
         }
         let checkpoint = try Checkpoint(folder: folder)
         let names = try TensorNames(a, checkpoint: checkpoint)
-        var quantization: QuantizeConfig?
-        if let q = config.json["quantization_config"], !q.isNull {
-            quantization = try QuantizeConfig(json: q, path: config.path)
-        } else if FileIO.exists(FileIO.join(folder, "quantize_config.json")) {
-            quantization = try QuantizeConfig(path: FileIO.join(folder, "quantize_config.json"))
-        }
+        let quantized = try QuantizedCheckpoint(folder: folder, checkpoint: checkpoint)
         let device = backend.device
         func floats(_ name: String, _ count: Int) throws -> DeviceBuffer {
             try device.upload(try checkpoint.tensor(names.stored(name), shape: [count]).floats())
@@ -128,15 +123,13 @@ public final class CUDAModel: @unchecked Sendable {
         }
         func host(_ name: String, _ module: LinearModule) throws -> HostLinear {
             if checkpoint.contains(name + ".qweight") {
-                guard let q = quantization else {
+                guard let quantized else {
                     throw GPTQError.badConfig(field: "quantization_config", path: config.path, reason: "\(name).qweight is GPTQ-packed but no quantization config says how")
                 }
-                let packed = try PackedLinear.load(from: checkpoint, prefix: name, bits: q.bits, groupSize: q.groupSize, format: q.checkpointFormat)
-                guard packed.inFeatures == module.inFeatures, packed.outFeatures == module.outFeatures else {
-                    throw GPTQError.badTensor(name: name + ".qweight", path: checkpoint.folder,
-                                              reason: "packs [\(packed.outFeatures), \(packed.inFeatures)], the config needs [\(module.outFeatures), \(module.inFeatures)]")
-                }
-                return .packed(packed)
+                // The kernels read plain zero points: v1's zero − 1, packed whole-word as GPTQModel
+                // writes it, is unpacked once here.
+                let packed = try quantized.packedLinear(name, inFeatures: module.inFeatures, outFeatures: module.outFeatures)!
+                return .packed(try packed.converted(to: .gptqV2))
             }
             let w = try checkpoint.tensor(name + ".weight", shape: [module.outFeatures, module.inFeatures])
             let b = module.hasBias ? try checkpoint.tensor(name + ".bias", shape: [module.outFeatures]) : nil
