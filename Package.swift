@@ -39,17 +39,23 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // The GPU's checks and benchmarks (gpu-check, gpu-bench), apart from the product.
+        .target(name: "GPTQChecks", dependencies: ["GPTQKit", "CCUDA"]),
         .executableTarget(
             name: "gptq",
             dependencies: [
-                "GPTQKit", "GPTQServe",
+                "GPTQKit", "GPTQChecks", "GPTQServe",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The parsers' fuzz targets: scripts/fuzz.sh builds this with -sanitize=fuzzer -DFUZZING
+        // into .build-fuzz; a plain build replays inputs (crash files) through the same code.
+        .target(name: "CLibFuzzer"),
+        .executableTarget(name: "gptq-fuzz", dependencies: ["GPTQKit", "CLibFuzzer"]),
         .testTarget(
             name: "GPTQKitTests",
-            dependencies: ["GPTQKit"]
+            dependencies: ["GPTQKit", "GPTQChecks"]
         ),
         .testTarget(
             name: "GPTQServeTests",

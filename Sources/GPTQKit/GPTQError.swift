@@ -15,6 +15,8 @@ public enum GPTQError: Error, CustomStringConvertible, Equatable {
     case unsupported(String)
     /// A failure in the CUDA backend, naming the call.
     case cuda(String)
+    /// A result that came out NaN or infinite (non-finite weights or config values upstream).
+    case nonFinite(String)
 
     public var description: String {
         switch self {
@@ -25,6 +27,7 @@ public enum GPTQError: Error, CustomStringConvertible, Equatable {
         case let .invalidArgument(message): return message
         case let .unsupported(message): return "unsupported: \(message)"
         case let .cuda(message): return "CUDA: \(message)"
+        case let .nonFinite(message): return "not a finite number: \(message)"
         }
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import GPTQKit
+import GPTQChecks
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,25 +18,27 @@ struct BenchCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The model folder.")
+    @Option(parsing: .unconditional, help: "The model folder.")
     var model: String
 
-    @Option(help: "A second model folder to measure after --model, for speed ratios (e.g. the float model; CPU).")
+    @Option(parsing: .unconditional, help: "A second model folder to measure after --model, for speed ratios (e.g. the float model; CPU).")
     var baseline: String?
 
-    @Option(help: "Prompt length for the prefill measurement.")
+    @Option(parsing: .unconditional, help: "Prompt length for the prefill measurement.")
     var promptTokens = 512
 
-    @Option(help: "Tokens generated for the decode measurement.")
+    @Option(parsing: .unconditional, help: "Tokens generated for the decode measurement.")
     var decodeTokens = 128
 
-    @Option(help: "CPU threads (default: all cores).")
+    @Option(parsing: .unconditional, help: "CPU threads (default: all cores).")
     var threads: Int?
 
     @OptionGroup var device: DeviceFlags
 
     func validate() throws {
         guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
+        // Each is bounded by the model's positions in measure(); this keeps their sum from overflowing first.
+        guard promptTokens <= 1 << 24, decodeTokens <= 1 << 24 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at most \(1 << 24)") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
@@ -45,7 +48,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        CPUThreads.set(threads ?? CPUThreads.count)
+        useThreads(threads)
         if device.device == .cuda {
             guard baseline == nil else { throw ValidationError("--baseline is measured on the CPU only; drop --device cuda or --baseline") }
             return try runCUDA()
@@ -66,6 +69,10 @@ struct BenchCommand: ParsableCommand {
     /// Loads `folder` on the CPU, prints its description and its prefill and decode figures.
     func measure(folder: String) throws -> Speed {
         let loaded = try LanguageModel.load(folder: folder)
+        let positions = loaded.architecture.maxPositions
+        guard promptTokens + decodeTokens < positions else {
+            throw ValidationError("--prompt-tokens \(promptTokens) plus --decode-tokens \(decodeTokens) pass the model's \(positions) positions")
+        }
         let session = loaded.makeSession(capacity: promptTokens + decodeTokens + 1)
         let linears = loaded.allLinears
         let footprints = linears.compactMap { ($0 as? WeightFootprint)?.weightBytes }

@@ -12,32 +12,36 @@ struct BenchGPTQCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "Output features of the layer.")
+    @Option(parsing: .unconditional, help: "Output features of the layer.")
     var rows = 4096
-    @Option(help: "Input features of the layer.")
+    @Option(parsing: .unconditional, help: "Input features of the layer.")
     var cols = 4096
-    @Option(help: "Bits: 2, 3, 4 or 8.")
+    @Option(parsing: .unconditional, help: "Bits: 2, 3, 4 or 8.")
     var bits = 4
-    @Option(help: "Group size (-1: one group per row).")
+    @Option(parsing: .unconditional, help: "Group size (-1: one group per row).")
     var groupSize = 128
     @Flag(help: "Act-order.")
     var descAct = false
-    @Option(help: "Calibration rows for the Hessian.")
+    @Option(parsing: .unconditional, help: "Calibration rows for the Hessian.")
     var samples = 4096
-    @Option(help: "Rows of the prefill measurement.")
+    @Option(parsing: .unconditional, help: "Rows of the prefill measurement.")
     var tokens = 512
-    @Option(help: "CPU threads (default: all cores).")
+    @Option(parsing: .unconditional, help: "CPU threads (default: all cores).")
     var threads: Int?
 
     func validate() throws {
         guard rows > 0, cols > 0, samples > 0, tokens > GPTQLinear.maxGEMVRows else {
             throw ValidationError("--rows, --cols, --samples must be positive and --tokens above \(GPTQLinear.maxGEMVRows)")
         }
+        // The layer, its calibration rows and its prefill input are allocated whole.
+        guard rows <= 1 << 16, cols <= 1 << 16, samples <= 1 << 20, tokens <= 1 << 16 else {
+            throw ValidationError("--rows and --cols must be at most \(1 << 16), --samples at most \(1 << 20), --tokens at most \(1 << 16)")
+        }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
     func run() throws {
-        CPUThreads.set(threads ?? CPUThreads.count)
+        useThreads(threads)
         let config = QuantizeConfig(bits: bits, groupSize: groupSize, descAct: descAct)
         try config.validate()
         print("layer [\(rows), \(cols)], \(bits) bits, group \(groupSize), desc_act \(descAct), \(CPUThreads.count) threads")

@@ -17,13 +17,13 @@ struct ChatCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The model folder (config.json, safetensors, tokenizer.json, a chat template).")
+    @Option(parsing: .unconditional, help: "The model folder (config.json, safetensors, tokenizer.json, a chat template).")
     var model: String
 
-    @Option(help: "A system message to start the conversation with.")
+    @Option(parsing: .unconditional, help: "A system message to start the conversation with.")
     var system: String?
 
-    @Option(help: "Most tokens the conversation may hold (default: the model's maximum, at most 4096).")
+    @Option(parsing: .unconditional, help: "Most tokens the conversation may hold (default: the model's maximum, at most 4096).")
     var context: Int?
 
     @OptionGroup var sampling: SamplingFlags
@@ -35,11 +35,15 @@ struct ChatCommand: ParsableCommand {
     }
 
     func run() throws {
-        CPUThreads.set(sampling.threads ?? CPUThreads.count)
+        useThreads(sampling.threads)
         let loaded = try GenerationModel(folder: model, device: device.device)
         let template = try ChatTemplate(config: loaded.tokenizerConfig)
         var options = try sampling.options(for: loaded)
-        let generator = Generator(session: try loaded.model.makeSession(capacity: context ?? min(loaded.model.architecture.maxPositions, 4096)))
+        let positions = loaded.model.architecture.maxPositions
+        if let context, context > positions {
+            throw ValidationError("--context \(context) is more than the model's \(positions) positions")
+        }
+        let generator = Generator(session: try loaded.model.makeSession(capacity: context ?? min(positions, 4096)))
         var messages = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         let interactive = isatty(0) != 0
         while true {

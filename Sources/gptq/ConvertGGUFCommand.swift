@@ -17,7 +17,7 @@ struct ConvertGGUFCommand: ParsableCommand {
     @Argument(help: "The output folder; it must not exist yet.")
     var outputFolder: String
 
-    @Option(help: "Element type of the written tensors: float16, float32 or bfloat16.")
+    @Option(parsing: .unconditional, help: "Element type of the written tensors: float16, float32 or bfloat16.")
     var dtype: String = "float16"
 
     func run() throws {
@@ -25,6 +25,7 @@ struct ConvertGGUFCommand: ParsableCommand {
             throw ValidationError("--dtype \(dtype) is not one of \(GGUFConverter.outputDTypes.map(\.name).joined(separator: ", "))")
         }
         let summary = try GGUFConverter.convert(ggufPath: gguf, outputFolder: outputFolder, dtype: target)
+        for stale in summary.removedStaleFolders { print("removed \(stale), left by an interrupted conversion") }
         print("wrote \(outputFolder): \(summary.tensorCount) tensors, vocab \(summary.vocabSize), tied embeddings \(summary.tiedEmbeddings)")
     }
 }

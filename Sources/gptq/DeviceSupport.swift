@@ -8,7 +8,7 @@ enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
 
 /// The `--device` option of the commands that run a model.
 struct DeviceFlags: ParsableArguments {
-    @Option(help: "Where the model runs: cpu, or cuda (an NVIDIA GPU; the CUDA driver, NVRTC and cuBLAS are opened at run time).")
+    @Option(parsing: .unconditional, help: "Where the model runs: cpu, or cuda (an NVIDIA GPU; the CUDA driver, NVRTC and cuBLAS are opened at run time).")
     var device: ComputeDevice = .cpu
 }
 
@@ -33,6 +33,9 @@ struct DeviceModel {
             let config = try ModelConfig(folder: folder)
             (self.config, architecture, cpu, cuda) = (config, try ModelFamily.forConfig(config).architecture(config), nil,
                                                       try CUDAModel.load(folder: folder, backend: backend))
+        }
+        for warning in try (cpu?.checkpoint ?? Checkpoint(folder: folder)).nonFiniteWeightWarnings() {
+            printToStandardError("warning: \(warning)")
         }
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import GPTQKit
+import GPTQChecks
 
 /// The subcommands that need an NVIDIA GPU.
 enum GPUCommands {
@@ -27,25 +28,25 @@ struct GPUCheckCommand: ParsableCommand {
         discussion: "Exits with status 1 when any check fails. Prints one PASS/FAIL line per check."
     )
 
-    @Option(help: "The gptq fixture (layer_reference.safetensors with AutoGPTQ's packed layers and outputs).")
+    @Option(parsing: .unconditional, help: "The gptq fixture (layer_reference.safetensors with AutoGPTQ's packed layers and outputs).")
     var gptqFixture: String?
 
-    @Option(help: "The test fixtures folder (arch/ and autogptq_ckpt/ models with their references).")
+    @Option(parsing: .unconditional, help: "The test fixtures folder (arch/ and autogptq_ckpt/ models with their references).")
     var fixtures = "Tests/Fixtures"
 
-    @Option(help: "The GPTQ cases fixture folder (AutoGPTQ's quantizations of one layer), for GPTQ on the GPU; skipped where missing.")
+    @Option(parsing: .unconditional, help: "The GPTQ cases fixture folder (AutoGPTQ's quantizations of one layer), for GPTQ on the GPU; skipped where missing.")
     var gptqCases = "Tests/Fixtures/gptq"
 
     @Flag(help: "Run only the checks of GPTQ quantization on the GPU.")
     var gptqOnly = false
 
-    @Option(help: "A real model folder (e.g. SmolLM2-135M-Instruct) to compare with the CPU backend: logits of a 64-token prompt from --text and its perplexity.")
+    @Option(parsing: .unconditional, help: "A real model folder (e.g. SmolLM2-135M-Instruct) to compare with the CPU backend: logits of a 64-token prompt from --text and its perplexity.")
     var model: String?
 
-    @Option(help: "The text for --model (e.g. wikitext-2 test).")
+    @Option(parsing: .unconditional, help: "The text for --model (e.g. wikitext-2 test).")
     var text: String?
 
-    @Option(help: "Write the GPU's logits of the arch fixtures (prefill and decode graph) to this safetensors file, for scripts/fixtures/fp16_emulation_check.py.")
+    @Option(parsing: .unconditional, help: "Write the GPU's logits of the arch fixtures (prefill and decode graph) to this safetensors file, for scripts/fixtures/fp16_emulation_check.py.")
     var dumpLogits: String?
 
     func validate() throws {
@@ -53,7 +54,7 @@ struct GPUCheckCommand: ParsableCommand {
         if gptqOnly, dumpLogits != nil { throw ValidationError("--dump-logits writes the fixture models' logits, which --gptq-only skips") }
     }
 
-    @Option(help: "Write the report to this file too.")
+    @Option(parsing: .unconditional, help: "Write the report to this file too.")
     var log: String?
 
     func run() throws {
@@ -100,19 +101,19 @@ struct GPUBenchCommand: ParsableCommand {
     @Flag(help: "Time decode (batch 1 and 8, after --prompt-tokens) and a 2048-token prefill of a Llama-2-7B-shaped 4-bit model with random weights.")
     var model = false
 
-    @Option(help: "--model: the prompt each sequence has before the timed decode steps, in tokens.")
+    @Option(parsing: .unconditional, help: "--model: the prompt each sequence has before the timed decode steps, in tokens.")
     var promptTokens = 32
 
     @Flag(help: "Time GPTQ on the GPU for Llama-2-7B-shaped layers (random weights and activations): Hessians and the 7 linears.")
     var quantize = false
 
-    @Option(help: "--quantize: calibration sequences per Hessian.")
+    @Option(parsing: .unconditional, help: "--quantize: calibration sequences per Hessian.")
     var samples = 128
 
-    @Option(help: "--quantize: tokens per calibration sequence.")
+    @Option(parsing: .unconditional, help: "--quantize: tokens per calibration sequence.")
     var tokens = 2048
 
-    @Option(help: "--quantize: layers to time.")
+    @Option(parsing: .unconditional, help: "--quantize: layers to time.")
     var layers = 2
 
     @Flag(help: "--quantize: act-order (desc_act).")
@@ -124,16 +125,16 @@ struct GPUBenchCommand: ParsableCommand {
     @Flag(help: "Time every launch shape of the 4-bit tiled kernel (output tiles a warp x warps a block, s stages of u chunks, x: x loaded with the weights, mM: compiled for M blocks a multiprocessor; microseconds, registers, resident blocks).")
     var tiledShapes = false
 
-    @Option(help: "--kernels, --tiled-shapes: a layer shape to time, inputs x outputs (e.g. 4096x11008; repeatable; default the four Llama-2-7B shapes).")
+    @Option(parsing: .singleValue, help: "--kernels, --tiled-shapes: a layer shape to time, inputs x outputs (e.g. 4096x11008; repeatable; default the four Llama-2-7B shapes).")
     var shape: [String] = []
 
-    @Option(help: "--kernels, --tiled-shapes: a batch to time (repeatable; default 1, 2, 4, 8, 16, 32, 64, 128 and 1, 8, 16, 32).")
+    @Option(parsing: .singleValue, help: "--kernels, --tiled-shapes: a batch to time (repeatable; default 1, 2, 4, 8, 16, 32, 64, 128 and 1, 8, 16, 32).")
     var batch: [Int] = []
 
-    @Option(help: "--kernels: the 4-bit layers' group size; one that is no multiple of 64 (e.g. 32) times AutoGPTQ's layout on the 4-bit GEMV.")
+    @Option(parsing: .unconditional, help: "--kernels: the 4-bit layers' group size; one that is no multiple of 64 (e.g. 32) times AutoGPTQ's layout on the 4-bit GEMV.")
     var groupSize = 128
 
-    @Option(help: "Write the report to this file too.")
+    @Option(parsing: .unconditional, help: "Write the report to this file too.")
     var log: String?
 
     func validate() throws {

@@ -17,10 +17,10 @@ struct GenerateCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The model folder (config.json, safetensors, tokenizer.json).")
+    @Option(parsing: .unconditional, help: "The model folder (config.json, safetensors, tokenizer.json).")
     var model: String
 
-    @Option(help: "The prompt text.")
+    @Option(parsing: .unconditional, help: "The prompt text.")
     var prompt: String
 
     @Flag(help: "Send the prompt as a user message through the model's chat template.")
@@ -31,14 +31,20 @@ struct GenerateCommand: ParsableCommand {
     @OptionGroup var device: DeviceFlags
 
     func run() throws {
-        CPUThreads.set(sampling.threads ?? CPUThreads.count)
+        useThreads(sampling.threads)
         let loaded = try GenerationModel(folder: model, device: device.device)
         let options = try sampling.options(for: loaded)
         let ids = chat
             ? try loaded.chatPrompt([ChatMessage(role: "user", content: prompt)], template: ChatTemplate(config: loaded.tokenizerConfig))
             : loaded.tokenizer.encode(prompt, addSpecialTokens: true)
-        let capacity = min(loaded.model.architecture.maxPositions, ids.count + options.maxNewTokens)
-        let generator = Generator(session: try loaded.model.makeSession(capacity: max(capacity, ids.count)))
+        let positions = loaded.model.architecture.maxPositions
+        // Past max_position_embeddings the model was never trained: its output would be noise.
+        guard ids.count < positions else {
+            throw GPTQError.invalidArgument("the prompt has \(ids.count) tokens; the model reads at most \(positions) (its max positions), and needs room for one more")
+        }
+        // The cache holds the prompt and the new tokens, never past the model's positions
+        // (min before adding: --max-new-tokens may be as large as Int.max).
+        let generator = Generator(session: try loaded.model.makeSession(capacity: ids.count + min(options.maxNewTokens, positions - ids.count)))
         let result = try loaded.generate(generator, prompt: ids, options: options)
         writeToStandardOutput("\n")
         printToStandardError(result.statistics)

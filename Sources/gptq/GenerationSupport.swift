@@ -8,28 +8,28 @@ import GPTQKit
 
 /// The sampling flags `generate` and `chat` share; each overrides generation_config.json.
 struct SamplingFlags: ParsableArguments {
-    @Option(help: "Most tokens to generate (default: generation_config.json's max_new_tokens, else 256).")
+    @Option(parsing: .unconditional, help: "Most tokens to generate (default: generation_config.json's max_new_tokens, else 256).")
     var maxNewTokens: Int?
 
-    @Option(help: "Sampling temperature; 0 is greedy (default: generation_config.json's, greedy unless it sets do_sample).")
+    @Option(parsing: .unconditional, help: "Sampling temperature; 0 is greedy (default: generation_config.json's, greedy unless it sets do_sample).")
     var temperature: Float?
 
-    @Option(help: "Sample among the K most likely tokens; 0 disables (default: generation_config.json's, else 50).")
+    @Option(parsing: .unconditional, help: "Sample among the K most likely tokens; 0 disables (default: generation_config.json's, else 50).")
     var topK: Int?
 
-    @Option(help: "Sample among the most likely tokens whose probability adds up to P (default: generation_config.json's, else 1).")
+    @Option(parsing: .unconditional, help: "Sample among the most likely tokens whose probability adds up to P (default: generation_config.json's, else 1).")
     var topP: Float?
 
-    @Option(help: "Penalty on tokens already present (CTRL); 1 disables (default: generation_config.json's, else 1).")
+    @Option(parsing: .unconditional, help: "Penalty on tokens already present (CTRL); 1 disables (default: generation_config.json's, else 1).")
     var repetitionPenalty: Float?
 
-    @Option(help: "Random seed for sampling.")
+    @Option(parsing: .unconditional, help: "Random seed for sampling.")
     var seed: UInt64 = 0
 
     @Option(parsing: .upToNextOption, help: "Stop when the text contains any of these strings (not printed).")
     var stop: [String] = []
 
-    @Option(help: "CPU threads (default: all cores).")
+    @Option(parsing: .unconditional, help: "CPU threads (default: all cores).")
     var threads: Int?
 
     func validate() throws {

@@ -19,22 +19,22 @@ struct PerplexityCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The model folder.")
+    @Option(parsing: .unconditional, help: "The model folder.")
     var model: String
 
-    @Option(help: "The text file (e.g. wikitext-2 test, documents joined with blank lines).")
+    @Option(parsing: .unconditional, help: "The text file (e.g. wikitext-2 test, documents joined with blank lines).")
     var text: String
 
-    @Option(help: "Tokens per window.")
+    @Option(parsing: .unconditional, help: "Tokens per window.")
     var seqlen = 2048
 
-    @Option(help: "Use only the first N windows.")
+    @Option(parsing: .unconditional, help: "Use only the first N windows.")
     var windows: Int?
 
     @Flag(help: "Score the second half of each window only (llama.cpp's llama-perplexity).")
     var llamaCppProtocol = false
 
-    @Option(help: "CPU threads (default: all cores).")
+    @Option(parsing: .unconditional, help: "CPU threads (default: all cores).")
     var threads: Int?
 
     @OptionGroup var device: DeviceFlags
@@ -46,8 +46,12 @@ struct PerplexityCommand: ParsableCommand {
     }
 
     func run() throws {
-        CPUThreads.set(threads ?? CPUThreads.count)
+        useThreads(threads)
         let loaded = try DeviceModel(folder: model, device: device.device)
+        // Checked before the KV cache of seqlen positions is allocated.
+        guard seqlen <= loaded.architecture.maxPositions else {
+            throw ValidationError("--seqlen \(seqlen) is more than the model's \(loaded.architecture.maxPositions) positions")
+        }
         let tokenizer = try Tokenizer(folder: model)
         guard FileIO.exists(text) else { throw GPTQError.invalidFile(path: text, reason: "text file not found") }
         let clock = ContinuousClock()

@@ -17,33 +17,33 @@ struct QuantizeCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The float model folder.") var model: String
-    @Option(help: "The quantized folder to write (not inside --model).") var out: String
-    @Option(help: "Bits per weight: 2, 3, 4 or 8.") var bits = 4
-    @Option(help: "Input columns per group of scales and zeros; -1 for one group per row.") var groupSize = 128
+    @Option(parsing: .unconditional, help: "The float model folder.") var model: String
+    @Option(parsing: .unconditional, help: "The quantized folder to write (not inside --model).") var out: String
+    @Option(parsing: .unconditional, help: "Bits per weight: 2, 3, 4 or 8.") var bits = 4
+    @Option(parsing: .unconditional, help: "Input columns per group of scales and zeros; -1 for one group per row.") var groupSize = 128
     @Flag(help: "Act-order: quantize columns by decreasing Hessian diagonal.") var descAct = false
     @Flag(help: "Group parameters from the unquantized weight (with --desc-act, keeps groups contiguous).") var staticGroups = false
     @Flag(help: "Symmetric quantization (the default).") var sym = false
     @Flag(help: "Asymmetric quantization: a zero point per group and row.") var asym = false
-    @Option(help: "Damping added to the Hessian diagonal, as a fraction of its mean.") var damp = 0.01
-    @Option(help: "Checkpoint format: gptq (v1, zero − 1: every loader) or gptq_v2 (GPTQModel, transformers). Default: gptq if symmetric, gptq_v2 if asymmetric.")
+    @Option(parsing: .unconditional, help: "Damping added to the Hessian diagonal, as a fraction of its mean.") var damp = 0.01
+    @Option(parsing: .unconditional, help: "Checkpoint format: gptq (v1, zero − 1: every loader) or gptq_v2 (GPTQModel, transformers). Default: gptq if symmetric, gptq_v2 if asymmetric.")
     var format: String?
-    @Option(help: "Calibration file: text, JSONL with a \"text\" field, or token ids (.json, .safetensors, .bin).") var calib: String?
-    @Option(help: "Calibration format: text, jsonl or tokens (default: from the extension).") var calibFormat: String?
-    @Option(help: "Calibration samples: windows (random windows, GPTQ's protocol) or documents (each truncated to --seqlen).")
+    @Option(parsing: .unconditional, help: "Calibration file: text, JSONL with a \"text\" field, or token ids (.json, .safetensors, .bin).") var calib: String?
+    @Option(parsing: .unconditional, help: "Calibration format: text, jsonl or tokens (default: from the extension).") var calibFormat: String?
+    @Option(parsing: .unconditional, help: "Calibration samples: windows (random windows, GPTQ's protocol) or documents (each truncated to --seqlen).")
     var calibMode = "windows"
-    @Option(help: "Number of calibration samples.") var nsamples = 128
-    @Option(help: "Tokens per calibration sample.") var seqlen = 2048
-    @Option(help: "Seed of Python's random, as GPTQ's datautils use it.") var seed = 0
-    @Option(help: "gptq or rtn (round to nearest, no calibration).") var method = "gptq"
+    @Option(parsing: .unconditional, help: "Number of calibration samples.") var nsamples = 128
+    @Option(parsing: .unconditional, help: "Tokens per calibration sample.") var seqlen = 2048
+    @Option(parsing: .unconditional, help: "Seed of Python's random, as GPTQ's datautils use it.") var seed = 0
+    @Option(parsing: .unconditional, help: "gptq or rtn (round to nearest, no calibration).") var method = "gptq"
     @Flag(inversion: .prefixedNo, help: "Quantize a layer's linears in groups (q/k/v, o, up/gate, down), each seeing the previous ones quantized.")
     var trueSequential = true
-    @Option(help: "Shard model.safetensors past this size, e.g. 2GB or 500MB.") var maxShardSize: String?
-    @Option(help: "After saving, report the quantized model's perplexity on this text (GPTQ protocol, windows of 2048 tokens).")
+    @Option(parsing: .unconditional, help: "Shard model.safetensors past this size, e.g. 2GB or 500MB.") var maxShardSize: String?
+    @Option(parsing: .unconditional, help: "After saving, report the quantized model's perplexity on this text (GPTQ protocol, windows of 2048 tokens).")
     var evalText: String?
-    @Option(help: "Use only the first N windows of --eval-text.") var evalWindows: Int?
+    @Option(parsing: .unconditional, help: "Use only the first N windows of --eval-text.") var evalWindows: Int?
     @Flag(help: "Replace --out if it exists.") var overwrite = false
-    @Option(help: "Where GPTQ runs: cpu, or cuda (layer forwards in float16, Hessians and GPTQ on an NVIDIA GPU).")
+    @Option(parsing: .unconditional, help: "Where GPTQ runs: cpu, or cuda (layer forwards in float16, Hessians and GPTQ on an NVIDIA GPU).")
     var device = QuantizeJob.Device.cpu
 
     func job() throws -> QuantizeJob {

@@ -12,13 +12,13 @@ struct TokenizeCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The folder with tokenizer.json (and tokenizer_config.json).")
+    @Option(parsing: .unconditional, help: "The folder with tokenizer.json (and tokenizer_config.json).")
     var model: String
 
     @Argument(help: "Text to encode (or ids to decode, with --decode) given inline instead of --text.")
     var inline: String?
 
-    @Option(name: [.customLong("text"), .customLong("file")], help: "The file whose text to encode (or whose ids to decode).")
+    @Option(name: [.customLong("text"), .customLong("file")], parsing: .unconditional, help: "The file whose text to encode (or whose ids to decode).")
     var file: String?
 
     @Flag(help: "Add the special tokens the tokenizer adds around a sequence (e.g. BOS).")
@@ -43,6 +43,8 @@ struct TokenizeCommand: ParsableCommand {
         if decode {
             let ids = try input.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "," }).map { word -> Int32 in
                 guard let id = Int32(word) else { throw ValidationError("not a token id: '\(word)'") }
+                // decode() skips ids it does not know; asked for by hand, that would hide a typo.
+                guard tokenizer.token(for: id) != nil else { throw ValidationError("token id \(id) is not in the vocabulary") }
                 return id
             }
             print(tokenizer.decode(ids))

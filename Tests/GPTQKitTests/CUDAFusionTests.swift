@@ -1,5 +1,6 @@
 import Testing
 @testable import GPTQKit
+@testable import GPTQChecks
 
 /// The host side of CUDAModel's fused projections (q/k/v and gate/up as one linear),
 /// checked on the CPU: a fused layer computes exactly its parts, stacked along outputs.

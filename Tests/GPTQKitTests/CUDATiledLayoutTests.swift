@@ -1,5 +1,6 @@
 import Testing
 @testable import GPTQKit
+@testable import GPTQChecks
 
 /// The tiled 4-bit layout of the CUDA tensor-core kernel, checked on the CPU: an emulation
 /// of what the kernel does with it (each lane's words split into A registers of

@@ -59,3 +59,7 @@ void ck_gptq_gemv(const ck_gptq_weight *w, const float *x, const float *workspac
 /// Dequantizes channels [ch_begin, ch_end) × columns [col_begin, col_end) (multiples of 8,
 /// within out_stride) into dst[(c − ch_begin) · ld + (o − col_begin)] = scale · (q − zero).
 void ck_gptq_dequantize(const ck_gptq_weight *w, int ch_begin, int ch_end, int col_begin, int col_end, float *dst, size_t ld);
+
+// Swaps two paths atomically (Linux renameat2 with RENAME_EXCHANGE); -1 with errno set on failure.
+int ck_rename_exchange(const char *a, const char *b);
+

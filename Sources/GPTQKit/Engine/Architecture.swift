@@ -101,6 +101,14 @@ public struct Architecture: Sendable {
 
     /// The checks a config can fail that the families share, each naming its field.
     func validate(_ config: ModelConfig) throws {
+        // Far past any real model, so that sizes from a hostile config cannot overflow the
+        // arithmetic that follows (parameter counts, buffer sizes).
+        for (field, value, limit) in [("hidden_size", hidden, 1 << 20), ("num_hidden_layers", layers, 1 << 12), ("vocab_size", vocab, 1 << 24),
+                                      ("intermediate_size", mlp.inner, 1 << 22), ("num_attention_heads", attention.heads, 1 << 14),
+                                      ("head_dim", attention.headDim, 1 << 14), ("word_embed_proj_dim", stem.embeddingWidth, 1 << 20),
+                                      ("max_position_embeddings", stem.learnedPositions?.count ?? 0, 1 << 24)] where value > limit {
+            throw config.error(field, "\(value) is more than \(limit), beyond any model this engine runs")
+        }
         let a = attention
         guard a.heads > 0, a.kvHeads > 0, a.headDim > 0 else {
             throw config.error("num_attention_heads", "\(a.heads) heads of \(a.headDim) dimensions over \(a.kvHeads) key/value heads")

@@ -44,6 +44,9 @@ public enum Perplexity {
         }
         let count = windows ?? available
         let firstScored = scoring == .gptq ? 0 : seqlen / 2
+        guard seqlen - 1 - firstScored > 0 else {
+            throw GPTQError.invalidArgument("seqlen \(seqlen): the llama.cpp protocol scores the second half of a window, which needs at least 3 tokens")
+        }
         let vocab = session.vocabSize
         var losses: [Double] = []
         var total = 0.0, scored = 0
@@ -69,8 +72,12 @@ public enum Perplexity {
             scored += predictions
             progress?(w + 1, count, perplexity(losses: losses, total: total, scored: scored, scoring: scoring))
         }
-        return PerplexityResult(perplexity: perplexity(losses: losses, total: total, scored: scored, scoring: scoring),
-                                windowLosses: losses, scoredTokens: scored)
+        let result = perplexity(losses: losses, total: total, scored: scored, scoring: scoring)
+        guard result.isFinite else {
+            let window = losses.firstIndex { !$0.isFinite }.map { " (first in window \($0 + 1))" } ?? ""
+            throw GPTQError.nonFinite("perplexity came out \(result)\(window); the model's weights or config values are not finite (loading warns which)")
+        }
+        return PerplexityResult(perplexity: result, windowLosses: losses, scoredTokens: scored)
     }
 
     private static func perplexity(losses: [Double], total: Double, scored: Int, scoring: PerplexityProtocol) -> Double {

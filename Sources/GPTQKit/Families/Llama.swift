@@ -13,7 +13,7 @@ extension ModelFamily {
     public static let llama = llamaStyle(name: "llama", modelTypes: ["llama"])
 
     /// AutoGPTQ's inside_layer_modules of the llama layer (the GPU benchmark quantizes its random layers in this order too).
-    static let llamaQuantizationGroups = [["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"], ["self_attn.o_proj"],
+    package static let llamaQuantizationGroups = [["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"], ["self_attn.o_proj"],
                                           ["mlp.up_proj", "mlp.gate_proj"], ["mlp.down_proj"]]
 
     /// The llama decoder layer: RMSNorm, grouped-query attention with rotary halves over the

@@ -31,7 +31,8 @@ public struct GenerationOptions: Sendable {
     /// and the id of tokenizer_config.json's eos_token (chat models often end turns with a
     /// token that only one of them lists).
     public static func endOfSequenceIds(generation: GenerationConfig, model: ModelConfig, eosToken: Int32?) -> Set<Int32> {
-        Set((generation.eosTokenIds + model.eosTokenIds).map { Int32($0) } + (eosToken.map { [$0] } ?? []))
+        // An id past Int32 can never be sampled, so it can never end generation either.
+        Set((generation.eosTokenIds + model.eosTokenIds).compactMap { Int32(exactly: $0) } + (eosToken.map { [$0] } ?? []))
     }
 }
 
@@ -106,9 +107,18 @@ public final class Generator {
         // uniform number the sampler would have drawn.
         let noPenalty = options.sampling.repetitionPenalty == 1
         func run(_ tokens: [Int32]) throws -> Int32 {
-            if noPenalty && options.sampling.isGreedy { return try session.forwardGreedy(tokens) }
-            if noPenalty { return try session.forwardSample(tokens, parameters: options.sampling, uniform: sampler.nextUniform()) }
-            return sampler.next(logits: try session.forward(tokens, allLogits: false), history: history)
+            let next: Int32
+            if noPenalty && options.sampling.isGreedy {
+                next = try session.forwardGreedy(tokens)
+            } else if noPenalty {
+                next = try session.forwardSample(tokens, parameters: options.sampling, uniform: sampler.nextUniform())
+            } else {
+                next = sampler.next(logits: try session.forward(tokens, allLogits: false), history: history)
+            }
+            guard next != Sampler.noToken else {
+                throw GPTQError.nonFinite("every logit at position \(session.position) is NaN; the model's weights or config values are not finite (loading warns which)")
+            }
+            return next
         }
         let start = clock.now
         var token = try run(Array(prompt[reused...]))

@@ -59,9 +59,11 @@ public struct Sampler: Sendable {
     /// The uniform number in [0, 1) the next sampled token is drawn with (what `next` uses).
     public mutating func nextUniform() -> Float { Float(random.nextUnit()) }
 
-    /// The token at `uniform` of the kept probability mass (or the argmax when greedy).
+    /// The token at `uniform` of the kept probability mass (or the argmax when greedy);
+    /// `Sampler.noToken` when every logit is NaN. NaN logits are never drawn.
     public func draw(logits: [Float], history: [Int32], uniform: Float) -> Int32 {
-        var scores = logits
+        var scores = logits.map { $0.isNaN ? -Float.infinity : $0 }
+        guard scores.contains(where: { $0 > -.infinity }) else { return Self.noToken }
         applyRepetitionPenalty(&scores, history: history)
         if parameters.isGreedy { return Self.argmax(scores) }
         let (kept, weights) = candidates(penalizedLogits: scores)
@@ -141,9 +143,14 @@ public struct Sampler: Sendable {
         { weights[Int($0)] > weights[Int($1)] || (weights[Int($0)] == weights[Int($1)] && $0 < $1) }
     }
 
+    /// What `draw` and `argmax` return when no logit is a number: a model whose weights
+    /// or config hold NaN or infinity computes nothing else, and the caller must say so.
+    public static let noToken: Int32 = -1
+
+    /// The index of the largest score, NaN scores skipped; `noToken` when all are NaN.
     static func argmax(_ scores: [Float]) -> Int32 {
-        var best = 0
-        for i in scores.indices where scores[i] > scores[best] { best = i }
+        var best = -1
+        for i in scores.indices where !scores[i].isNaN && (best < 0 || scores[i] > scores[best]) { best = i }
         return Int32(best)
     }
 

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CKernels
 import FoundationEssentials
 
 /// Small POSIX file helpers: whole-file reads, atomic writes, memory maps.
@@ -22,18 +23,33 @@ public enum FileIO {
 
     static func errnoMessage() -> String { String(cString: strerror(errno)) }
 
-    public static func readAll(path: String) throws -> [UInt8] {
+    /// The most `readAll` reads: far more than any text, JSON or token file we read whole,
+    /// and a stop for endless streams such as /dev/zero.
+    public static let readLimit = 1 << 30
+
+    /// The whole content of a file, read until end of file: pipes, /dev/stdin and files
+    /// under /proc report no size up front, so the size only sizes the first read.
+    public static func readAll(path: String, limit: Int = readLimit) throws -> [UInt8] {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw GPTQError.invalidFile(path: path, reason: "cannot open: \(errnoMessage())") }
         defer { close(fd) }
-        let size = try fileSize(path)
-        var bytes = [UInt8](repeating: 0, count: size)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw GPTQError.invalidFile(path: path, reason: errnoMessage()) }
+        guard (st.st_mode & S_IFMT) != S_IFDIR else { throw GPTQError.invalidFile(path: path, reason: "is a folder, expected a file") }
+        let tooLarge = GPTQError.invalidFile(path: path, reason: "more than \(limit) bytes to read whole (an endless stream?)")
+        guard Int(st.st_size) <= limit else { throw tooLarge }
+        var bytes = [UInt8](repeating: 0, count: max(Int(st.st_size), 0) + 1)
         var done = 0
-        while done < size {
-            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, size - done) }
+        while true {
+            guard done <= limit else { throw tooLarge }
+            if done == bytes.count { bytes += [UInt8](repeating: 0, count: min(bytes.count, limit + 1 - done)) }
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n == 0 { break }
+            if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw GPTQError.invalidFile(path: path, reason: "read failed: \(errnoMessage())") }
             done += n
         }
+        bytes.removeLast(bytes.count - done)
         return bytes
     }
 
@@ -117,6 +133,41 @@ public enum FileIO {
         }
     }
 
+    /// Swaps the two paths in one step (renameat2's RENAME_EXCHANGE), so that a reader of
+    /// either path sees the old or the new folder, never neither.
+    public static func exchange(_ a: String, _ b: String) throws {
+        guard ck_rename_exchange(a, b) == 0 else {
+            throw GPTQError.invalidFile(path: b, reason: "cannot exchange it with \(a): \(errnoMessage())")
+        }
+    }
+
+    /// Removes the `<path>.tmp-<pid>` and `<path>.old-<pid>` leftovers of interrupted runs
+    /// whose process is gone, and returns them so that the caller can name them.
+    @discardableResult
+    public static func removeStaleTemporaries(of path: String) throws -> [String] {
+        let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        let parts = trimmed.split(separator: "/", omittingEmptySubsequences: false)
+        let name = String(parts.last ?? "")
+        let parent = parts.count > 1 ? parts.dropLast().joined(separator: "/") : "."
+        guard !name.isEmpty, isDirectory(parent.isEmpty ? "/" : parent) else { return [] }
+        var removed: [String] = []
+        for entry in try listDirectory(parent.isEmpty ? "/" : parent) {
+            guard let pid = staleTemporaryOwner(entry, of: name), pid != getpid(), kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            let stale = join(parent.isEmpty ? "/" : parent, entry)
+            try removeTree(stale)
+            removed.append(stale)
+        }
+        return removed
+    }
+
+    /// The process id in `<name>.tmp-<pid>` or `<name>.old-<pid>`, nil for any other entry.
+    static func staleTemporaryOwner(_ entry: String, of name: String) -> pid_t? {
+        for marker in [".tmp-", ".old-"] where entry.hasPrefix(name + marker) {
+            if let pid = pid_t(entry.dropFirst(name.count + marker.count)), pid > 0 { return pid }
+        }
+        return nil
+    }
+
     /// The absolute path with symbolic links and `.`/`..` resolved; for a path that does
     /// not exist yet, its deepest existing ancestor is resolved and the rest appended.
     public static func canonicalPath(_ path: String) -> String {
@@ -163,7 +214,13 @@ public final class MappedFile: @unchecked Sendable {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw GPTQError.invalidFile(path: path, reason: "cannot open: \(FileIO.errnoMessage())") }
         defer { close(fd) }
-        count = try FileIO.fileSize(path)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw GPTQError.invalidFile(path: path, reason: FileIO.errnoMessage()) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            let kind = (st.st_mode & S_IFMT) == S_IFDIR ? "a folder" : "not a regular file"
+            throw GPTQError.invalidFile(path: path, reason: "is \(kind), expected a file")
+        }
+        count = Int(st.st_size)
         if count == 0 {
             base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
             return

@@ -203,19 +203,15 @@ public final class GGUFFile: @unchecked Sendable {
             guard info.dimensions[0] % blockElements == 0 else {
                 throw GPTQError.badTensor(name: info.name, path: path, reason: "row length \(info.dimensions[0]) is not a multiple of the \(type.name) block size \(blockElements)")
             }
-            var elements = 1
-            for d in info.dimensions {
-                let (product, overflow) = elements.multipliedReportingOverflow(by: d)
-                guard !overflow else {
-                    throw GPTQError.badTensor(name: info.name, path: path, reason: "dimensions \(info.dimensions) are too large")
-                }
-                elements = product
+            // Rows of whole blocks: the bytes are (rows × blocks per row × block bytes), checked.
+            let rowBytes = [info.dimensions[0] / blockElements * blockBytes] + info.dimensions.dropFirst()
+            guard let byteCount = SafetensorsFile.byteCount(shape: rowBytes, elementBytes: 1) else {
+                throw GPTQError.badTensor(name: info.name, path: path, reason: "dimensions \(info.dimensions) of \(type.name) hold more bytes than any file can")
             }
-            let byteCount = elements / blockElements * blockBytes
             guard info.offset % UInt64(alignment) == 0 else {
                 throw GPTQError.badTensor(name: info.name, path: path, reason: "data offset \(info.offset) is not a multiple of the alignment \(alignment)")
             }
-            guard info.offset <= UInt64(dataSize), Int(info.offset) + byteCount <= dataSize else {
+            guard info.offset <= UInt64(dataSize), byteCount <= dataSize - Int(info.offset) else {
                 throw GPTQError.badTensor(name: info.name, path: path, reason: "its \(byteCount) bytes at data offset \(info.offset) lie outside the \(dataSize)-byte data section (truncated file?)")
             }
             tensors.append(GGUFTensorInfo(name: info.name, dimensions: info.dimensions, type: type, offset: Int(info.offset), byteCount: byteCount))

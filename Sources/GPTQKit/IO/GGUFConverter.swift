@@ -14,6 +14,8 @@ public enum GGUFConverter {
         public let tensorCount: Int
         public let vocabSize: Int
         public let tiedEmbeddings: Bool
+        /// Leftover folders of interrupted conversions to the same output, removed first.
+        public let removedStaleFolders: [String]
     }
 
     /// Output dtypes and the names config.json gives them.
@@ -28,6 +30,7 @@ public enum GGUFConverter {
             throw GPTQError.invalidArgument("output dtype \(dtype.rawValue) is not supported; use one of \(outputDTypes.map(\.name).joined(separator: ", "))")
         }
         try checkAvailable(outputFolder)
+        let removedStaleFolders = try FileIO.removeStaleTemporaries(of: outputFolder)
         let gguf = try GGUFFile(path: ggufPath)
         let fields = GGUFFields(gguf)
         let architecture = try fields.string("general.architecture")
@@ -69,6 +72,7 @@ public enum GGUFConverter {
             try FileIO.writeAtomically(path: FileIO.join(staging, "generation_config.json"), text: generationConfig.serialized())
             try FileIO.writeAtomically(path: FileIO.join(staging, "tokenizer.json"), text: tokenizer.tokenizerJSON().serialized(indent: 0))
             try FileIO.writeAtomically(path: FileIO.join(staging, "tokenizer_config.json"), text: tokenizerConfig.serialized())
+            try checkLoads(staging, ggufPath: ggufPath)
             try checkAvailable(outputFolder)
             if FileIO.isDirectory(outputFolder) { try FileIO.removeTree(outputFolder) }
             try FileIO.move(staging, to: outputFolder)
@@ -76,7 +80,7 @@ public enum GGUFConverter {
             try? FileIO.removeTree(staging)
             throw error
         }
-        return Summary(tensorCount: tensors.count, vocabSize: tokenizer.vocabSize, tiedEmbeddings: tied)
+        return Summary(tensorCount: tensors.count, vocabSize: tokenizer.vocabSize, tiedEmbeddings: tied, removedStaleFolders: removedStaleFolders)
     }
 
     /// The Hugging Face name of a GGUF tensor, and its llama.cpp kind (attn_q, ffn_up, ...).
@@ -122,6 +126,9 @@ public enum GGUFConverter {
     static func makeConfig(_ fields: GGUFFields, headCount: Int, kvHeadCount: Int, vocabSize: Int, tied: Bool,
                            dtypeName: String) throws -> JSON {
         let hidden = try fields.int("llama.embedding_length")
+        guard headCount > 0 else {
+            throw GPTQError.badConfig(field: "llama.attention.head_count", path: fields.path, reason: "must be positive, got 0")
+        }
         func number(_ v: Int) -> JSON { .number(Double(v)) }
         return .object([
             ("architectures", .array([.string("LlamaForCausalLM")])), ("model_type", .string("llama")),
@@ -138,6 +145,18 @@ public enum GGUFConverter {
             ("pad_token_id", number(try fields.int("tokenizer.ggml.padding_token_id", default: 2))),
             ("torch_dtype", .string(dtypeName)), ("initializer_range", .number(0.02)), ("use_cache", .bool(true)),
         ])
+    }
+
+    /// Loads the written folder as `generate` would: a GGUF file whose metadata disagrees
+    /// with its tensors (layers missing, a vocabulary of another size) fails here, naming the
+    /// GGUF file, instead of leaving a folder that nothing can load.
+    private static func checkLoads(_ folder: String, ggufPath: String) throws {
+        do {
+            _ = try LanguageModel.load(folder: folder)
+            _ = try Tokenizer(folder: folder)
+        } catch {
+            throw GPTQError.invalidFile(path: ggufPath, reason: "converts into a folder that does not load: \(error)")
+        }
     }
 
     /// The output folder must not hold anything yet: a conversion never overwrites.

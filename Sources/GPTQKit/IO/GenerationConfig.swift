@@ -97,15 +97,21 @@ struct ConfigFields {
         return s
     }
 
-    func tokenId(_ name: String) throws -> Int? { try nonNegativeInt(name) }
+    /// Token ids are Int32 everywhere downstream (the tokenizer, the sampler), as in the HF libraries.
+    func tokenId(_ name: String) throws -> Int? {
+        guard let id = try nonNegativeInt(name) else { return nil }
+        guard id <= Int(Int32.max) else { throw fail(name, "token id \(id) is beyond the largest token id \(Int32.max)") }
+        return id
+    }
 
     /// An id or a list of ids.
     func tokenIds(_ name: String) throws -> [Int] {
         guard let v = value(name) else { return [] }
-        if let single = v.int, single >= 0 { return [single] }
-        guard let list = v.array else { throw fail(name, "expected a token id or a list of token ids") }
+        let list = v.int != nil ? [v] : v.array
+        guard let list else { throw fail(name, "expected a token id or a list of token ids") }
         return try list.map { item in
             guard let id = item.int, id >= 0 else { throw fail(name, "expected a list of non-negative token ids") }
+            guard id <= Int(Int32.max) else { throw fail(name, "token id \(id) is beyond the largest token id \(Int32.max)") }
             return id
         }
     }

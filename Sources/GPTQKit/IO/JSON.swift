@@ -25,9 +25,11 @@ public enum JSON: Equatable, Sendable {
 
     // MARK: access
 
+    /// The value of `key`; where a key appears twice the last one counts, as Python's json
+    /// (and so transformers) reads it.
     public subscript(key: String) -> JSON? {
         guard case let .object(pairs) = self else { return nil }
-        return pairs.first(where: { $0.0 == key })?.1
+        return pairs.last(where: { $0.0 == key })?.1
     }
 
     public subscript(index: Int) -> JSON? {
@@ -48,10 +50,16 @@ public enum JSON: Equatable, Sendable {
     }
     public var keys: [String] { object?.map(\.0) ?? [] }
 
+    /// The first key that appears more than once in this object, if any.
+    public var duplicateKey: String? {
+        var seen = Set<String>()
+        return object?.first { !seen.insert($0.0).inserted }?.0
+    }
+
     /// Returns a copy with `key` set (replaced in place, or appended).
     public func setting(_ key: String, _ value: JSON) -> JSON {
         guard case var .object(pairs) = self else { return self }
-        if let i = pairs.firstIndex(where: { $0.0 == key }) { pairs[i].1 = value } else { pairs.append((key, value)) }
+        if let i = pairs.lastIndex(where: { $0.0 == key }) { pairs[i].1 = value } else { pairs.append((key, value)) }
         return .object(pairs)
     }
 
@@ -75,6 +83,9 @@ public enum JSON: Equatable, Sendable {
     /// Reads and parses a JSON file; errors name the file and the byte offset.
     public static func read(path: String) throws -> JSON {
         var bytes = try FileIO.readAll(path: path)
+        // Editors on Windows start UTF-8 files with a byte-order mark; Python's json refuses
+        // it with a message nobody can act on, transformers' readers (utf-8-sig) skip it.
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
         do throws(JSONParseError) { return try parse(bytes: &bytes) } catch {
             throw GPTQError.invalidFile(path: path, reason: "invalid JSON: \(error.message)")
         }
@@ -121,6 +132,9 @@ public enum JSON: Equatable, Sendable {
     }
 
     static func format(number d: Double) -> String {
+        // Python's json writes (and reads) these words; Swift's "nan" and "inf" are no JSON at all.
+        if d.isNaN { return "NaN" }
+        if d.isInfinite { return d < 0 ? "-Infinity" : "Infinity" }
         if d.rounded() == d && abs(d) < 1e15 { return String(Int64(d)) }
         return "\(d)"
     }

@@ -69,14 +69,15 @@ public final class SafetensorsFile: @unchecked Sendable {
             guard begin >= 0, begin <= end, end <= dataSize else {
                 throw GPTQError.badTensor(name: name, path: path, reason: "data_offsets [\(begin), \(end)] fall outside the \(dataSize)-byte data section (truncated file?)")
             }
-            var elements = 1
-            for d in shape {
-                let (product, overflow) = elements.multipliedReportingOverflow(by: d)
-                guard !overflow else { throw GPTQError.badTensor(name: name, path: path, reason: "shape \(shape) overflows") }
-                elements = product
+            guard let byteCount = Self.byteCount(shape: shape, elementBytes: dtype.byteSize) else {
+                throw GPTQError.badTensor(name: name, path: path, reason: "shape \(shape) of \(dtypeName) holds more bytes than any file can")
             }
-            guard end - begin == elements * dtype.byteSize else {
-                throw GPTQError.badTensor(name: name, path: path, reason: "holds \(end - begin) bytes but shape \(shape) of \(dtypeName) needs \(elements * dtype.byteSize)")
+            guard end - begin == byteCount else {
+                throw GPTQError.badTensor(name: name, path: path, reason: "holds \(end - begin) bytes but shape \(shape) of \(dtypeName) needs \(byteCount)")
+            }
+            // The HF loader refuses a header that names a tensor twice; taking either copy would be a guess.
+            guard entries[name] == nil else {
+                throw GPTQError.badTensor(name: name, path: path, reason: "appears twice in the header")
             }
             entries[name] = SafetensorsEntry(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
         }
@@ -87,6 +88,17 @@ public final class SafetensorsFile: @unchecked Sendable {
         self.entries = entries
         self.names = ordered.map(\.name)
         self.metadata = metadata
+    }
+
+    /// The bytes of `shape` elements of `elementBytes` each; nil where the product overflows.
+    static func byteCount(shape: [Int], elementBytes: Int) -> Int? {
+        var bytes = elementBytes
+        for d in shape {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: d)
+            if overflow { return nil }
+            bytes = product
+        }
+        return bytes
     }
 
     public func contains(_ name: String) -> Bool { entries[name] != nil }
@@ -124,6 +136,9 @@ public final class Checkpoint: @unchecked Sendable {
             let index = try JSON.read(path: indexPath)
             guard let map = index["weight_map"]?.object else {
                 throw GPTQError.badConfig(field: "weight_map", path: indexPath, reason: "missing or not an object")
+            }
+            if let twice = index["weight_map"]?.duplicateKey {
+                throw GPTQError.badConfig(field: "weight_map.\(twice)", path: indexPath, reason: "the tensor is listed twice")
             }
             var opened: [String: SafetensorsFile] = [:]
             for (tensor, fileValue) in map {
@@ -203,6 +218,18 @@ public final class Checkpoint: @unchecked Sendable {
     public func tensor(_ name: String) throws -> Tensor {
         guard let file = location[name] else { throw GPTQError.missingTensor(name: name, path: folder) }
         return try file.tensor(name)
+    }
+
+    /// One line per tensor holding NaN or infinite values, naming it, its file and how many:
+    /// such a model computes NaN, and its outputs say nothing about where it came from.
+    public func nonFiniteWeightWarnings() throws -> [String] {
+        var warnings: [String] = []
+        for name in tensorNames {
+            let (count, first) = try tensor(name).nonFiniteElements()
+            guard let first else { continue }
+            warnings.append("\(location[name]!.path): tensor '\(name)' has \(count) NaN or infinite values (the first at element \(first))")
+        }
+        return warnings
     }
 
     /// The tensor, checked to have `shape`.

@@ -46,16 +46,30 @@ public struct CalibrationCorpus: Sendable {
     public static func load(path: String, format: CalibrationFormat,
                             tokenize: (String) throws -> [Int32]) throws -> CalibrationCorpus {
         guard FileIO.exists(path) else { throw GPTQError.invalidFile(path: path, reason: "calibration file not found") }
-        guard try FileIO.fileSize(path) > 0 else { throw GPTQError.invalidFile(path: path, reason: "calibration file is empty") }
         let documents: [[Int32]]
         switch format {
-        case .text: documents = [try tokenize(try FileIO.readText(path: path))]
+        case .text:
+            // Read whole first: a pipe or /dev/stdin has no size to check beforehand.
+            let text = try FileIO.readText(path: path)
+            guard !text.isEmpty else { throw GPTQError.invalidFile(path: path, reason: "calibration file is empty") }
+            documents = [try tokenize(text)]
         case .jsonl: documents = try readJSONL(path: path).map(tokenize)
         case .tokens: documents = try readTokens(path: path)
         }
         let corpus = CalibrationCorpus(path: path, documents: documents.filter { !$0.isEmpty })
         guard corpus.tokenCount > 0 else { throw GPTQError.invalidFile(path: path, reason: "calibration file holds no tokens") }
         return corpus
+    }
+
+    /// Throws, naming the file and the position, unless every id is below `vocabularySize`:
+    /// an id past the embedding table would read memory that is not the model's.
+    public func checkIds(below vocabularySize: Int) throws {
+        for (d, document) in documents.enumerated() {
+            if let i = document.firstIndex(where: { Int($0) >= vocabularySize }) {
+                let place = documents.count == 1 ? "position \(i)" : "document \(d), position \(i)"
+                throw GPTQError.invalidFile(path: path, reason: "token id \(document[i]) at \(place) is outside the model's vocabulary of \(vocabularySize)")
+            }
+        }
     }
 
     /// The samples `mode` selects.
@@ -147,6 +161,9 @@ public struct CalibrationCorpus: Sendable {
         let tensor = try file.tensor(name)
         guard tensor.dtype == .i32 || tensor.dtype == .i64, tensor.rank == 1 || tensor.rank == 2 else {
             throw GPTQError.badTensor(name: name, path: path, reason: "expected a 1-D or 2-D int32/int64 tensor, got \(tensor.dtype.rawValue) \(tensor.shape)")
+        }
+        if tensor.dtype == .i64, let i = (0..<tensor.count).first(where: { Int32(exactly: tensor.pointer(as: Int64.self)[$0]) == nil }) {
+            throw GPTQError.badTensor(name: name, path: path, reason: "token id \(tensor.pointer(as: Int64.self)[i]) at position \(i) is beyond the largest token id \(Int32.max)")
         }
         let ids = tensor.ints()
         try checkNonNegative(ids, path: path, what: "tensor '\(name)'")

@@ -69,21 +69,16 @@ public enum CheckpointWriter {
         return config.setting("quantization_config", quantizationConfig)
     }
 
-    /// Renames the finished `temp` folder to `out`; an existing `out` is first moved aside,
-    /// and put back if the final rename fails.
+    /// Renames the finished `temp` folder to `out`. An existing `out` is swapped with `temp` in
+    /// one atomic exchange, so that `out` is always either the old folder or the new one; the
+    /// old one, now at `temp`, is removed after.
     static func publish(_ temp: String, as out: String) throws {
-        guard FileIO.exists(out) else {
-            do { try FileIO.move(temp, to: out) } catch { try? FileIO.removeTree(temp); throw error }
-            return
-        }
-        let aside = out + ".old-\(getpid())"
-        try FileIO.removeTree(aside)
-        try FileIO.move(out, to: aside)
-        do { try FileIO.move(temp, to: out) } catch {
-            try? FileIO.move(aside, to: out)
+        do {
+            if FileIO.exists(out) { try FileIO.exchange(temp, out) } else { try FileIO.move(temp, to: out) }
+        } catch {
             try? FileIO.removeTree(temp)
             throw error
         }
-        try FileIO.removeTree(aside)
+        try FileIO.removeTree(temp)
     }
 }

@@ -214,7 +214,7 @@ public enum GPTQ {
 
     /// The upper Cholesky factor of (H + damp·I)⁻¹, raising the damping `dampGrowth`-fold
     /// (at most `dampRetries` times) while the factorisation fails; the warnings say so.
-    static func dampedInverseFactor(_ h: [Double], columns: Int, dampPercent: Double) throws
+    package static func dampedInverseFactor(_ h: [Double], columns: Int, dampPercent: Double) throws
         -> (factor: [Float], dampPercent: Double, warnings: [String]) {
         try withDampingRetries(dampPercent: dampPercent) { inverseCholeskyUpper(h, columns: columns, dampPercent: $0) }
     }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A whole quantization run as `gptq quantize` performs it: checks every argument before
 /// the long work starts, loads the model and the calibration samples, quantizes layer by
 /// layer and saves the folder atomically.
@@ -31,6 +37,9 @@ public struct QuantizeJob: Sendable {
     public func run(log: @escaping (String) -> Void = { _ in }) throws -> QuantizedModel {
         try config.validate()
         try CheckpointWriter.checkDestination(out, source: model, overwrite: overwrite)
+        for stale in try FileIO.removeStaleTemporaries(of: out) {
+            log("removed \(stale), left by an interrupted run")
+        }
         typealias Quantize = (LanguageModel, [[Int32]], @escaping (QuantizationProgress) -> Void) throws -> QuantizedModel
         let quantize: Quantize
         // Round to nearest has no forwards or Hessians: nothing for a GPU to do.
@@ -44,6 +53,7 @@ public struct QuantizeJob: Sendable {
             quantize = { try GPTQPipeline.quantize($0, config: config, calibration: $1, method: method, progress: $2) }
         }
         let languageModel = try LanguageModel.load(folder: model)
+        for warning in try languageModel.checkpoint.nonFiniteWeightWarnings() { log("warning: \(warning)") }
         try GPTQPipeline.validate(languageModel, config: config, method: method)
         var samples: [[Int32]] = []
         if method == .gptq {
@@ -55,6 +65,8 @@ public struct QuantizeJob: Sendable {
                 if tokenizer == nil { tokenizer = try Tokenizer(folder: model) }
                 return tokenizer!.encode(text)
             }
+            try corpus.checkIds(below: languageModel.config.vocabSize)
+            try Self.checkCalibrationSize(calibrationMode, hiddenSize: languageModel.hiddenSize)
             samples = try corpus.samples(calibrationMode)
             log("calibration: \(samples.count) samples, \(samples.reduce(0) { $0 + $1.count }) tokens from \(calibration) (\(corpus.tokenCount) tokens)")
         }
@@ -66,6 +78,22 @@ public struct QuantizeJob: Sendable {
         return quantized
     }
 
+    /// Refuses sample counts and lengths whose layer inputs (kept in float32 between layers)
+    /// would not fit in this machine's memory, before any of it is allocated.
+    static func checkCalibrationSize(_ mode: CalibrationMode, hiddenSize: Int) throws {
+        let (count, length): (Int, Int)
+        switch mode {
+        case let .randomWindows(c, l, _): (count, length) = (c, l)
+        case let .documents(c, l): (count, length) = (c, l)
+        }
+        let memory = sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))
+        let (tokens, tokensOverflow) = count.multipliedReportingOverflow(by: length)
+        let (bytes, bytesOverflow) = tokens.multipliedReportingOverflow(by: hiddenSize * MemoryLayout<Float>.size)
+        guard !tokensOverflow, !bytesOverflow, bytes <= memory else {
+            throw GPTQError.invalidArgument("\(count) calibration samples of \(length) tokens need \(tokensOverflow || bytesOverflow ? "more than \(Int.max)" : String(bytes)) bytes of layer inputs; this machine has \(memory) (lower --nsamples or --seqlen)")
+        }
+    }
+
     /// Parses a size such as `2GB`, `500MB`, `1.5GiB` or `1000000` (bytes). KB/MB/GB are
     /// powers of 1000 as in transformers' max_shard_size; KiB/MiB/GiB powers of 1024.
     public static func parseByteSize(_ text: String) throws -> Int {
@@ -75,6 +103,10 @@ public struct QuantizeJob: Sendable {
         let (number, factor) = units.first { upper.hasSuffix($0.0) }.map { (String(upper.dropLast($0.0.count)), $0.1) } ?? (upper, 1)
         guard let value = Double(number), value > 0, (value * factor).isFinite, value * factor >= 1 else {
             throw GPTQError.invalidArgument("size '\(text)' is not a positive number of bytes with an optional unit (KB, MB, GB, KiB, MiB, GiB)")
+        }
+        // Past a petabyte no shard limit means anything, and Int(value) would trap past 2^63.
+        guard value * factor <= 1e15 else {
+            throw GPTQError.invalidArgument("size '\(text)' is larger than 1 PB; leave the option out for no limit")
         }
         return Int(value * factor)
     }

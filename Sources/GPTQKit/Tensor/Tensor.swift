@@ -108,6 +108,28 @@ public struct Tensor: @unchecked Sendable {
         }
     }
 
+    /// How many elements are NaN or infinite, and the index of the first; (0, nil) for
+    /// integer tensors. Reads the exponent bits, so it costs one pass over the bytes.
+    public func nonFiniteElements() -> (count: Int, first: Int?) {
+        func scan<T: FixedWidthInteger>(_: T.Type, exponent: T) -> (count: Int, first: Int?) {
+            let bits = UnsafeBufferPointer(start: pointer(as: T.self), count: count)
+            var found = 0
+            var first: Int?
+            for (i, b) in bits.enumerated() where b & exponent == exponent {
+                found += 1
+                if first == nil { first = i }
+            }
+            return (found, first)
+        }
+        switch dtype {
+        case .f64: return scan(UInt64.self, exponent: 0x7FF0_0000_0000_0000)
+        case .f32: return scan(UInt32.self, exponent: 0x7F80_0000)
+        case .f16: return scan(UInt16.self, exponent: 0x7C00)
+        case .bf16: return scan(UInt16.self, exponent: 0x7F80)
+        case .i64, .i32, .i16, .i8, .u8, .bool: return (0, nil)
+        }
+    }
+
     /// All elements as Int32 (for i32/i64/i16/i8/u8 tensors).
     public func ints() -> [Int32] {
         (0..<count).map { i -> Int32 in

@@ -20,6 +20,9 @@ final class BPEModel: Sendable {
         var id: Int32
     }
 
+    /// How far past twice the vocabulary's size an id may lie (room for reserved gaps).
+    static let idGapAllowance = 65_536
+
     /// Words longer than this skip the cache (HF likewise caches only short words).
     static let longestCachedWord = 256
 
@@ -38,6 +41,11 @@ final class BPEModel: Sendable {
             }
             vocab[token] = Int32(id)
             maxId = max(maxId, id)
+        }
+        // `tokens` is indexed by id: a few stray huge ids must not size it (2^31 ids are 34 GB).
+        guard maxId < 2 * vocabPairs.count + Self.idGapAllowance else {
+            throw GPTQError.badConfig(field: "model.vocab", path: path,
+                                      reason: "id \(maxId) is far past the \(vocabPairs.count) entries of the vocabulary; ids must be nearly contiguous")
         }
         var tokens = [String?](repeating: nil, count: maxId + 1)
         var scalarIds: [Unicode.Scalar: Int32] = [:]

@@ -19,10 +19,10 @@ struct PostProcessor: Sendable {
             return try template(json, path: path, field: field)
         case "BertProcessing", "RobertaProcessing":
             // {"cls": ["[CLS]", 101], "sep": ["[SEP]", 102]}: [CLS] A [SEP]
-            guard let cls = json["cls"]?[1]?.int, let sep = json["sep"]?[1]?.int else {
+            guard let cls = json["cls"]?[1]?.tokenId, let sep = json["sep"]?[1]?.tokenId else {
                 throw GPTQError.badConfig(field: field + ".cls/sep", path: path, reason: "expected [token, id] pairs")
             }
-            return PostProcessor(prefix: [Int32(cls)], suffix: [Int32(sep)])
+            return PostProcessor(prefix: [cls], suffix: [sep])
         case "Sequence":
             guard let items = json["processors"]?.array else {
                 throw GPTQError.badConfig(field: field + ".processors", path: path, reason: "missing array")
@@ -49,11 +49,14 @@ struct PostProcessor: Sendable {
             if piece["Sequence"] != nil {
                 seenSequence = true
             } else if let name = piece["SpecialToken"]?["id"]?.string {
-                guard let ids = json["special_tokens"]?[name]?["ids"]?.array?.compactMap(\.int) else {
+                guard let items = json["special_tokens"]?[name]?["ids"]?.array else {
                     throw GPTQError.badConfig(field: "\(field).special_tokens", path: path, reason: "no ids for '\(name)'")
                 }
-                let converted = ids.map { Int32($0) }
-                if seenSequence { result.suffix += converted } else { result.prefix += converted }
+                let ids = items.compactMap(\.tokenId)
+                guard ids.count == items.count else {
+                    throw GPTQError.badConfig(field: "\(field).special_tokens.\(name).ids", path: path, reason: "expected token ids (0 to \(Int32.max))")
+                }
+                if seenSequence { result.suffix += ids } else { result.prefix += ids }
             } else {
                 throw GPTQError.badConfig(field: "\(field).single[\(i)]", path: path, reason: "expected Sequence or SpecialToken")
             }

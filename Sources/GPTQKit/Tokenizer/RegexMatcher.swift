@@ -25,6 +25,9 @@ struct RegexMatcher: @unchecked Sendable {  // Regex holds immutable compiled st
             return
         }
         known = nil
+        if let hazard = Self.backtrackingHazard(in: pattern) {
+            throw GPTQError.badConfig(field: field, path: path, reason: "regular expression \(pattern): \(hazard) can backtrack for exponential time; not supported")
+        }
         do {
             regex = try Regex(pattern).matchingSemantics(.unicodeScalar)
         } catch {
@@ -83,6 +86,62 @@ struct RegexMatcher: @unchecked Sendable {  // Regex holds immutable compiled st
             let end = offset(of: match.range.upperBound)
             body(start..<end)
         }
+    }
+
+    /// Describes the first group that repeats (`*`, `+`, `{n,}`, `{n,m}` with m > 1) while
+    /// itself holding a quantifier or an alternation, as in `(a+)+` or `(a|aa)*`: on a near
+    /// match a backtracking engine such as Swift's Regex tries exponentially many ways to
+    /// split the text among the repetitions. Tokenizer patterns never need such a group.
+    static func backtrackingHazard(in pattern: String) -> String? {
+        let p = Array(pattern.unicodeScalars)
+        /// Per open group: where it starts, and whether it holds a quantifier or an alternation.
+        var groups: [(start: Int, ambiguous: Bool)] = [(0, false)]
+        /// The length of a repeating quantifier at `i` (0 where there is none).
+        func repetition(at i: Int) -> Int {
+            guard i < p.count else { return 0 }
+            if p[i] == "*" || p[i] == "+" { return 1 }
+            guard p[i] == "{", let close = p[i...].firstIndex(of: "}") else { return 0 }
+            let bounds = String(String.UnicodeScalarView(p[(i + 1)..<close])).split(separator: ",", omittingEmptySubsequences: false)
+            guard (1...2).contains(bounds.count), bounds.allSatisfy({ $0.isEmpty || Int($0) != nil }), !bounds[0].isEmpty else { return 0 }
+            let upper = bounds.count == 1 ? Int(bounds[0])! : (bounds[1].isEmpty ? Int.max : Int(bounds[1])!)
+            return upper > 1 ? close - i + 1 : 0
+        }
+        var i = 0
+        while i < p.count {
+            switch p[i] {
+            case "\\":
+                i += 2
+                continue
+            case "[":
+                // A class is one atom: skip to its closing bracket (escapes and nested classes included).
+                var depth = 0
+                while i < p.count {
+                    if p[i] == "\\" { i += 2; continue }
+                    if p[i] == "[" { depth += 1 } else if p[i] == "]" { depth -= 1; if depth == 0 { break } }
+                    i += 1
+                }
+            case "(":
+                groups.append((i, false))
+            case ")":
+                guard groups.count > 1 else { break }
+                let group = groups.removeLast()
+                let repeats = repetition(at: i + 1) > 0
+                if repeats && group.ambiguous {
+                    return "the repeated group \(String(String.UnicodeScalarView(p[group.start...i]))) holds a quantifier or an alternation, so it"
+                }
+                groups[groups.count - 1].ambiguous = groups[groups.count - 1].ambiguous || group.ambiguous || repeats
+            case "|":
+                groups[groups.count - 1].ambiguous = true
+            case "*", "+", "?", "{":
+                // `?` after `(` opens a group option, not a quantifier.
+                if p[i] == "?" && i > 0 && p[i - 1] == "(" { break }
+                if p[i] != "{" || repetition(at: i) > 0 { groups[groups.count - 1].ambiguous = true }
+            default:
+                break
+            }
+            i += 1
+        }
+        return nil
     }
 
     // MARK: hand-written matchers

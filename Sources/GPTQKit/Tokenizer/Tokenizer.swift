@@ -41,11 +41,11 @@ public final class Tokenizer: Sendable {
 
         var added: [AddedToken] = []
         for (i, entry) in (json["added_tokens"]?.array ?? []).enumerated() {
-            guard let id = entry["id"]?.int, let content = entry["content"]?.string else {
-                throw GPTQError.badConfig(field: "added_tokens[\(i)]", path: path, reason: "expected an id and a content")
+            guard let id = entry["id"]?.tokenId, let content = entry["content"]?.string else {
+                throw GPTQError.badConfig(field: "added_tokens[\(i)]", path: path, reason: "expected an id (0 to \(Int32.max)) and a content")
             }
             let special = entry["special"]?.bool ?? false
-            added.append(AddedToken(id: Int32(id), content: content, singleWord: entry["single_word"]?.bool ?? false,
+            added.append(AddedToken(id: id, content: content, singleWord: entry["single_word"]?.bool ?? false,
                                     leftStrip: entry["lstrip"]?.bool ?? false, rightStrip: entry["rstrip"]?.bool ?? false,
                                     normalized: entry["normalized"]?.bool ?? !special, special: special))
         }
@@ -148,4 +148,9 @@ public final class Tokenizer: Sendable {
     public func id(for token: String) -> Int32? {
         addedTokenIds[token] ?? model.vocab[token]
     }
+}
+
+extension JSON {
+    /// A token id: a non-negative integer that fits the Int32 ids the tokenizer hands out.
+    var tokenId: Int32? { int.flatMap { $0 >= 0 ? Int32(exactly: $0) : nil } }
 }

@@ -185,7 +185,7 @@ public final class CUDAGPTQ: @unchecked Sendable {
 
     /// U, the upper Cholesky factor of (PHPᵀ + damp·I)⁻¹ as float32 [n, n] row-major (zeros
     /// below the diagonal), or nil when the matrix is not positive definite.
-    func inverseFactor(_ hessian: CUDAHessian, order: DeviceBuffer, damp: Double) throws -> DeviceBuffer? {
+    package func inverseFactor(_ hessian: CUDAHessian, order: DeviceBuffer, damp: Double) throws -> DeviceBuffer? {
         let n = hessian.columns
         let a = try device.allocate(bytes: n * n * 8)
         try launch("gptq_damped_reversed", grid: ((n + 255) / 256, n, 1), block: (256, 1, 1),

@@ -17,7 +17,7 @@ extension GPTQPipeline {
 }
 
 /// The calibration activations on the GPU, as float16 [tokens, hidden] per sample.
-final class CUDACalibrationForward: CalibrationForward {
+package final class CUDACalibrationForward: CalibrationForward {
     let gptq: CUDAGPTQ
     let model: CUDAModel
     let session: CUDASession
@@ -27,7 +27,7 @@ final class CUDACalibrationForward: CalibrationForward {
     let scratch: DeviceBuffer
 
     /// `hidden[s]`: sample s's `rows[s]` embedded tokens, float16 [rows[s], model.hidden].
-    init(gptq: CUDAGPTQ, model: CUDAModel, hidden: [DeviceBuffer], rows: [Int]) throws {
+    package init(gptq: CUDAGPTQ, model: CUDAModel, hidden: [DeviceBuffer], rows: [Int]) throws {
         self.gptq = gptq
         self.model = model
         self.hidden = hidden
@@ -59,7 +59,7 @@ final class CUDACalibrationForward: CalibrationForward {
         }
     }
 
-    func hessians(layer: Int, modules: [String]) throws -> [String: CUDAHessian] {
+    package func hessians(layer: Int, modules: [String]) throws -> [String: CUDAHessian] {
         var byInput: [CUDASession.LinearInput: CUDAHessian] = [:]
         for module in modules {
             let input = try Self.input(of: module)
@@ -82,11 +82,11 @@ final class CUDACalibrationForward: CalibrationForward {
         try gptq.quantize(weight: weight, hessian: hessian, config: config)
     }
 
-    func replace(layer: Int, module: String, q: [Float], bias: [Float]?) throws {
+    package func replace(layer: Int, module: String, q: [Float], bias: [Float]?) throws {
         try model.overwriteDenseWeight(layer: layer, module: module, values: q)
     }
 
-    func advance(layer: Int) throws {
+    package func advance(layer: Int) throws {
         for (s, sample) in hidden.enumerated() { try session.layerForward(layer, hidden: sample, rows: rows[s]) }
     }
 }

@@ -33,7 +33,7 @@ public final class CUDALinear: @unchecked Sendable {
     /// to dequantizing on 4096x11008 (BENCHMARKS.md).
     public static let warpgroupRows = 33...128
 
-    enum Weights {
+    package enum Weights {
         /// float16 [outFeatures, inFeatures] (the Hugging Face layout).
         case dense(DeviceBuffer)
         case gptq(bits: Int, groupSize: Int, zeroOffset: Int, kernel: CUDAGPTQLayout.Kernel,
@@ -45,7 +45,7 @@ public final class CUDALinear: @unchecked Sendable {
     let backend: CUDABackend
     public let inFeatures: Int
     public let outFeatures: Int
-    let weights: Weights
+    package let weights: Weights
     let bias: DeviceBuffer?
     /// Tiled layers on a device with the warpgroup kernel: the gather of x it reads
     /// (`CUDAGPTQLayout.warpgroupInputOrder`, int32 [inFeatures]).
@@ -166,7 +166,7 @@ public final class CUDALinear: @unchecked Sendable {
     }
 
     /// How a product of some number of rows runs.
-    enum Path {
+    package enum Path {
         /// The warpgroup kernel (tiled layers, compute capability 9.0).
         case warpgroup
         /// The tiled tensor-core kernel, 32 rows a launch.
@@ -190,7 +190,7 @@ public final class CUDALinear: @unchecked Sendable {
     /// kernel, the 4-bit GEMV's half2 scaling, dequantize + cuBLAS). The tiled kernel and the
     /// any-width GEMV multiply exact levels and scale in float32. A reference of the GPU's
     /// float16 arithmetic (gpu-check) rounds the dequantized weights where this is true.
-    func multipliesFloat16Weights(rows: Int) -> Bool {
+    package func multipliesFloat16Weights(rows: Int) -> Bool {
         switch (weights, path(rows: rows)) {
         case (.dense, _), (_, .warpgroup), (_, .cuBLAS): return true
         case let (.gptq(_, _, _, kernel, _, _, _, _, _), .gemv): return kernel == .fast4
@@ -275,7 +275,7 @@ public final class CUDALinear: @unchecked Sendable {
 
     /// The tiled tensor-core kernel, one launch for up to 32 rows; `launch` overrides
     /// `CUDAGPTQLayout.tiledLaunch` (benchmarks).
-    func tiledProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch,
+    package func tiledProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch,
                       launch override: CUDAGPTQLayout.TiledLaunch? = nil) throws {
         guard case let .tiled4(groupSize, tiles, parameters, permutation) = weights else { preconditionFailure("not a tiled layer") }
         let (K, N) = (inFeatures, outFeatures)
@@ -321,7 +321,7 @@ public final class CUDALinear: @unchecked Sendable {
 
     /// Tiled weights dequantized to float16 W [N, K] (in the tiled k order, so act-order
     /// layers gather x first), then cuBLAS: larger batches are arithmetic-bound.
-    func dequantizedProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch) throws {
+    package func dequantizedProduct(x: CUdeviceptr, ldx: Int, rows: Int, y: CUdeviceptr, ldy: Int, scratch: CUDAScratch) throws {
         guard case let .tiled4(groupSize, tiles, parameters, permutation) = weights else { preconditionFailure("not a tiled layer") }
         let (K, N) = (inFeatures, outFeatures)
         let w = try scratch.buffer("dequantized", bytes: K * N * 2)

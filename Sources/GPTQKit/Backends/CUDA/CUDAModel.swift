@@ -4,19 +4,19 @@ import Glibc
 
 /// A linear whose output lands at column `column` of a wider row (q, k and v share one
 /// row; so do gate and up), so separately stored projections still feed one buffer.
-struct PlacedLinear {
-    let linear: CUDALinear
-    let column: Int
+package struct PlacedLinear {
+    package let linear: CUDALinear
+    package let column: Int
 }
 
 /// One llama-style decoder layer's weights on the GPU.
-final class CUDADecoderLayer: @unchecked Sendable {
+package final class CUDADecoderLayer: @unchecked Sendable {
     let inputNorm: DeviceBuffer, postAttentionNorm: DeviceBuffer
     let queryNorm: DeviceBuffer?, keyNorm: DeviceBuffer?
-    let qkv: [PlacedLinear]
-    let output: CUDALinear
-    let gateUp: [PlacedLinear]
-    let down: CUDALinear
+    package let qkv: [PlacedLinear]
+    package let output: CUDALinear
+    package let gateUp: [PlacedLinear]
+    package let down: CUDALinear
     let window: Int?
 
     init(inputNorm: DeviceBuffer, postAttentionNorm: DeviceBuffer, queryNorm: DeviceBuffer?, keyNorm: DeviceBuffer?,
@@ -41,8 +41,8 @@ public final class CUDAModel: @unchecked Sendable {
     let eps: Float
     let embedding: DeviceBuffer
     let finalNorm: DeviceBuffer
-    let lmHead: CUDALinear
-    let layers: [CUDADecoderLayer]
+    package let lmHead: CUDALinear
+    package let layers: [CUDADecoderLayer]
     let inverseFrequencies: DeviceBuffer
     /// How the layers are stored, e.g. "4-bit g128 fast4".
     public let weightsDescription: String
@@ -73,7 +73,7 @@ public final class CUDAModel: @unchecked Sendable {
     }
 
     public var numLayers: Int { layers.count }
-    var qkvWidth: Int { (heads + 2 * kvHeads) * headDim }
+    package var qkvWidth: Int { (heads + 2 * kvHeads) * headDim }
 
     /// Bytes one decode step reads from the weights (every linear and the LM head).
     public var weightBytes: Int {
@@ -90,7 +90,7 @@ public final class CUDAModel: @unchecked Sendable {
     /// Whether every decoder linear multiplies float16-rounded weights in a pass of `rows`
     /// rows (CUDALinear.multipliesFloat16Weights): what a CPU reference of this model's float16
     /// arithmetic must round.
-    func multipliesFloat16Weights(rows: Int) -> Bool {
+    package func multipliesFloat16Weights(rows: Int) -> Bool {
         layers.allSatisfy { layer in
             (layer.qkv.map(\.linear) + [layer.output] + layer.gateUp.map(\.linear) + [layer.down])
                 .allSatisfy { $0.multipliesFloat16Weights(rows: rows) }

@@ -30,13 +30,13 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     let x: DeviceBuffer, normed: DeviceBuffer, qkv: DeviceBuffer, attention: DeviceBuffer, projected: DeviceBuffer
     let gateUp: DeviceBuffer, activated: DeviceBuffer, logits: DeviceBuffer
     /// int32 [maxRows]: the tokens to embed; after a decode step, each sequence's argmax.
-    let tokens: DeviceBuffer
+    package let tokens: DeviceBuffer
     /// int32 [batch]: each sequence's position (the decode graph advances them).
     let positionBuffer: DeviceBuffer
     let keys: [DeviceBuffer], values: [DeviceBuffer]
     /// Decode attention's blocks a head and sequence at most (a long context is split over
     /// them), their partial results and per-head arrival counters (zero between launches).
-    let attentionSplits: Int
+    package let attentionSplits: Int
     let attentionPartials: DeviceBuffer, attentionCounters: DeviceBuffer
     private var decodeGraph: CUDAGraph?
     /// What the token and position buffers are known to hold (nil: unknown), so that a
@@ -129,7 +129,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
 
     /// Queues the draw from float32 logits [vocab] at `logits` into the token buffer's row 0.
     /// `weightsOnChip` nil: in shared memory when the vocabulary fits (checks force either way).
-    func sample(logits row: CUdeviceptr, parameters: SamplingParameters, uniform: Float, weightsOnChip: Bool? = nil) throws {
+    package func sample(logits row: CUdeviceptr, parameters: SamplingParameters, uniform: Float, weightsOnChip: Bool? = nil) throws {
         let kernel = try backend.kernel("sample_row", in: SamplingKernels.source)
         // The weights stay on chip when the vocabulary fits beside the kernel's own 4 KB.
         let sharedBytes = model.vocab * 4
@@ -430,7 +430,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     /// RMSNorm's kernel and block for rows of `hidden` elements: a quarter as many threads
     /// (a multiple of 32, 32 to 1024) keeping up to 8 elements each, else 1024 keeping up to
     /// 16; nil above 16384.
-    static func rmsNormLaunch(hidden: Int) -> (kernel: String, threads: Int)? {
+    package static func rmsNormLaunch(hidden: Int) -> (kernel: String, threads: Int)? {
         let threads = min(1024, max(32, (hidden / 4 + 31) / 32 * 32))
         if hidden <= 8 * threads { return ("add_rmsnorm", threads) }
         return hidden <= 16 * 1024 ? ("add_rmsnorm16", 1024) : nil

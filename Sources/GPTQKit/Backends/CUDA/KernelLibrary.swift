@@ -228,3 +228,12 @@ public final class KernelLibrary: @unchecked Sendable {
         return cubin
     }
 }
+
+/// `v` with one decimal (compile times here; the GPU checks' tables).
+package func format1(_ v: Double) -> String {
+    guard v.isFinite else { return "\(v)" }
+    let scaled = (v * 10).rounded()
+    return "\(Int(scaled) / 10).\(abs(Int(scaled)) % 10)"
+}
+
+package func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }

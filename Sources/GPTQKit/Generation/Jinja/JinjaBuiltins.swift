@@ -37,6 +37,8 @@ enum JinjaBuiltins {
             }
             let (start, stop, step) = numbers.count == 1 ? (0, numbers[0], 1) : (numbers[0], numbers[1], numbers.count == 3 ? numbers[2] : 1)
             guard step != 0 else { throw .runtime("range() step must not be zero") }
+            let (span, overflow) = stop.subtractingReportingOverflow(start)
+            try JinjaLimits.checkList(items: overflow ? 0 : span / step, overflow: overflow, "range(\(start), \(stop), \(step))")
             return .list(Swift.stride(from: start, to: stop, by: step).map { .int($0) })
         }
         define("strftime_now") { arguments throws(JinjaError) in
@@ -133,18 +135,30 @@ enum JinjaBuiltins {
         switch op {
         case "+":
             switch (a, b) {
-            case let (.string(x), .string(y)): return .string(x + y)
-            case let (.list(x), .list(y)): return .list(x + y)
-            case let (.tuple(x), .tuple(y)): return .tuple(x + y)
+            case let (.string(x), .string(y)):
+                try JinjaLimits.checkString(bytes: x.utf8.count + y.utf8.count, "the sum of two strings")
+                return .string(x + y)
+            case let (.list(x), .list(y)):
+                try JinjaLimits.checkList(items: x.count + y.count, "the sum of two lists")
+                return .list(x + y)
+            case let (.tuple(x), .tuple(y)):
+                try JinjaLimits.checkList(items: x.count + y.count, "the sum of two tuples")
+                return .tuple(x + y)
             default: return try arithmetic({ $0.addingReportingOverflow($1) }, +)
             }
         case "-": return try arithmetic({ $0.subtractingReportingOverflow($1) }, -)
         case "*":
             switch (a, b) {
             case let (.string(s), n) where n.integer != nil, let (n, .string(s)) where n.integer != nil:
-                return .string(String(repeating: s, count: max(0, n.integer!)))
+                let times = max(0, n.integer!)
+                let (bytes, overflow) = s.utf8.count.multipliedReportingOverflow(by: times)
+                try JinjaLimits.checkString(bytes: bytes, overflow: overflow, "a string repeated \(times) times")
+                return .string(String(repeating: s, count: times))
             case let (.list(items), n) where n.integer != nil, let (n, .list(items)) where n.integer != nil:
-                return .list(Array(repeating: items, count: max(0, n.integer!)).flatMap { $0 })
+                let times = max(0, n.integer!)
+                let (count, overflow) = items.count.multipliedReportingOverflow(by: times)
+                try JinjaLimits.checkList(items: count, overflow: overflow, "a list repeated \(times) times")
+                return .list(Array(repeating: items, count: times).flatMap { $0 })
             default: return try arithmetic({ $0.multipliedReportingOverflow(by: $1) }, *)
             }
         case "/":
@@ -154,6 +168,7 @@ enum JinjaBuiltins {
         case "//", "%":
             if let x = a.integer, let y = b.integer {
                 guard y != 0 else { throw .runtime("integer division or modulo by zero") }
+                guard !(x == .min && y == -1) else { throw .runtime("integer overflow in \(op)") }
                 // Python floors: the remainder takes the divisor's sign.
                 var q = x / y
                 if (x % y != 0) && ((x < 0) != (y < 0)) { q -= 1 }
@@ -164,18 +179,30 @@ enum JinjaBuiltins {
             let q = (x / y).rounded(.down)
             return .double(op == "//" ? q : x - q * y)
         case "**":
-            if let x = a.integer, let y = b.integer, y >= 0 {
-                var result = 1
-                for _ in 0..<y {
-                    let (r, overflow) = result.multipliedReportingOverflow(by: x)
-                    guard !overflow else { throw .runtime("integer overflow in **") }
-                    result = r
+            if let x = a.integer, var y = b.integer, y >= 0 {
+                // By squaring: 1 ** 10**12 must not take 10^12 steps.
+                var result = 1, base = x
+                while y > 0 {
+                    if y & 1 == 1 {
+                        let (r, overflow) = result.multipliedReportingOverflow(by: base)
+                        guard !overflow else { throw .runtime("integer overflow in **") }
+                        result = r
+                    }
+                    y >>= 1
+                    if y > 0 {
+                        let (square, overflow) = base.multipliedReportingOverflow(by: base)
+                        guard !overflow else { throw .runtime("integer overflow in **") }
+                        base = square
+                    }
                 }
                 return .int(result)
             }
             guard let x = a.number, let y = b.number else { throw unsupported() }
             return .double(pow(x, y))
-        case "~": return .string(a.text + b.text)
+        case "~":
+            let (x, y) = (a.text, b.text)
+            try JinjaLimits.checkString(bytes: x.utf8.count + y.utf8.count, "the concatenation")
+            return .string(x + y)
         case "==": return .bool(a.equals(b))
         case "!=": return .bool(!a.equals(b))
         case "<": return .bool(try a.lessThan(b))
@@ -255,7 +282,7 @@ enum JinjaBuiltins {
         case "capitalize": body = { _ in .string(capitalize(s)) }
         case "replace":
             body = { arguments throws(JinjaError) in
-                .string(replace(s, try arguments.string(0, "old") ?? "", try arguments.string(1, "new") ?? "", count: try arguments.int(2, "count") ?? -1))
+                .string(try replace(s, try arguments.string(0, "old") ?? "", try arguments.string(1, "new") ?? "", count: try arguments.int(2, "count") ?? -1))
             }
         case "find":
             body = { arguments throws(JinjaError) in
@@ -270,7 +297,7 @@ enum JinjaBuiltins {
             }
         case "join":
             body = { arguments throws(JinjaError) in
-                .string(try arguments.required(0, "iterable").iterated().map(\.text).joined(separator: s))
+                .string(try joined(try arguments.required(0, "iterable").iterated().map(\.text), separator: s))
             }
         case "isdigit": body = { _ in .bool(!s.isEmpty && s.unicodeScalars.allSatisfy { $0.properties.numericType == .decimal || $0.properties.numericType == .digit }) }
         case "isspace": body = { _ in .bool(!s.isEmpty && s.unicodeScalars.allSatisfy(isSpace)) }
@@ -356,12 +383,21 @@ enum JinjaBuiltins {
         return parts
     }
 
-    static func replace(_ s: String, _ old: String, _ new: String, count: Int) -> String {
+    static func replace(_ s: String, _ old: String, _ new: String, count: Int) throws(JinjaError) -> String {
         guard count != 0 else { return s }
         var parts = components(s, separatedBy: old)
         if old.isEmpty { parts = [""] + s.unicodeScalars.map { String($0) } + [""] }
-        guard count > 0, parts.count - 1 > count else { return parts.joined(separator: new) }
-        return parts[0...count].joined(separator: new) + old + parts[(count + 1)...].joined(separator: old)
+        guard count > 0, parts.count - 1 > count else { return try joined(parts, separator: new) }
+        return try joined([try joined(Array(parts[0...count]), separator: new), try joined(Array(parts[(count + 1)...]), separator: old)],
+                          separator: old)
+    }
+
+    /// `parts` joined, refused before it is built when it would pass the string limit.
+    static func joined(_ parts: [String], separator: String) throws(JinjaError) -> String {
+        var bytes = separator.utf8.count * max(parts.count - 1, 0)
+        for part in parts { bytes += part.utf8.count }
+        try JinjaLimits.checkString(bytes: bytes, "the joined string")
+        return parts.joined(separator: separator)
     }
 
     static func capitalize(_ s: String) -> String {
@@ -458,7 +494,7 @@ enum JinjaBuiltins {
             }
             return .string(out)
         case "replace":
-            return .string(replace(value.text, try arguments.required(0, "old").text, try arguments.required(1, "new").text,
+            return .string(try replace(value.text, try arguments.required(0, "old").text, try arguments.required(1, "new").text,
                                    count: try arguments.int(2, "count") ?? -1))
         case "default", "d":
             let fallback = arguments.optional(0, "default_value") ?? .string("")
@@ -474,7 +510,7 @@ enum JinjaBuiltins {
                 for item in items { picked.append(try self.attribute(item, attribute)) }
                 items = picked
             }
-            return .string(items.map(\.text).joined(separator: try arguments.string(0, "d") ?? ""))
+            return .string(try joined(items.map(\.text), separator: try arguments.string(0, "d") ?? ""))
         case "list": return .list(try value.iterated())
         case "items":
             switch value {
@@ -533,7 +569,8 @@ enum JinjaBuiltins {
         case "attr": return try attribute(value, try arguments.required(0, "name").text)
         case "tojson":
             var out = ""
-            let indent = try arguments.int(1, "indent")
+            let indent = try arguments.int(1, "indent").map { max(0, $0) }
+            try JinjaLimits.checkString(bytes: indent ?? 0, "tojson(indent=\(indent ?? 0))")
             var itemSeparator = indent == nil ? ", " : ","
             var keySeparator = ": "
             if let separators = arguments.optional(2, "separators"), case let .tuple(pair) = separators, pair.count == 2 {
@@ -565,7 +602,9 @@ enum JinjaBuiltins {
             return arguments.optional(0, "default") ?? .double(0)
         case "abs":
             switch value {
-            case let .int(i): return .int(abs(i))
+            case let .int(i):
+                guard i != .min else { throw .runtime("integer overflow in abs") }
+                return .int(abs(i))
             case let .double(d): return .double(abs(d))
             default: throw .runtime("bad operand type for abs(): '\(value.typeName)'")
             }
@@ -593,7 +632,10 @@ enum JinjaBuiltins {
             let width: String
             switch arguments.optional(0, "width") {
             case let .string(s)?: width = s
-            case let w?: width = String(repeating: " ", count: w.integer ?? 4)
+            case let w?:
+                let spaces = max(0, w.integer ?? 4)
+                try JinjaLimits.checkString(bytes: spaces, "indent(\(spaces))")
+                width = String(repeating: " ", count: spaces)
             case nil: width = "    "
             }
             let first = arguments.optional(1, "first")?.isTruthy ?? false
@@ -602,7 +644,7 @@ enum JinjaBuiltins {
             let indented = lines.enumerated().map { i, line -> String in
                 (i == 0 && !first) || (!blank && line.allSatisfy { $0 == " " || $0 == "\t" }) ? String(line) : width + line
             }
-            return .string(indented.joined(separator: "\n"))
+            return .string(try joined(indented, separator: "\n"))
         case "escape", "e":
             var out = ""
             for c in value.text {
@@ -643,6 +685,7 @@ enum JinjaBuiltins {
     static func writeJSON(_ value: JinjaValue, into out: inout String, indent: Int?, level: Int, itemSeparator: String,
                           keySeparator: String, ensureASCII: Bool, sortKeys: Bool) throws(JinjaError) {
         func newline(_ l: Int) -> String { indent.map { "\n" + String(repeating: " ", count: $0 * l) } ?? "" }
+        try JinjaLimits.checkString(bytes: out.utf8.count + (indent ?? 0) * (level + 1), "the JSON text")
         switch value {
         case .none: out += "null"
         case let .bool(b): out += b ? "true" : "false"

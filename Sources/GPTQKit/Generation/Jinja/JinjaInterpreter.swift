@@ -3,10 +3,13 @@
 final class JinjaScope {
     private var variables: [String: JinjaValue]
     let parent: JinjaScope?
+    /// The render's spending against `JinjaLimits`, the same object in every scope of it.
+    let budget: JinjaBudget
 
     init(_ variables: [String: JinjaValue] = [:], parent: JinjaScope? = nil) {
         self.variables = variables
         self.parent = parent
+        budget = parent?.budget ?? JinjaBudget()
     }
 
     func lookup(_ name: String) -> JinjaValue? {
@@ -32,13 +35,21 @@ struct JinjaInterpreter {
         return output
     }
 
+    private static func append(_ text: String, to output: inout String) throws(JinjaError) {
+        try JinjaLimits.checkString(bytes: output.utf8.count + text.utf8.count, "the output")
+        output += text
+    }
+
     private static func run(_ nodes: [JinjaNode], _ scope: JinjaScope, _ output: inout String) throws(JinjaError) -> Flow {
+        try scope.budget.enter()
+        defer { scope.budget.leave() }
         for node in nodes {
+            try scope.budget.step()
             switch node {
             case let .text(t):
-                output += t
+                try append(t, to: &output)
             case let .output(expression):
-                output += try evaluate(expression, scope).text
+                try append(try evaluate(expression, scope).text, to: &output)
             case let .conditional(branches, otherwise):
                 var chosen = otherwise
                 for branch in branches where try evaluate(branch.condition, scope).isTruthy {
@@ -51,12 +62,21 @@ struct JinjaInterpreter {
                 try runLoop(targets: targets, iterable: iterable, filter: filter, body: body, otherwise: otherwise, line: line, scope, &output)
             case let .set(target, expression):
                 let value = try evaluate(expression, scope)
+                // Values that outlive a step go through `set`: bounding their nesting here keeps
+                // a loop from growing one past what printing and freeing it can recurse through.
+                if value.nests(deeperThan: JinjaLimits.valueNesting) {
+                    throw .runtime("a value nested deeper than \(JinjaLimits.valueNesting) levels")
+                }
                 switch target {
                 case let .name(name): scope.set(name, value)
                 case let .names(names): try assign(names, value, scope)
                 case let .attribute(object, attribute):
                     guard case let .namespace(ns)? = scope.lookup(object) else {
                         throw .runtime("cannot set '\(attribute)' on '\(object)': only a namespace() takes attributes")
+                    }
+                    // A namespace inside itself would print (and free) without end.
+                    guard !value.nests(deeperThan: JinjaLimits.valueNesting, orReaches: ns) else {
+                        throw .runtime("cannot set '\(object).\(attribute)' to a value that holds '\(object)' itself")
                     }
                     ns.attributes[attribute] = value
                 }
@@ -87,6 +107,7 @@ struct JinjaInterpreter {
         if let filter {
             var kept: [JinjaValue] = []
             for item in items {
+                try scope.budget.step()
                 let probe = JinjaScope(parent: scope)
                 try bind(targets, item, probe)
                 if try evaluate(filter, probe).isTruthy { kept.append(item) }
@@ -98,6 +119,7 @@ struct JinjaInterpreter {
             return
         }
         for (i, item) in items.enumerated() {
+            try scope.budget.step()  // an empty body costs nothing else, and a loop may still be endless
             let iteration = JinjaScope(parent: scope)
             try bind(targets, item, iteration)
             var loop = JinjaDict([
@@ -149,6 +171,9 @@ struct JinjaInterpreter {
     // MARK: expressions
 
     static func evaluate(_ expression: JinjaExpression, _ scope: JinjaScope) throws(JinjaError) -> JinjaValue {
+        try scope.budget.step()
+        try scope.budget.enter()
+        defer { scope.budget.leave() }
         switch expression {
         case let .literal(literal):
             switch literal {
@@ -206,7 +231,9 @@ struct JinjaInterpreter {
             return .bool(!(try evaluate(operand, scope).isTruthy))
         case let .negate(operand):
             switch try evaluate(operand, scope) {
-            case let .int(i): return .int(-i)
+            case let .int(i):
+                guard i != .min else { throw .runtime("integer overflow in unary -") }
+                return .int(-i)
             case let .double(d): return .double(-d)
             case let .bool(b): return .int(b ? -1 : 0)
             case let other: throw .runtime("bad operand type for unary -: '\(other.typeName)'")

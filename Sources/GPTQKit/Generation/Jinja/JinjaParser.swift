@@ -58,6 +58,9 @@ indirect enum JinjaNode: Sendable {
 struct JinjaParser {
     private let segments: [JinjaSegment]
     private var index = 0
+    /// Blocks open around the current one (bounded: each is a level of recursion here and
+    /// when the template runs).
+    private var blockNesting = 0
 
     static func parse(_ source: String) throws(JinjaError) -> [JinjaNode] {
         var parser = JinjaParser(segments: try JinjaLexer.segments(of: source))
@@ -73,6 +76,11 @@ struct JinjaParser {
     private mutating func parseBlock(until terminators: Set<String>) throws(JinjaError)
         -> ([JinjaNode], (tag: String, tokens: TokenStream, line: Int)?)
     {
+        blockNesting += 1
+        defer { blockNesting -= 1 }
+        guard blockNesting <= JinjaLimits.sourceNesting else {
+            throw .syntax("blocks nested deeper than \(JinjaLimits.sourceNesting) levels", line: segments.count)
+        }
         var nodes: [JinjaNode] = []
         while index < segments.count {
             let segment = segments[index]
@@ -198,6 +206,9 @@ struct TokenStream {
     private let tokens: [JinjaToken]
     private var position = 0
     let line: Int
+    /// Depth of the expression tree being built, counted as it grows: the tree is walked
+    /// recursively when it runs and when it is freed, so its depth must stay bounded.
+    private var nesting = 0
 
     init(tokens: [JinjaToken], line: Int) {
         self.tokens = tokens
@@ -250,9 +261,20 @@ struct TokenStream {
         guard current.kind == .end else { throw fail("expected the end of the tag") }
     }
 
+    /// One level deeper; the caller restores `nesting` when its subtree is done.
+    private mutating func deepen() throws(JinjaError) {
+        nesting += 1
+        guard nesting <= JinjaLimits.sourceNesting else {
+            throw .syntax("expression nested deeper than \(JinjaLimits.sourceNesting) levels", line: line)
+        }
+    }
+
     // MARK: expressions
 
     mutating func parseExpression() throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
+        try deepen()
         let value = try parseOr()
         guard skipKeyword("if") else { return value }
         let condition = try parseOr()
@@ -281,27 +303,45 @@ struct TokenStream {
     }
 
     private mutating func parseOr() throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var left = try parseAnd()
-        while skipKeyword("or") { left = .or(left, try parseAnd()) }
+        while skipKeyword("or") {
+            try deepen()
+            left = .or(left, try parseAnd())
+        }
         return left
     }
 
     private mutating func parseAnd() throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var left = try parseNot()
-        while skipKeyword("and") { left = .and(left, try parseNot()) }
+        while skipKeyword("and") {
+            try deepen()
+            left = .and(left, try parseNot())
+        }
         return left
     }
 
     private mutating func parseNot() throws(JinjaError) -> JinjaExpression {
-        if skipKeyword("not") { return .not(try parseNot()) }
+        if skipKeyword("not") {
+            let outer = nesting
+            defer { nesting = outer }
+            try deepen()
+            return .not(try parseNot())
+        }
         return try parseCompare()
     }
 
     private mutating func parseCompare() throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         let first = try parseMath1()
         var comparisons: [JinjaExpression] = []
         var left = first
         while true {
+            try deepen()
             let op: String
             var negated = false
             if current.kind == .op, ["==", "!=", "<", "<=", ">", ">="].contains(current.text) {
@@ -327,8 +367,11 @@ struct TokenStream {
     }
 
     private mutating func parseMath1() throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var left = try parseConcat()
         while isOperator("+") || isOperator("-") {
+            try deepen()
             let op = next().text
             left = .binary(op, left, try parseConcat())
         }
@@ -336,14 +379,22 @@ struct TokenStream {
     }
 
     private mutating func parseConcat() throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var left = try parseMath2()
-        while skip("~") { left = .binary("~", left, try parseMath2()) }
+        while skip("~") {
+            try deepen()
+            left = .binary("~", left, try parseMath2())
+        }
         return left
     }
 
     private mutating func parseMath2() throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var left = try parsePow()
         while isOperator("*") || isOperator("/") || isOperator("//") || isOperator("%") {
+            try deepen()
             let op = next().text
             left = .binary(op, left, try parsePow())
         }
@@ -351,13 +402,21 @@ struct TokenStream {
     }
 
     private mutating func parsePow() throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var left = try parseUnary(withFilters: true)
-        while skip("**") { left = .binary("**", left, try parseUnary(withFilters: true)) }
+        while skip("**") {
+            try deepen()
+            left = .binary("**", left, try parseUnary(withFilters: true))
+        }
         return left
     }
 
     private mutating func parseUnary(withFilters: Bool) throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var node: JinjaExpression
+        if isOperator("-") || isOperator("+") { try deepen() }
         if skip("-") {
             node = .negate(try parseUnary(withFilters: false))
         } else if skip("+") {
@@ -390,7 +449,8 @@ struct TokenStream {
             return .literal(.int(i))
         case .float:
             next()
-            return .literal(.double(Double(token.text)!))
+            guard let d = Double(token.text) else { throw .syntax("invalid number \(token.text)", line: line) }
+            return .literal(.double(d))
         case .op:
             if skip("(") {
                 if skip(")") { return .tuple([]) }
@@ -431,11 +491,16 @@ struct TokenStream {
     }
 
     private mutating func parsePostfix(_ base: JinjaExpression) throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var node = base
         while true {
+            try deepen()
             if skip(".") {
                 if current.kind == .integer {
-                    node = .item(node, .literal(.int(Int(next().text)!)))
+                    let digits = next().text
+                    guard let index = Int(digits) else { throw .syntax("integer \(digits) is too large", line: line) }
+                    node = .item(node, .literal(.int(index)))
                 } else {
                     node = .attribute(node, try expectName())
                 }
@@ -491,8 +556,11 @@ struct TokenStream {
     }
 
     private mutating func parseFiltersAndTests(_ base: JinjaExpression) throws(JinjaError) -> JinjaExpression {
+        let outer = nesting
+        defer { nesting = outer }
         var node = base
         while true {
+            try deepen()
             if skip("|") {
                 var name = try expectName()
                 while skip(".") { name += "." + (try expectName()) }

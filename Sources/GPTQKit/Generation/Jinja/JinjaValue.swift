@@ -40,6 +40,21 @@ enum JinjaValue {
         }
     }
 
+    /// Whether containers nest more than `limit` levels deep in the value, or it holds
+    /// `target`; the walk stops at the limit, so a cycle through namespaces ends too.
+    func nests(deeperThan limit: Int, orReaches target: JinjaNamespace? = nil) -> Bool {
+        switch self {
+        case let .list(items), let .tuple(items):
+            return limit == 0 || items.contains { $0.nests(deeperThan: limit - 1, orReaches: target) }
+        case let .dict(d):
+            return limit == 0 || d.pairs.contains { $0.1.nests(deeperThan: limit - 1, orReaches: target) }
+        case let .namespace(ns):
+            return ns === target || limit == 0 || ns.attributes.pairs.contains { $0.1.nests(deeperThan: limit - 1, orReaches: target) }
+        default:
+            return false
+        }
+    }
+
     var isUndefined: Bool { if case .undefined = self { return true } else { return false } }
 
     /// The elements a `for` loop or a filter walks: a list's items, a dict's keys, a

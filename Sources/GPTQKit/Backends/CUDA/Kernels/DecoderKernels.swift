@@ -6,8 +6,8 @@
 /// reading its output) and call allow_dependent_grids as soon as they have waited: the
 /// 4-bit tiled kernel behind them, launched to overlap too, then starts and sets up its
 /// blocks while they run.
-enum DecoderKernels {
-    static let source = KernelSource(name: "decoder", code: KernelPrelude.source + #"""
+package enum DecoderKernels {
+    package static let source = KernelSource(name: "decoder", code: KernelPrelude.source + #"""
 // x[r, :] = table[tokens[r], :] (float16 table, float32 rows)
 extern "C" __global__ void embed(const int32_t *__restrict__ tokens, const half_t *__restrict__ table, float *__restrict__ x, int H) {
     const int r = blockIdx.x;

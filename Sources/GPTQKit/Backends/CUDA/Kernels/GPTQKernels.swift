@@ -15,7 +15,7 @@ enum GPTQKernels {
     /// Order of the diagonal blocks of the blocked Cholesky factorisation.
     static let choleskyBlock = 128
 
-    static let source = KernelSource(name: "gptq", code: KernelPrelude.source + #"""
+    package static let source = KernelSource(name: "gptq", code: KernelPrelude.source + #"""
 // flag[0] = 1 when any of the `count` values is NaN or infinite.
 extern "C" __global__ void gptq_nonfinite(const float *p, long long count, int *flag) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)

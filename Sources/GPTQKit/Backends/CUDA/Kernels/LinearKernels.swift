@@ -10,7 +10,7 @@ import Synchronization
 /// Zeros as AutoGPTQ's kernels read them: checkpoint format v1 stores zero−1, read back
 /// as stored+1 with no wrap (so a v1 zero field of all ones means 2^bits, which is what
 /// AutoGPTQ computes for layers whose zero was 0); format v2 stores the zero.
-enum LinearKernels {
+package enum LinearKernels {
     /// What the kernels on CUDAGPTQLayout's tiled layout share: the words' unpacking into the A
     /// registers of an m16n8k16 product (the layout's comment in `tiled`) and the streamed
     /// weights' L2 policy.
@@ -42,7 +42,7 @@ __device__ __forceinline__ void dequant_q4_word(uint32_t w, const TileGroup &p, 
 """#
 
     /// The 4-bit tensor-core kernel on the tiled layout and its dequantizer for cuBLAS.
-    static let tiled = KernelSource(name: "linear-tiled", code: KernelPrelude.source + tiledFormat + #"""
+    package static let tiled = KernelSource(name: "linear-tiled", code: KernelPrelude.source + tiledFormat + #"""
 
 // ---- 4-bit tensor-core kernel, 1–32 rows (mma.sync m16n8k16, unpacked in registers) -----
 // Weights in CUDAGPTQLayout's tiled layout: for output tile T (16 outputs) and input chunk

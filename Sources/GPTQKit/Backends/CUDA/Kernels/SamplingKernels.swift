@@ -7,7 +7,7 @@
 /// walks the kept tokens in id order, which gives the same distribution as the CPU's walk
 /// from the most likely.
 enum SamplingKernels {
-    static let source = KernelSource(name: "sampling", code: KernelPrelude.source + #"""
+    package static let source = KernelSource(name: "sampling", code: KernelPrelude.source + #"""
 // One block of 1024 threads; token[0] receives the draw. The weights live in dynamic shared
 // memory when the launch gives V floats of it (the ~60 threshold passes then read on-chip
 // memory), else in `global_w`, scratch for V floats.

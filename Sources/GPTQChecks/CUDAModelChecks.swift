@@ -1,3 +1,4 @@
+import GPTQKit
 /// `gptq gpu-check`'s checks of whole models on the GPU: the CUDA session against the
 /// fixtures' references and the CPU backend, GPU sampling against the CPU Sampler, and a
 /// real folder against the CPU.

@@ -1,3 +1,4 @@
+import GPTQKit
 /// `gptq gpu-bench --quantize`: GPTQ on the GPU for decoder layers of a Llama shape with
 /// random weights, per layer, each result downloaded to the host.
 /// - `layers`: GPTQ's own work from random float32 activations: the Hessians of the four

@@ -1,3 +1,4 @@
+import GPTQKit
 import CCUDA
 /// Timings of the CUDA kernels (`gptq gpu-bench`): device events around many launches
 /// over rotating weight copies (so that the 50 MB L2 does not hold the weights), the
@@ -364,11 +365,3 @@ extension CUDABenchmarks {
         }
     }
 }
-
-func format1(_ v: Double) -> String {
-    guard v.isFinite else { return "\(v)" }
-    let scaled = (v * 10).rounded()
-    return "\(Int(scaled) / 10).\(abs(Int(scaled)) % 10)"
-}
-
-func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }

@@ -1,3 +1,4 @@
+import GPTQKit
 #if canImport(Glibc)
 import Glibc
 #endif

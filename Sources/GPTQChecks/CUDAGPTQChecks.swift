@@ -1,3 +1,4 @@
+import GPTQKit
 import CCUDA
 
 /// `gptq gpu-check`'s checks of GPTQ on the GPU (CUDAHessian, CUDAGPTQ): AutoGPTQ's layer
