@@ -363,7 +363,13 @@ struct SchedulerLoop {
                 }
             }
             generatedThisStep += 1
-            if let end = accept(next(for: sequence, logits: last), into: sequence) {
+            let choice = next(for: sequence, logits: last)
+            guard choice.token != Sampler.noToken else {
+                finished.append(sequence)
+                sequence.group.send(sequence.index, .failed("every logit is NaN: the model's weights or config values are not finite"))
+                continue
+            }
+            if let end = accept(choice, into: sequence) {
                 finished.append(sequence)
                 sequence.group.send(sequence.index, endEvent(sequence, end: end))
             }
@@ -398,7 +404,7 @@ struct SchedulerLoop {
         }
         let history = parameters.sampling.repetitionPenalty == 1 ? [] : parameters.prompt + sequence.generated
         let token = sequence.sampler.next(logits: scores, history: history)
-        let logprob = parameters.topLogprobs.map { Logprobs.of(token, logits: logits, top: $0) }
+        let logprob = token == Sampler.noToken ? nil : parameters.topLogprobs.map { Logprobs.of(token, logits: logits, top: $0) }
         return (token, logprob)
     }
 
