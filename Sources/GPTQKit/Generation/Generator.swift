@@ -167,20 +167,20 @@ public final class Generator {
 
 /// Watches streamed text for stop strings. Text that could be the start of a stop string is
 /// held back until it is not, so a stop string is never emitted, even in part.
-struct StopStringFilter {
+public struct StopStringFilter: Sendable {
     let stopStrings: [[UInt8]]
     /// All text so far (cut at a stop string once one is found), as UTF-8.
     private var bytes: [UInt8] = []
     private var emitted = 0
 
-    init(stopStrings: [String]) {
+    public init(stopStrings: [String]) {
         self.stopStrings = stopStrings.map { Array($0.utf8) }.filter { !$0.isEmpty }
     }
 
-    var text: String { String(decoding: bytes, as: UTF8.self) }
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
 
     /// Adds text; emits what is safe; returns the stop string when one has appeared.
-    mutating func append(_ piece: String, onText: (String) -> Void) -> String? {
+    public mutating func append(_ piece: String, onText: (String) -> Void) -> String? {
         guard !piece.isEmpty else { return nil }
         let searchFrom = max(0, bytes.count - (stopStrings.map(\.count).max() ?? 1) + 1)
         bytes.append(contentsOf: piece.utf8)
@@ -208,7 +208,7 @@ struct StopStringFilter {
     }
 
     /// Emits everything held back (at the end of a generation that no stop string ended).
-    mutating func flush(onText: (String) -> Void) { emit(upTo: bytes.count, onText: onText) }
+    public mutating func flush(onText: (String) -> Void) { emit(upTo: bytes.count, onText: onText) }
 
     private mutating func emit(upTo end: Int, onText: (String) -> Void) {
         guard end > emitted else { return }
