@@ -67,7 +67,10 @@ public final class CUDALinear: @unchecked Sendable {
         }
     }
 
-    public init(backend: CUDABackend, gptq layer: PackedLinear) throws {
+    public init(backend: CUDABackend, gptq packed: PackedLinear) throws {
+        // The kernels read plain zero points: v1's zero − 1, packed whole-word as GPTQModel
+        // writes it (and as the CPU reads it), is unpacked once here.
+        let layer = try packed.converted(to: .gptqV2)
         self.backend = backend
         inFeatures = layer.inFeatures
         outFeatures = layer.outFeatures
@@ -81,7 +84,7 @@ public final class CUDALinear: @unchecked Sendable {
             warpgroupOrder = try Self.warpgroupOrder(backend: backend, inFeatures: inFeatures, permutation: layout.permutation)
         } else {
             warpgroupOrder = nil
-            weights = .gptq(bits: layer.bits, groupSize: layout.groupSize, zeroOffset: layer.format == .gptq ? 1 : 0, kernel: layout.kernel,
+            weights = .gptq(bits: layer.bits, groupSize: layout.groupSize, zeroOffset: 0, kernel: layout.kernel,
                             qweight: try device.upload(layout.qweight),
                             qzeros: try device.upload(layer.qzeros),
                             scales: try device.upload(scales),

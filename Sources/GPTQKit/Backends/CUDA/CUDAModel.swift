@@ -126,10 +126,7 @@ public final class CUDAModel: @unchecked Sendable {
                 guard let quantized else {
                     throw GPTQError.badConfig(field: "quantization_config", path: config.path, reason: "\(name).qweight is GPTQ-packed but no quantization config says how")
                 }
-                // The kernels read plain zero points: v1's zero − 1, packed whole-word as GPTQModel
-                // writes it, is unpacked once here.
-                let packed = try quantized.packedLinear(name, inFeatures: module.inFeatures, outFeatures: module.outFeatures)!
-                return .packed(try packed.converted(to: .gptqV2))
+                return .packed(try quantized.packedLinear(name, inFeatures: module.inFeatures, outFeatures: module.outFeatures)!)
             }
             let w = try checkpoint.tensor(name + ".weight", shape: [module.outFeatures, module.inFeatures])
             let b = module.hasBias ? try checkpoint.tensor(name + ".bias", shape: [module.outFeatures]) : nil
