@@ -28,7 +28,8 @@ export LD_LIBRARY_PATH=/tmp/gptq-lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export GPTQ_CACHE=/tmp/gptq-cache
 mkdir -p $GPTQ_CACHE/cuda && cp "$D"/cubins/*.cubin $GPTQ_CACHE/cuda/ 2>/dev/null
 # Line-buffered, so a crash loses no output.
-G="stdbuf -oL -eL $D/gptq"
+xz -dc "$D"/gptq.xz > /tmp/gptq-lib/gptq && chmod +x /tmp/gptq-lib/gptq
+G="stdbuf -oL -eL /tmp/gptq-lib/gptq"
 T=$D/tiny-chat
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader

@@ -14,8 +14,10 @@ cd "$(dirname "$0")/.."
 dest=${1:-.gpu}
 swift build -c release --static-swift-stdlib --product gptq --scratch-path .build-gpu
 rm -rf "$dest" && mkdir -p "$dest"
+# The binary travels xz-compressed too (the server's NIO and Hummingbird make it 28 MB stripped).
 cp .build-gpu/release/gptq "$dest"/gptq
 strip "$dest"/gptq
+xz -T2 -f "$dest"/gptq
 # The libraries travel xz-compressed (OpenBLAS alone is 36 MB, the tool carries 64 MiB).
 mkdir -p "$dest"/lib
 for lib in $(ldd "$dest"/gptq | awk '/=> \// {print $3}'); do
