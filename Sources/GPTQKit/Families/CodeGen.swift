@@ -4,24 +4,6 @@ extension ModelFamily {
     public static let codegen = codegenStyle(name: "codegen", modelTypes: ["codegen"])
 
     static func codegenStyle(name: String, modelTypes: [String]) -> ModelFamily {
-        ModelFamily(name: name, modelTypes: modelTypes) { c in
-            let hidden = try c.positiveInt("n_embd", "hidden_size"), heads = try c.positiveInt("n_head", "num_attention_heads")
-            guard hidden % heads == 0 else { throw c.error("n_head", "\(heads) heads do not divide n_embd \(hidden)") }
-            let headDim = hidden / heads, eps = try c.positiveDouble("layer_norm_epsilon", default: 1e-5)
-            return Architecture(
-                hidden: hidden, layers: try c.positiveInt("n_layer", "num_hidden_layers"), vocab: c.vocabSize,
-                layerPrefix: "transformer.h", basePrefix: "transformer",
-                stem: Stem(embedding: "transformer.wte", embeddingWidth: hidden),
-                attention: AttentionSpec(heads: heads, kvHeads: heads, headDim: headDim, projection: .fused("attn.qkv_proj", .codegen(blocks: 4)),
-                                         output: "attn.out_proj", qkvBias: false, outputBias: false),
-                positions: .rotary(RotarySpec(dimensions: try c.positiveInt("rotary_dim", default: headDim), interleaved: true, theta: 10000)),
-                mlp: MLPSpec(up: "mlp.fc_in", down: "mlp.fc_out",
-                             activation: try .named(try c.string("activation_function", default: "gelu_new"), field: "activation_function", config: c),
-                             inner: try c.positiveInt("n_inner", default: 4 * hidden), bias: true),
-                block: BlockSpec(attentionNorm: .layer("ln_1", width: hidden, eps: eps), mlpNorm: nil, residual: .parallel),
-                head: Head(finalNorm: .layer("transformer.ln_f", width: hidden, eps: eps), bias: true,
-                           tied: try c.bool("tie_word_embeddings", default: false)),
-                quantizationGroups: [["attn.qkv_proj"], ["attn.out_proj"], ["mlp.fc_in"], ["mlp.fc_out"]])
-        }
+        gptjStyle(name: name, modelTypes: modelTypes, projection: .fused("attn.qkv_proj", .codegen(blocks: 4)), qkvGroup: ["attn.qkv_proj"])
     }
 }
