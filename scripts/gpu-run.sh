@@ -20,6 +20,11 @@
 #             three parts (scripts/gpu-smol.sh): convert, GPTQ 4-bit g128 with --device cuda
 #             (128 x 512 wikitext-2 valid tokens, seed 0), float and quantized perplexity on
 #             wikitext-2 test, gpu-check --model against the CPU, chat on GPU and CPU, decode speed
+#   exllama   (not by default) ExLlamaV2 0.3.2 loads swift-gptq's checkpoints (4-bit g128: sym v1, asym v2,
+#             asym v1, act-order sym and asym, asym v2 with zero points of 0) and its logits are compared
+#             with `gptq logits` (scripts/reference/exllamav2_interop.py); needs the wheels exllamav2 0.3.2
+#             and ninja in .whl/ (carry [".gpu", ".whl"]); its CUDA extension JIT-builds into
+#             /tmp/torch-ext while swift-gptq quantizes on the CPU; about 8 minutes at most
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-/tmp/gptq-gpu-out}; mkdir -p "$OUT"
@@ -109,6 +114,23 @@ PY
       done
     } > "$OUT/smol.out" 2>&1 ;;
     torch) timeout 120 python3 scripts/reference/torch_linear_bench.py > "$OUT/torch.out" 2>&1 || status=1 ;;
+    exllama) (
+      start=$SECONDS
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+      export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 \
+        TORCH_EXTENSIONS_DIR=/tmp/torch-ext TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
+      echo "nvcc: $(nvcc --version 2>&1 | tail -1); ninja $(ninja --version); $(python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)')"
+      # The extension builds (or loads, on a warm machine) while swift-gptq quantizes on the CPU.
+      timeout 400 python3 -c "import exllamav2, exllamav2.ext; print('exllamav2', exllamav2.__version__, 'extension ready')" > "$OUT/exllama-build.log" 2>&1 &
+      build=$!
+      timeout 300 python3 scripts/reference/exllamav2_interop.py --stage prepare --gptq /tmp/gptq-lib/gptq --work /tmp/exllama-interop || exit 1
+      wait $build; rc=$?
+      echo "extension build: rc=$rc, $((SECONDS - start)) s since the step began"
+      # A build killed by its timeout leaves torch's lock file, on which the next import would wait.
+      [ $rc -eq 0 ] || { tail -40 "$OUT/exllama-build.log"; rm -f /tmp/torch-ext/exllamav2_ext/lock; }
+      left=$((500 - (SECONDS - start))); [ $left -lt 60 ] && left=60
+      timeout $left python3 scripts/reference/exllamav2_interop.py --stage check --require-exllama --work /tmp/exllama-interop --json "$OUT/exllama.json"
+    ) > "$OUT/exllama.out" 2>&1 || status=1 ;;
     gptq) {
       timeout 200 $G gpu-bench --quantize || status=1
       timeout 60 $G gpu-bench --quantize --act-order --layers 1 || status=1
@@ -120,5 +142,5 @@ done
 echo "==== summary"
 cat "$OUT/env.log"
 [ -f "$OUT/check.out" ] && grep -E 'FAIL|passed|rror|emulation' "$OUT/check.out" | tail -40
-for f in cli quantize kernels shapes model gptq torch smol; do [ -f "$OUT/$f.out" ] && { echo "---- $f"; grep -vE '^quantize.*layer [0-9]' "$OUT/$f.out" | tail -60; }; done
+for f in cli quantize kernels shapes model gptq torch smol exllama; do [ -f "$OUT/$f.out" ] && { echo "---- $f"; grep -vE '^quantize.*layer [0-9]' "$OUT/$f.out" | tail -60; }; done
 exit $status
