@@ -252,7 +252,7 @@ extension CUDABenchmarks {
     /// step (norms, attention with its RoPE, SwiGLU, argmax, launch gaps) is the full step minus this.
     public static func decodeLinearsOnly(model: CUDAModel, batch: Int, steps: Int = 128) throws -> Double {
         let backend = model.backend, scratch = CUDAScratch(backend: backend)
-        let widest = max(model.qkvWidth, 2 * model.intermediate, model.hidden, model.heads * model.headDim)
+        let widest = max(model.qkvWidth, model.gateUpWidth, model.hidden, model.heads * model.headDim)
         let x = try backend.device.allocate(bytes: batch * widest * 2), y = try backend.device.allocate(bytes: batch * max(widest, model.vocab) * 4)
         try backend.fillRandomHalves(x, seed: 9, lo: -1, hi: 1)
         func queue() throws {
@@ -262,7 +262,7 @@ extension CUDABenchmarks {
             for layer in model.layers {
                 for part in layer.qkv { try run(part.linear, column: part.column, ldy: model.qkvWidth) }
                 try run(layer.output, ldy: model.hidden)
-                for part in layer.gateUp { try run(part.linear, column: part.column, ldy: 2 * model.intermediate) }
+                for part in layer.gateUp { try run(part.linear, column: part.column, ldy: model.gateUpWidth) }
                 try run(layer.down, ldy: model.hidden)
             }
             try model.lmHead.forward(x: x.address, ldx: model.hidden, rows: batch, y: y.address, ldy: model.vocab, scratch: scratch, f32Output: true)

@@ -162,39 +162,50 @@ public enum CUDAChecks {
         return results
     }
 
-    /// RMSNorm with and without the residual add (the float32 rows updated in place) at hidden
-    /// sizes across both kernels (`CUDASession.rmsNormLaunch`), against a double reference.
-    public static func rmsNorm(backend: CUDABackend) throws -> [CUDACheckResult] {
+    /// The norm kernel (`CUDASession.normLaunch`) at hidden sizes across both of its
+    /// variants, against a double reference: RMSNorm alone and after one residual add,
+    /// LayerNorm with bias after two adds replacing the float32 rows (a post-norm block), and
+    /// LayerNorm without weights (OPT's non-affine norm).
+    public static func norms(backend: CUDABackend) throws -> [CUDACheckResult] {
         var results: [CUDACheckResult] = []
         let rows = 3, eps: Float = 1e-5
+        let cases: [(name: String, layer: Bool, adds: Int, replace: Bool, affine: Bool)] = [
+            ("RMSNorm", false, 0, false, true), ("RMSNorm after the residual add", false, 1, false, true),
+            ("LayerNorm after two adds, replacing the rows", true, 2, true, true), ("LayerNorm without weights", true, 0, false, false),
+        ]
         for hidden in [576, 8192, 8200, 12288, 16384] {
-            guard let launch = CUDASession.rmsNormLaunch(hidden: hidden) else { throw GPTQError.cuda("no RMSNorm launch for hidden \(hidden)") }
+            guard let launch = CUDASession.normLaunch(hidden: hidden) else { throw GPTQError.cuda("no norm launch for hidden \(hidden)") }
             var rng = Xoshiro256StarStar(seed: UInt64(hidden))
             let x = (0..<(rows * hidden)).map { _ in Float(rng.nextUnit() * 4 - 2) }
-            let y = randomInput(rows: rows, k: hidden, seed: UInt64(hidden + 1))
-            let w = (0..<hidden).map { _ in Float(rng.nextUnit() + 0.5) }
-            for residual in [false, true] {
-                let xBuffer = try backend.device.upload(x), wBuffer = try backend.device.upload(w)
-                let yBuffer = try backend.device.upload(Tensor(y, shape: [y.count]).converted(to: .f16))
+            let ys = [randomInput(rows: rows, k: hidden, seed: UInt64(hidden + 1)), randomInput(rows: rows, k: hidden, seed: UInt64(hidden + 2))]
+            let w = (0..<hidden).map { _ in Float(rng.nextUnit() + 0.5) }, b = (0..<hidden).map { _ in Float(rng.nextUnit() - 0.5) }
+            for c in cases {
+                let xBuffer = try backend.device.upload(x), wBuffer = try backend.device.upload(w), bBuffer = try backend.device.upload(b)
+                let yBuffers = try ys.map { try backend.device.upload(Tensor($0, shape: [$0.count]).converted(to: .f16)) }
                 let out = try backend.device.allocate(bytes: rows * hidden * 2)
                 try backend.launch(launch.kernel, in: DecoderKernels.source, grid: (rows, 1, 1), block: (launch.threads, 1, 1),
-                                   [.buffer(xBuffer), .pointer(residual ? yBuffer.address : 0), .int(hidden), .buffer(wBuffer),
-                                    .buffer(out), .int(hidden), .float32(eps)])
+                                   [.buffer(xBuffer), .pointer(c.adds > 0 ? yBuffers[0].address : 0), .pointer(c.adds > 1 ? yBuffers[1].address : 0),
+                                    .int(hidden), .int(c.layer ? 2 : 1), .pointer(c.affine ? wBuffer.address : 0),
+                                    .pointer(c.affine && c.layer ? bBuffer.address : 0), .buffer(out), .int(hidden), .float32(eps),
+                                    .int(c.replace ? 1 : 0)])
                 let got = Tensor(bitPattern: try backend.device.download(out, as: UInt16.self, count: rows * hidden), dtype: .f16,
                                  shape: [rows * hidden]).floats()
                 let gotX = try backend.device.download(xBuffer, as: Float.self, count: rows * hidden)
                 var expected = [Float](repeating: 0, count: rows * hidden), expectedX = x
                 for r in 0..<rows {
-                    let row = (0..<hidden).map { Double(x[r * hidden + $0]) + (residual ? Double(y[r * hidden + $0]) : 0) }
-                    let inv = 1 / (row.reduce(0) { $0 + $1 * $1 } / Double(hidden) + Double(eps)).squareRoot()
+                    let row = (0..<hidden).map { i in (0..<c.adds).reduce(Double(x[r * hidden + i])) { $0 + Double(ys[$1][r * hidden + i]) } }
+                    let mean = c.layer ? row.reduce(0, +) / Double(hidden) : 0
+                    let inv = 1 / (row.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(hidden) + Double(eps)).squareRoot()
                     for i in 0..<hidden {
-                        expected[r * hidden + i] = Float(row[i] * inv * Double(w[i]))
-                        expectedX[r * hidden + i] = Float(row[i])
+                        var normed = (row[i] - mean) * inv
+                        if c.affine { normed = normed * Double(w[i]) + (c.layer ? Double(b[i]) : 0) }
+                        expected[r * hidden + i] = Float(normed)
+                        expectedX[r * hidden + i] = Float(c.replace ? normed : row[i])
                     }
                 }
-                let name = "RMSNorm \(launch.kernel) (\(launch.threads) threads) hidden \(hidden)\(residual ? " after the residual add" : "")"
+                let name = "\(c.name), \(launch.kernel) (\(launch.threads) threads) hidden \(hidden)"
                 results.append(CUDACheckResult(name: name, relativeError: relativeError(got, expected), bound: 1e-3))
-                results.append(CUDACheckResult(name: name + ": float32 rows", relativeError: relativeError(gotX, expectedX), bound: 1e-6))
+                results.append(CUDACheckResult(name: name + ": float32 rows", relativeError: relativeError(gotX, expectedX), bound: c.replace ? 1e-5 : 1e-6))
             }
         }
         return results

@@ -121,8 +121,8 @@ extension CUDAChecks {
     }
 
     /// `gptq quantize --device cuda`'s pipeline (float16 forwards on the GPU) against the CPU
-    /// pipeline on the fixture models (q/k/v biases in qwen2, q/k norms in qwen3, grouped
-    /// query heads in all): the quantized model's logit error against the float model must
+    /// pipeline on fixture models of several block shapes (q/k/v biases in qwen2, q/k norms in
+    /// qwen3, grouped query heads, fused q/k/v, parallel and post-norm blocks): the quantized model's logit error against the float model must
     /// be within 10% of the CPU-quantized model's (the two see slightly different
     /// activations: float16 on the GPU, float32 on the CPU).
     public static func gptqPipeline(backend: CUDABackend, fixtures: String) throws -> [CUDACheckResult] {
@@ -130,7 +130,10 @@ extension CUDAChecks {
         var random = PythonRandom(seed: 1)
         let calibration = (0..<8).map { _ in (0..<32).map { _ in Int32(random.randbelow(384)) } }
         let gptq = CUDAGPTQ(backend: backend)
-        for arch in ["llama", "qwen2", "qwen3"] {
+        // Llama-style families, and others through each block shape: GPT-2's Conv1D and fused
+        // q/k/v, NeoX's parallel block, BLOOM's ALiBi and normed residual, OPT's projected stem
+        // and post-norm-free layout, Falcon-7B's multi-query fused q/k/v.
+        for arch in ["llama", "qwen2", "qwen3", "gpt2", "gpt_neox", "bloom", "opt-350m-layout", "falcon-7b-layout"] {
             let folder = fixtures + "/arch/" + arch
             guard FileIO.exists(folder + "/config.json") else { continue }
             let tokens = Array(try SafetensorsFile(path: folder + "/reference.safetensors").tensor("input_ids").ints().prefix(12))

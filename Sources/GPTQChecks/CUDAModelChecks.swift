@@ -4,7 +4,7 @@ import GPTQKit
 /// real folder against the CPU.
 extension CUDAChecks {
     /// Whole models on the GPU (float16 weights and activations) against references: the
-    /// arch fixtures against transformers' float32 logits through the prefill path and
+    /// arch fixtures (every family and variant) against transformers' float32 logits through the prefill path and
     /// through the decode graph one token at a time, their greedy ids; longer prompts
     /// (cuBLAS prefill, chunked) and perplexity against the CPU backend, in float32 and with the
     /// GPU's float16 roundings (CPUArithmetic.cudaFloat16); a batch of prompts
@@ -77,7 +77,10 @@ extension CUDAChecks {
     public static func models(backend: CUDABackend, fixtures: String,
                               keepLogits: (_ name: String, _ logits: [Float], _ shape: [Int]) -> Void = { _, _, _ in }) throws -> [CUDACheckResult] {
         var results: [CUDACheckResult] = []
-        for arch in ["llama", "mistral", "qwen2", "qwen3"] {
+        // Every family and config variant the CPU's ArchTests check against transformers.
+        let arches = try FileIO.listDirectory(FileIO.join(fixtures, "arch")).sorted()
+            .filter { FileIO.exists(FileIO.join(fixtures, "arch", $0, "reference.safetensors")) }
+        for arch in arches {
             let folder = FileIO.join(fixtures, "arch", arch)
             let model = try CUDAModel.load(folder: folder, backend: backend)
             let cpu = try LanguageModel.load(folder: folder)

@@ -65,7 +65,7 @@ struct GPUCheckCommand: ParsableCommand {
         if !gptqOnly {
             results += try CUDAChecks.linearKernels(backend: backend)
             results += try CUDAChecks.dependentLaunchChain(backend: backend)
-            results += try CUDAChecks.rmsNorm(backend: backend)
+            results += try CUDAChecks.norms(backend: backend)
             if let gptqFixture { results += try CUDAChecks.gptqFixture(backend: backend, path: gptqFixture) }
             var logits: [(String, Tensor)] = []
             results += try CUDAChecks.models(backend: backend, fixtures: fixtures) { name, values, shape in

@@ -64,4 +64,57 @@ import Testing
         #expect(!HostLinear.canFuse([.packed(inOrder), .packed(actOrder)]))
         #expect(HostLinear.canFuse([.packed(inOrder), .packed(inOrder)]))
     }
+
+    /// A fused q/k/v reordered into [q | k | v] rows once, as CUDAModel loads it, computes what
+    /// the CPU computes by gathering the fused product's outputs (BlockContext.fusedRows).
+    @Test(arguments: ["gpt_neox", "bloom", "falcon-7b-layout", "falcon", "codegen", "gpt_bigcode"])
+    func fusedQKVReorderedGivesTheGatheredProduct(arch: String) throws {
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/" + arch))
+        let a = model.architecture
+        guard case let .fused(name, _) = a.attention.projection, let order = a.attention.fusedOutputOrder else {
+            Issue.record("\(arch) has no fused q/k/v"); return
+        }
+        let (weight, bias) = try model.storedWeights(layer: 1, module: name)
+        let host = HostLinear.dense(weight, bias.map { Tensor($0, shape: [$0.count]) })
+        guard case let .dense(reordered, reorderedBias) = try host.reorderingOutputs(order) else { Issue.record("not dense"); return }
+        let k = weight.shape[1]
+        var rng = Xoshiro256StarStar(seed: 3)
+        let x = (0..<k).map { _ in Float(rng.nextUnit() - 0.5) }
+        func product(_ w: Tensor, _ b: [Float]?) -> [Float] {
+            let values = w.floats()
+            return (0..<w.shape[0]).map { r in (0..<k).reduce(b?[r] ?? 0) { $0 + values[r * k + $1] * x[$1] } }
+        }
+        let fused = product(weight, bias)
+        #expect(product(reordered, reorderedBias?.floats()) == order.map { fused[$0] })
+        #expect(Set(order) == Set(0..<weight.shape[0]), "the order is a permutation of the fused rows")
+    }
+
+    /// GPTQ layers reorder their outputs with the zero points repacked (3-bit zeros straddle
+    /// words; v1 zeros become gptq_v2): the dequantized rows are the original rows reordered.
+    @Test(arguments: [("w3_perchannel_sym", "self_attn.q_proj"), ("w4_g32_descact_asym", "mlp.up_proj"), ("w8_g32_sym", "mlp.down_proj")])
+    func packedReorderingDequantizesToTheRowsReordered(variant: String, module: String) throws {
+        let layer = try packedParts(variant, [module])[0]
+        var rng = Xoshiro256StarStar(seed: 11)
+        let order = Array(0..<layer.outFeatures).shuffled(using: &rng)
+        guard case let .packed(reordered) = try HostLinear.packed(layer).reorderingOutputs(order) else { Issue.record("not packed"); return }
+        let k = layer.inFeatures, original = layer.dequantized()
+        #expect(reordered.format == .gptqV2)
+        #expect(reordered.dequantized() == order.flatMap { original[($0 * k)..<(($0 + 1) * k)] })
+    }
+
+    /// AutoGPTQ's own GPT-NeoX checkpoint: its fused, asymmetric v1 q/k/v reordered for the GPU.
+    @Test func autoGPTQFusedQKVReorders() throws {
+        let folder = Fixtures.path("autogptq_families/gpt_neox")
+        let model = try LanguageModel.load(folder: folder)
+        let a = model.architecture
+        guard case let .fused(name, _) = a.attention.projection, let order = a.attention.fusedOutputOrder,
+              let quantized = try QuantizedCheckpoint(folder: folder, checkpoint: model.checkpoint),
+              let layer = try quantized.packedLinear(model.tensorName(layer: 0, module: name), inFeatures: a.hidden, outFeatures: order.count) else {
+            Issue.record("no packed fused q/k/v"); return
+        }
+        guard case let .packed(reordered) = try HostLinear.packed(layer).reorderingOutputs(order) else { Issue.record("not packed"); return }
+        let k = layer.inFeatures, original = layer.dequantized()
+        #expect(reordered.dequantized() == order.flatMap { original[($0 * k)..<(($0 + 1) * k)] })
+        #expect(reordered.bias?.floats() == layer.bias.map { b in order.map { b.floats()[$0] } })
+    }
 }

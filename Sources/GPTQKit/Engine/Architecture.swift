@@ -87,18 +87,6 @@ public struct Architecture: Sendable {
         return total
     }
 
-    /// Whether the CUDA backend's decoder layer runs this architecture: the llama block (RMSNorm,
-    /// separate q/k/v, rotary halves over the whole head, SwiGLU, sequential residual, plain stem and head).
-    public var runsOnCUDA: Bool {
-        guard case let .rotary(rotary) = positions, rotary.dimensions == attention.headDim, !rotary.interleaved,
-              case .separate = attention.projection, !attention.scalesByInverseLayer,
-              attention.scale == 1 / Float(attention.headDim).squareRoot() else { return false }
-        let norms = layerNorms + [head.finalNorm].compactMap { $0 }
-        return norms.allSatisfy { $0.kind == .rms } && block.residual == .sequential && block.mlpNorm != nil
-            && mlp.gate != nil && mlp.activation == .silu && stem.learnedPositions == nil && stem.norm == nil && stem.projectIn == nil
-            && head.projectOut == nil && head.finalNorm != nil && !head.bias && weightLayout == .linear
-    }
-
     /// The checks a config can fail that the families share, each naming its field.
     func validate(_ config: ModelConfig) throws {
         // Far past any real model, so that sizes from a hostile config cannot overflow the
@@ -275,6 +263,20 @@ public struct AttentionSpec: Sendable {
 
     public var queryWidth: Int { heads * headDim }
     public var kvWidth: Int { kvHeads * headDim }
+
+    /// For a fused q/k/v projection: the fused output row of each element of [q | k | v] (the
+    /// CPU gathers them after the product; the GPU reorders the weight's rows once).
+    public var fusedOutputOrder: [Int]? {
+        guard case let .fused(_, layout) = projection else { return nil }
+        var rows: [Int] = []
+        rows.reserveCapacity(queryWidth + 2 * kvWidth)
+        for (role, count) in [(0, heads), (1, kvHeads), (2, kvHeads)] {
+            for head in 0..<count {
+                for d in 0..<headDim { rows.append(layout.row(role: role, head: head, dimension: d, heads: heads, kvHeads: kvHeads, headDim: headDim)) }
+            }
+        }
+        return rows
+    }
 
     /// The scores' factor in layer `layer`.
     func scale(layer: Int) -> Float { scalesByInverseLayer ? scale / Float(layer + 1) : scale }

@@ -144,7 +144,8 @@ public final class LanguageModel: @unchecked Sendable {
 
     /// Layer 0's input for `tokens` at positions position..<position+tokens.count, [tokens, hidden]
     /// float32: the embedding rows, then the family's stem (project_in, learned positions, norm).
-    public func embed(_ tokens: [Int32], position: Int = 0) throws -> [Float] {
+    /// `.cudaFloat16` rounds project_in's output, which the GPU keeps in float16.
+    public func embed(_ tokens: [Int32], position: Int = 0, arithmetic: CPUArithmetic = .float32) throws -> [Float] {
         let (width, h, n) = (architecture.stem.embeddingWidth, hiddenSize, tokens.count)
         if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
             throw GPTQError.invalidArgument("token id \(bad) outside the vocabulary 0..<\(vocabSize)")
@@ -161,6 +162,7 @@ public final class LanguageModel: @unchecked Sendable {
         if let projectIn {
             rows = [Float](unsafeUninitializedCapacity: n * h) { buffer, initialized in
                 projectIn.forward(rows, rows: n, into: buffer.baseAddress!)
+                if arithmetic == .cudaFloat16 { ck_round_f16(buffer.baseAddress!, n * h) }
                 initialized = n * h
             }
         }
@@ -221,7 +223,8 @@ public final class LanguageModel: @unchecked Sendable {
     }
 
     /// Final norm, project_out and LM head on `rows` hidden rows: [rows, vocab] logits
-    /// (float32 under either arithmetic; `.cudaFloat16` rounds the LM head's input).
+    /// (float32 under either arithmetic; `.cudaFloat16` rounds the inputs of project_out and
+    /// the LM head, as the GPU stores them).
     func logits(_ hidden: UnsafePointer<Float>, rows: Int, arithmetic: CPUArithmetic) -> [Float] {
         let h = hiddenSize
         let normed = UnsafeMutablePointer<Float>.allocate(capacity: rows * h)
@@ -230,6 +233,7 @@ public final class LanguageModel: @unchecked Sendable {
         var headInput = UnsafePointer(normed)
         var projected: [Float] = []
         if let projectOut {
+            if arithmetic == .cudaFloat16 { ck_round_f16(normed, rows * h) }
             projected = [Float](repeating: 0, count: rows * projectOut.outFeatures)
             projected.withUnsafeMutableBufferPointer { projectOut.forward(normed, rows: rows, into: $0.baseAddress!) }
         }

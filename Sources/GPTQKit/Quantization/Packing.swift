@@ -233,6 +233,23 @@ public struct PackedLinear: Sendable {
         return try packed.converted(to: format)
     }
 
+    /// The same layer with its outputs reordered (output i is this layer's output order[i]), in
+    /// gptq_v2: a fused q/k/v's rows put in [q | k | v] order once, for the GPU.
+    func reorderingOutputs(_ order: [Int]) throws -> PackedLinear {
+        precondition(order.count == outFeatures)
+        let zeros = unpackedZeros(), wordsPerRow = outFeatures * bits / 32
+        let reordered = Tensor(zeros: qzeros.shape, dtype: .i32)
+        let words = reordered.mutablePointer(as: UInt32.self)
+        for g in 0..<groups {
+            for (o, source) in order.enumerated() {
+                BitStream.set(o, UInt32(zeros[g * outFeatures + source]), bits: bits) { words[g * wordsPerRow + $0] |= $1 }
+            }
+        }
+        return try PackedLinear(name: name, path: path, bits: bits, format: .gptqV2, inFeatures: inFeatures, outFeatures: outFeatures,
+                                qweight: qweight.gatheringColumns(order), qzeros: reordered, scales: scales.gatheringColumns(order), gIdx: gIdx,
+                                bias: bias.map { $0.reshaped([1, outFeatures]).gatheringColumns(order).reshaped([outFeatures]) })
+    }
+
     /// The same layer with qzeros rewritten for `target`. v1 is written only where every zero
     /// is ≥ 1, so that each field holds zero − 1 and every v1 reader agrees: AutoGPTQ's
     /// packing corrupts the word where a zero is 0, and GPTQModel's borrows from the next

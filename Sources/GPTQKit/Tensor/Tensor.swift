@@ -152,6 +152,27 @@ public struct Tensor: @unchecked Sendable {
         }
     }
 
+    /// A 2-D tensor's columns in `order` (column i is this tensor's column order[i]), any dtype.
+    public func gatheringColumns(_ order: [Int]) -> Tensor {
+        precondition(rank == 2)
+        let (rows, columns, element) = (shape[0], shape[1], dtype.byteSize)
+        let out = Tensor(zeros: [rows, order.count], dtype: dtype)
+        for r in 0..<rows {
+            let source = raw + r * columns * element, target = out.mutableRaw + r * order.count * element
+            for (i, column) in order.enumerated() { (target + i * element).copyMemory(from: source + column * element, byteCount: element) }
+        }
+        return out
+    }
+
+    /// A 2-D tensor's rows in `order` (row i is this tensor's row order[i]), any dtype.
+    public func gatheringRows(_ order: [Int]) -> Tensor {
+        precondition(rank == 2)
+        let width = shape[1] * dtype.byteSize
+        let out = Tensor(zeros: [order.count, shape[1]], dtype: dtype)
+        for (i, row) in order.enumerated() { (out.mutableRaw + i * width).copyMemory(from: raw + row * width, byteCount: width) }
+        return out
+    }
+
     /// A 2-D tensor's transpose, copied in its dtype.
     public func transposed() -> Tensor {
         precondition(rank == 2, "transposed() needs a 2-D tensor")

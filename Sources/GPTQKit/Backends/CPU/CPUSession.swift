@@ -37,7 +37,7 @@ public final class CPUSession: InferenceSession {
             throw GPTQError.invalidArgument("forward: \(tokens.count) tokens after \(position) cached exceed the session capacity \(capacity)")
         }
         let n = tokens.count, h = model.hiddenSize
-        var hidden = try model.embed(tokens, position: position)
+        var hidden = try model.embed(tokens, position: position, arithmetic: arithmetic)
         hidden.withUnsafeMutableBufferPointer { x in
             model.forwardLayers(x.baseAddress!, sequences: [(n, position, cache)], arithmetic: arithmetic)
         }

@@ -70,19 +70,7 @@ struct BlockContext: Sendable {
         case let .alibi(spec): (rope, alibi) = (nil, ALiBi(heads: a.heads, spec: spec))
         case .none: (rope, alibi) = (nil, nil)
         }
-        if case let .fused(_, layout) = a.projection {
-            var rows: [Int] = []
-            for (role, heads) in [(0, a.heads), (1, a.kvHeads), (2, a.kvHeads)] {
-                for head in 0..<heads {
-                    for d in 0..<a.headDim {
-                        rows.append(layout.row(role: role, head: head, dimension: d, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim))
-                    }
-                }
-            }
-            fusedRows = rows
-        } else {
-            fusedRows = nil
-        }
+        fusedRows = a.fusedOutputOrder
     }
 
     /// The rotary angles of positions position..<position+tokens and the ALiBi biases of keys 0..<position+tokens.
@@ -191,40 +179,22 @@ final class DecoderBlock: @unchecked Sendable {
             }
             try linear(m.down, ws.gate, output)
         }
+        func input(_ which: SublayerInput) -> UnsafeMutablePointer<Float> { which == .first ? ws.normed : ws.mlpNormed }
         do {
-            switch a.block.residual {
-            case .sequential:
-                attentionNorm.apply(x, into: ws.normed, rows: tokens)
-                try attention(ws.normed)
-                ck_add(x, ws.output, n)
-                mlpNorm!.apply(x, into: ws.normed, rows: tokens)
-                try mlp(ws.normed, into: ws.output)
-                ck_add(x, ws.output, n)
-            case .parallel:
-                attentionNorm.apply(x, into: ws.normed, rows: tokens)
-                mlpNorm?.apply(x, into: ws.mlpNormed, rows: tokens)
-                try attention(ws.normed)
-                try mlp(mlpNorm == nil ? ws.normed : ws.mlpNormed, into: ws.mlpOutput)
-                ck_add(x, ws.output, n)
-                ck_add(x, ws.mlpOutput, n)
-            case .postNorm:
-                ws.normed.update(from: x, count: n)
-                try attention(ws.normed)
-                ck_add(x, ws.output, n)
-                attentionNorm.apply(x, into: x, rows: tokens)
-                ws.normed.update(from: x, count: n)
-                try mlp(ws.normed, into: ws.output)
-                ck_add(x, ws.output, n)
-                mlpNorm!.apply(x, into: x, rows: tokens)
-            case .normedResidual:
-                attentionNorm.apply(x, into: x, rows: tokens)
-                ws.normed.update(from: x, count: n)
-                try attention(ws.normed)
-                ck_add(x, ws.output, n)
-                mlpNorm!.apply(x, into: x, rows: tokens)
-                ws.normed.update(from: x, count: n)
-                try mlp(ws.normed, into: ws.output)
-                ck_add(x, ws.output, n)
+            for step in a.block.steps {
+                switch step {
+                case let .normalize(role, into, replacesResidual):
+                    let norm = role.map { $0 == .attention ? attentionNorm : mlpNorm! }
+                    if replacesResidual { norm?.apply(x, into: x, rows: tokens) }
+                    guard let into else { continue }
+                    if let norm, !replacesResidual { norm.apply(x, into: input(into), rows: tokens) } else { input(into).update(from: x, count: n) }
+                case let .attention(from):
+                    try attention(input(from))
+                case let .mlp(from):
+                    try mlp(input(from), into: ws.mlpOutput)
+                case let .addToResidual(outputs):
+                    for output in outputs { ck_add(x, output == .attention ? ws.output : ws.mlpOutput, n) }
+                }
             }
         } catch {
             // Stopped: the observer has seen what it needed; x is left partly updated.

@@ -49,20 +49,22 @@ package final class CUDACalibrationForward: CalibrationForward {
     }
 
     /// The layer input a module reads, in CUDASession's terms.
-    static func input(of module: String) throws -> CUDASession.LinearInput {
-        switch module {
-        case "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj": return .attention
-        case "self_attn.o_proj": return .outputProjection
-        case "mlp.gate_proj", "mlp.up_proj": return .mlp
-        case "mlp.down_proj": return .downProjection
-        default: throw GPTQError.unsupported("GPTQ on the GPU: module \(module) is not one of a llama-family decoder layer's linears")
+    func input(of module: String) throws -> CUDASession.LinearInput {
+        let a = model.architecture
+        if module == a.attention.output { return .outputProjection }
+        if module == a.mlp.down { return .downProjection }
+        if module == a.mlp.up || module == a.mlp.gate { return .mlp }
+        switch a.attention.projection {
+        case let .separate(q, k, v) where [q, k, v].contains(module): return .attention
+        case let .fused(name, _) where name == module: return .attention
+        default: throw GPTQError.unsupported("GPTQ on the GPU: \(module) is not a linear of a \(a.layerPrefix) layer (\(a.linears.map(\.name)))")
         }
     }
 
     package func hessians(layer: Int, modules: [String]) throws -> [String: CUDAHessian] {
         var byInput: [CUDASession.LinearInput: CUDAHessian] = [:]
         for module in modules {
-            let input = try Self.input(of: module)
+            let input = try input(of: module)
             if byInput[input] == nil {
                 let columns = input == .downProjection ? model.intermediate : input == .outputProjection ? model.heads * model.headDim : model.hidden
                 byInput[input] = try CUDAHessian(backend: gptq.backend, columns: columns)
@@ -75,7 +77,7 @@ package final class CUDACalibrationForward: CalibrationForward {
                 try byInput[what]?.add(halfRows: input, stride: stride, count: self.rows[s])
             }
         }
-        return try Dictionary(uniqueKeysWithValues: modules.map { ($0, byInput[try Self.input(of: $0)]!) })
+        return try Dictionary(uniqueKeysWithValues: modules.map { ($0, byInput[try input(of: $0)]!) })
     }
 
     func quantize(weight: [Float], hessian: CUDAHessian, config: QuantizeConfig) throws -> GPTQResult {
@@ -93,19 +95,28 @@ package final class CUDACalibrationForward: CalibrationForward {
 
 extension CUDAModel {
     /// Overwrites module `module`'s float16 weight in layer `layer` with `values` ([out, in]
-    /// float32, rounded to float16), wherever q/k/v and gate/up were fused or placed.
+    /// float32, rounded to float16), wherever q/k/v and gate/up were fused or placed (a fused
+    /// q/k/v's rows in the order the GPU keeps them).
     func overwriteDenseWeight(layer: Int, module: String, values: [Float]) throws {
-        let l = layers[layer]
+        let l = layers[layer], a = architecture
+        var values = values
         let (placed, offset): ([PlacedLinear], Int)
         switch module {
-        case "self_attn.q_proj": (placed, offset) = (l.qkv, 0)
-        case "self_attn.k_proj": (placed, offset) = (l.qkv, heads * headDim)
-        case "self_attn.v_proj": (placed, offset) = (l.qkv, (heads + kvHeads) * headDim)
-        case "mlp.gate_proj": (placed, offset) = (l.gateUp, 0)
-        case "mlp.up_proj": (placed, offset) = (l.gateUp, intermediate)
-        case "self_attn.o_proj": (placed, offset) = ([PlacedLinear(linear: l.output, column: 0)], 0)
-        case "mlp.down_proj": (placed, offset) = ([PlacedLinear(linear: l.down, column: 0)], 0)
-        default: throw GPTQError.unsupported("GPTQ on the GPU: module \(module) is not one of a llama-family decoder layer's linears")
+        case a.attention.output: (placed, offset) = ([PlacedLinear(linear: l.output, column: 0)], 0)
+        case a.mlp.down: (placed, offset) = ([PlacedLinear(linear: l.down, column: 0)], 0)
+        case a.mlp.up: (placed, offset) = (l.gateUp, a.mlp.gate == nil ? 0 : intermediate)
+        case a.mlp.gate: (placed, offset) = (l.gateUp, 0)
+        default:
+            switch a.attention.projection {
+            case let .separate(q, k, v) where [q, k, v].contains(module):
+                (placed, offset) = (l.qkv, module == q ? 0 : module == k ? heads * headDim : (heads + kvHeads) * headDim)
+            case let .fused(name, _) where name == module:
+                let inFeatures = hidden
+                values = a.attention.fusedOutputOrder!.flatMap { values[($0 * inFeatures)..<(($0 + 1) * inFeatures)] }
+                (placed, offset) = (l.qkv, 0)
+            default:
+                throw GPTQError.unsupported("GPTQ on the GPU: \(module) is not a linear of a \(a.layerPrefix) layer (\(a.linears.map(\.name)))")
+            }
         }
         guard let part = placed.first(where: { offset >= $0.column && offset < $0.column + $0.linear.outFeatures }),
               case let .dense(buffer) = part.linear.weights else {

@@ -121,14 +121,20 @@ public final class CUDALinear: @unchecked Sendable {
     }
 
     /// A float16 layer over weights already on the device ([outFeatures, inFeatures]; e.g. a
-    /// tied embedding).
-    init(backend: CUDABackend, halfWeight: DeviceBuffer, inFeatures: Int, outFeatures: Int) {
+    /// tied embedding), with its own bias (GPT-J's LM head).
+    init(backend: CUDABackend, halfWeight: DeviceBuffer, inFeatures: Int, outFeatures: Int, bias: Tensor? = nil) throws {
         self.backend = backend
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         weights = .dense(halfWeight)
         warpgroupOrder = nil
-        bias = nil
+        self.bias = try bias.map { try backend.device.upload($0.converted(to: .f16)) }
+    }
+
+    /// Whether `forward` can write float32 outputs (float16 weights; GPTQ layers write float16).
+    package var writesFloat32: Bool {
+        if case .dense = weights { return true }
+        return false
     }
 
     /// A float16 layer with pseudo-random weights uniform in ±`scale` (benchmarks).
@@ -231,7 +237,6 @@ public final class CUDALinear: @unchecked Sendable {
         let (K, N) = (inFeatures, outFeatures)
         switch weights {
         case let .dense(w):
-            precondition(bias == nil || !f32Output, "bias on float32 outputs")
             try cuBLASProduct(y: y, ldy: ldy, rows: rows, scratch: scratch, f32Output: f32Output) { out, ldOut, type in
                 try backend.cublas.linear(x: x, ldx: ldx, weight: w.address, y: out, ldy: ldOut, yType: type, rows: rows, inFeatures: K, outFeatures: N)
             }
@@ -260,6 +265,11 @@ public final class CUDALinear: @unchecked Sendable {
     private func cuBLASProduct(y: CUdeviceptr, ldy: Int, rows: Int, scratch: CUDAScratch, f32Output: Bool = false,
                                _ multiply: (_ out: CUdeviceptr, _ ldOut: Int, _ type: CUBLAS.ElementType) throws -> Void) throws {
         guard let bias else { return try multiply(y, ldy, f32Output ? .f32 : .f16) }
+        if f32Output {
+            try multiply(y, ldy, .f32)
+            return try backend.launch("add_bias_to_float", in: LinearKernels.common, grid: ((outFeatures + 255) / 256, rows, 1), block: (256, 1, 1),
+                                      [.buffer(bias), .pointer(y), .int(ldy), .int(outFeatures)])
+        }
         let product = try scratch.buffer("float32 product", bytes: rows * outFeatures * 4)
         try multiply(product.address, outFeatures, .f32)
         try backend.launch("add_bias_to_half", in: LinearKernels.common, grid: ((outFeatures + 255) / 256, rows, 1), block: (256, 1, 1),

@@ -4,6 +4,8 @@ import Glibc
 import CCUDA
 
 /// A CUDA model with its KV cache: `batch` sequences of up to `capacity` positions each.
+/// Its layers run the architecture's block steps (BlockStep), the same dataflow as the CPU's
+/// DecoderBlock; sublayer outputs are added to the residual stream by the next norm's kernel.
 /// As an InferenceSession it runs sequence 0 of a batch-1 session. One token per sequence
 /// runs the decode path, whose launches are captured once into a CUDA graph and replayed:
 /// the graph reads each sequence's token and position from device memory and leaves the
@@ -27,8 +29,15 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     /// buffer frees the old one, which a captured launch must never point at.
     let prefillScratch: CUDAScratch, decodeScratch: CUDAScratch
     let maxRows: Int
-    let x: DeviceBuffer, normed: DeviceBuffer, qkv: DeviceBuffer, attention: DeviceBuffer, projected: DeviceBuffer
+    /// The float32 residual stream, and the float16 inputs the norms write for the sublayers
+    /// (`secondNormed` only where a parallel block has two norms).
+    let x: DeviceBuffer, normed: DeviceBuffer, secondNormed: DeviceBuffer?
+    let qkv: DeviceBuffer, attention: DeviceBuffer
+    /// Each sublayer's output, until a norm adds it to x.
+    let attentionOutput: DeviceBuffer, mlpOutput: DeviceBuffer
     let gateUp: DeviceBuffer, activated: DeviceBuffer, logits: DeviceBuffer
+    /// Rows of the embedding's width: the input of a stem's projection, the output of a head's.
+    let narrowRows: DeviceBuffer?
     /// int32 [maxRows]: the tokens to embed; after a decode step, each sequence's argmax.
     package let tokens: DeviceBuffer
     /// int32 [batch]: each sequence's position (the decode graph advances them).
@@ -64,12 +73,16 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         maxRows = max(batch, min(prefillChunk, capacity))
         x = try device.allocate(bytes: maxRows * model.hidden * 4)
         normed = try device.allocate(bytes: maxRows * model.hidden * 2)
+        secondNormed = model.architecture.block.steps.contains(.mlp(.second)) ? try device.allocate(bytes: maxRows * model.hidden * 2) : nil
         qkv = try device.allocate(bytes: maxRows * model.qkvWidth * 2)
         attention = try device.allocate(bytes: maxRows * model.heads * model.headDim * 2)
-        projected = try device.allocate(bytes: maxRows * model.hidden * 2)
-        gateUp = try device.allocate(bytes: maxRows * 2 * model.intermediate * 2)
+        attentionOutput = try device.allocate(bytes: maxRows * model.hidden * 2)
+        mlpOutput = try device.allocate(bytes: maxRows * model.hidden * 2)
+        gateUp = try device.allocate(bytes: maxRows * model.gateUpWidth * 2)
         activated = try device.allocate(bytes: maxRows * model.intermediate * 2)
         logits = try device.allocate(bytes: maxRows * model.vocab * 4)
+        let projects = model.stem.projectIn != nil || model.head.projectOut != nil
+        narrowRows = projects ? try device.allocate(bytes: maxRows * model.embeddingWidth * 2) : nil
         tokens = try device.allocate(bytes: maxRows * 4)
         positionBuffer = try device.allocate(bytes: batch * 4)
         let cacheBytes = batch * model.kvHeads * capacity * model.headDim * 2
@@ -151,6 +164,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         guard position + tokenIDs.count <= capacity else {
             throw GPTQError.invalidArgument("\(tokenIDs.count) tokens after \(position) exceed the session's capacity of \(capacity)")
         }
+        try checkLearnedPositions(upTo: position + tokenIDs.count)
         if let bad = tokenIDs.first(where: { $0 < 0 || Int($0) >= model.vocab }) {
             throw GPTQError.invalidArgument("token \(bad) outside the vocabulary of \(model.vocab)")
         }
@@ -181,6 +195,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         if let full = positions.firstIndex(where: { $0 >= capacity }) {
             throw GPTQError.invalidArgument("sequence \(full) is full: the session holds \(capacity) positions")
         }
+        try checkLearnedPositions(upTo: positions.max()! + 1)
         if decodeGraph == nil {
             // An uncaptured step first sizes the scratch buffers and loads every kernel; the
             // captured one then writes the same cache entries again.
@@ -206,6 +221,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         guard steps >= 2, positions.allSatisfy({ $0 + steps <= capacity }) else {
             throw GPTQError.invalidArgument("\(steps) decode steps after positions \(positions) (at least 2, within the capacity \(capacity))")
         }
+        try checkLearnedPositions(upTo: positions.max()! + steps)
         try backend.device.makeCurrent()
         let start = try CUDAEvent(device: backend.device), end = try CUDAEvent(device: backend.device)
         try decode(nextTokens)
@@ -242,6 +258,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         if let bad = ids.first(where: { $0 < 0 || Int($0) >= model.vocab }) {
             throw GPTQError.invalidArgument("token \(bad) outside the vocabulary of \(model.vocab)")
         }
+        try checkLearnedPositions(upTo: ids.count)
         try backend.device.makeCurrent()
         positions[sequence] = 0
         let start = try CUDAEvent(device: backend.device), end = try CUDAEvent(device: backend.device)
@@ -257,21 +274,19 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
 
     private func queueDecode() throws {
         let m = model
-        try launch("embed", grid: (batch, 1, 1), block: (256, 1, 1), [.buffer(tokens), .buffer(m.embedding), .buffer(x), .int(m.hidden)])
-        for (i, layer) in m.layers.enumerated() {
-            try attentionInput(i, layer, rows: batch, scratch: decodeScratch)
-            try launch("attention_decode", grid: (m.heads, batch, attentionSplits), block: (32 * Self.decodeAttentionWarps, 1, 1),
-                       sharedBytes: Self.decodeAttentionSharedBytes(headDim: m.headDim), overlapping: true,
-                       [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(m.heads),
-                        .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
-                        .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(m.eps),
-                        .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0), .buffer(attention), .int(m.heads * m.headDim),
-                        .buffer(attentionPartials), .buffer(attentionCounters)])
-            try attentionOutputAndMLP(layer, rows: batch, scratch: decodeScratch)
-        }
-        try finalLogits(rows: batch, firstRow: 0, scratch: decodeScratch)
+        try embed(rows: batch, sequence: -1, scratch: decodeScratch)
+        var pending: [DeviceBuffer] = []
+        for i in m.layers.indices { pending = try runLayer(i, rows: batch, pending: pending, attention: .decode, scratch: decodeScratch) }
+        try finalLogits(rows: batch, firstRow: 0, pending: pending, scratch: decodeScratch)
         try launch("argmax_rows", grid: (batch, 1, 1), block: (1024, 1, 1), [.buffer(logits), .int(m.vocab), .buffer(tokens)])
         try launch("advance_positions", grid: (1, 1, 1), block: (32, 1, 1), [.buffer(positionBuffer), .int(batch)])
+    }
+
+    /// The learned position table (GPT-2, OPT, ...) holds positions up to its size only.
+    private func checkLearnedPositions(upTo end: Int) throws {
+        if let limit = model.stem.positionLimit, end > limit {
+            throw GPTQError.invalidArgument("positions up to \(end) exceed the model's \(limit) learned positions")
+        }
     }
 
     // MARK: prefill (the tokens of one sequence)
@@ -282,24 +297,26 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         let rows = ids.count
         try uploadTokens(ids)
         try uploadPositions(positions)
-        try launch("embed", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(tokens), .buffer(model.embedding), .buffer(x), .int(model.hidden)])
+        try embed(rows: rows, sequence: sequence, scratch: prefillScratch)
+        var pending: [DeviceBuffer] = []
         for i in model.layers.indices {
-            try prefillLayer(i, rows: rows, sequence: sequence, startPosition: positions[sequence], previous: i > 0, observe: nil)
+            pending = try runLayer(i, rows: rows, pending: pending, attention: .prefill(sequence: sequence, startPosition: positions[sequence]),
+                                   scratch: prefillScratch)
         }
-        if logitRows > 0 { try finalLogits(rows: logitRows, firstRow: rows - logitRows, scratch: prefillScratch) }
+        if logitRows > 0 { try finalLogits(rows: logitRows, firstRow: rows - logitRows, pending: pending, scratch: prefillScratch) }
         positions[sequence] += rows
         deviceTokens = nil
     }
 
     /// The inputs of a decoder layer's linears, for `layerForward`'s observer.
     public enum LinearInput: Sendable {
-        /// The normed hidden state, input of q_proj, k_proj and v_proj.
+        /// The attention sublayer's input, read by the q, k and v projections.
         case attention
-        /// The attention output, input of o_proj.
+        /// The attention output, input of the output projection.
         case outputProjection
-        /// The normed hidden state, input of gate_proj and up_proj.
+        /// The MLP's input, read by its gate and up projections.
         case mlp
-        /// silu(gate)·up, input of down_proj.
+        /// The activated MLP row, input of the down projection.
         case downProjection
     }
 
@@ -319,19 +336,86 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         positions[0] = 0
         try uploadPositions(positions)
         try launch("half_to_float", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(hidden), .buffer(x), .int(model.hidden)])
-        try prefillLayer(layer, rows: rows, sequence: 0, startPosition: 0, previous: false, observe: observe)
-        try launch("residual_to_half", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(x), .buffer(projected), .buffer(hidden), .int(model.hidden)])
+        let pending = try runLayer(layer, rows: rows, pending: [], attention: .prefill(sequence: 0, startPosition: 0), scratch: prefillScratch,
+                                   observe: observe)
+        try normalize(nil, rows: rows, adding: pending, into: hidden, replacesResidual: false)
         positions[0] = 0
         devicePositions = nil
     }
 
-    /// One layer of the prefill path: `rows` tokens of `sequence` from position `p0` (which
-    /// the position buffer holds), attention through cuBLAS over the cached keys and values.
-    private func prefillLayer(_ i: Int, rows: Int, sequence: Int, startPosition p0: Int, previous: Bool,
-                              observe: ((LinearInput, CUdeviceptr, Int) throws -> Void)?) throws {
+    /// How a layer's attention runs: one new token a sequence over the cache (the decode
+    /// kernel), or the tokens of one sequence from `startPosition` on (cuBLAS products).
+    private enum AttentionPass {
+        case decode
+        case prefill(sequence: Int, startPosition: Int)
+    }
+
+    /// Layer i's block steps over `rows` rows: `pending`, the sublayer outputs the previous layer
+    /// left unadded, go into the first norm; returns those this layer leaves.
+    private func runLayer(_ i: Int, rows: Int, pending: [DeviceBuffer], attention pass: AttentionPass, scratch: CUDAScratch,
+                          observe: ((LinearInput, CUdeviceptr, Int) throws -> Void)? = nil) throws -> [DeviceBuffer] {
         let m = model, layer = m.layers[i]
-        try attentionInput(i, layer, rows: rows, scratch: prefillScratch, previous: previous) { try observe?(.attention, $0, $1) }
-        try launch("rope_qkv", grid: (rows, m.heads + m.kvHeads, 1), block: (64, 1, 1), ropeArgs(layer: i, sequence: sequence))
+        var pending = pending
+        func input(_ which: SublayerInput) -> DeviceBuffer { which == .first ? normed : secondNormed! }
+        for step in m.architecture.block.steps {
+            switch step {
+            case let .normalize(role, into, replacesResidual):
+                let norm = role.map { $0 == .attention ? layer.attentionNorm : layer.mlpNorm! }
+                try normalize(norm, rows: rows, adding: pending, into: into.map(input), replacesResidual: replacesResidual)
+                pending = []
+            case let .attention(from):
+                try observe?(.attention, input(from).address, m.hidden)
+                for part in layer.qkv {
+                    try part.linear.forward(x: input(from).address, ldx: m.hidden, rows: rows, y: qkv.address + CUdeviceptr(part.column * 2),
+                                            ldy: m.qkvWidth, scratch: scratch)
+                }
+                switch pass {
+                case .decode: try decodeAttention(i)
+                case let .prefill(sequence, startPosition): try prefillAttention(i, rows: rows, sequence: sequence, startPosition: startPosition)
+                }
+                try observe?(.outputProjection, attention.address, m.heads * m.headDim)
+                try layer.output.forward(x: attention.address, ldx: m.heads * m.headDim, rows: rows, y: attentionOutput.address, ldy: m.hidden,
+                                         scratch: scratch)
+            case let .mlp(from):
+                try observe?(.mlp, input(from).address, m.hidden)
+                for part in layer.gateUp {
+                    try part.linear.forward(x: input(from).address, ldx: m.hidden, rows: rows, y: gateUp.address + CUdeviceptr(part.column * 2),
+                                            ldy: m.gateUpWidth, scratch: scratch)
+                }
+                let mlp = m.architecture.mlp
+                try launch("mlp_activation", grid: (min((m.intermediate + 255) / 256, 64), rows, 1), block: (256, 1, 1), overlapping: true,
+                           [.buffer(gateUp), .int(m.gateUpWidth), .int(m.intermediate), .int(mlp.gate == nil ? 0 : 1),
+                            .int(Int(mlp.activation.kernelCode)), .buffer(activated)])
+                try observe?(.downProjection, activated.address, m.intermediate)
+                try layer.down.forward(x: activated.address, ldx: m.intermediate, rows: rows, y: mlpOutput.address, ldy: m.hidden, scratch: scratch)
+            case let .addToResidual(outputs):
+                pending += outputs.map { $0 == .attention ? attentionOutput : mlpOutput }
+            }
+        }
+        return pending
+    }
+
+    /// Decode attention of layer i: each sequence's new token (its q, k, v in the qkv row) over its cache.
+    private func decodeAttention(_ i: Int) throws {
+        let m = model, layer = m.layers[i], p = m.positions
+        try launch("attention_decode", grid: (m.heads, batch, attentionSplits), block: (32 * Self.decodeAttentionWarps, 1, 1),
+                   sharedBytes: Self.decodeAttentionSharedBytes(headDim: m.headDim), overlapping: true,
+                   [.buffer(qkv), .int(m.qkvWidth), .buffer(p.inverseFrequencies), .int(p.rotaryDimensions), .int(p.interleaved ? 1 : 0),
+                    .buffer(positionBuffer), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
+                    .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(qkNormEps),
+                    .float32(layer.attentionScale), .int(layer.window ?? 0), .buffer(attention), .int(m.heads * m.headDim),
+                    .buffer(attentionPartials), .buffer(attentionCounters)] + alibiArgs)
+    }
+
+    /// Prefill attention of layer i: `rows` tokens of `sequence` from position p0 (which the
+    /// position buffer holds), through cuBLAS over the cached keys and values.
+    private func prefillAttention(_ i: Int, rows: Int, sequence: Int, startPosition p0: Int) throws {
+        let m = model, layer = m.layers[i], p = m.positions
+        try launch("rope_qkv", grid: (rows, m.heads + m.kvHeads, 1), block: (64, 1, 1),
+                   [.buffer(qkv), .int(m.qkvWidth), .buffer(p.inverseFrequencies), .int(p.rotaryDimensions), .int(p.interleaved ? 1 : 0),
+                    .buffer(positionBuffer), .int(sequence), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]),
+                    .buffer(values[i]), .int(capacity), .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0),
+                    .float32(qkNormEps)])
         let L = p0 + rows
         let scores = try prefillScratch.buffer("scores", bytes: m.heads * rows * L * 4)
         let probabilities = try prefillScratch.buffer("probabilities", bytes: m.heads * rows * L * 2)
@@ -348,7 +432,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         }
         try launch("softmax_causal", grid: (rows, m.heads, 1), block: (256, 1, 1),
                    [.buffer(scores), .buffer(probabilities), .int(rows), .int(L), .int(p0),
-                    .float32(1 / Float(m.headDim).squareRoot()), .int(layer.window ?? 0)])
+                    .float32(layer.attentionScale), .int(layer.window ?? 0)] + alibiArgs)
         for g in 0..<group {
             // O_h (D × rows) = V_kvh (D × L) · P_h (L × rows).
             try backend.cublas.gemm(transA: false, transB: false, m: m.headDim, n: rows, k: L,
@@ -357,53 +441,73 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
                                     c: attention.address + CUdeviceptr(g * headBytes), cType: .f16, ldc: m.heads * m.headDim, strideC: group * m.headDim,
                                     count: m.kvHeads)
         }
-        try attentionOutputAndMLP(layer, rows: rows, scratch: prefillScratch) { try observe?($0, $1, $2) }
     }
 
-    // MARK: pieces both paths share
+    /// ALiBi's slopes, bfloat16 flag and scale, as the attention kernels take them (no slopes: no bias).
+    private var alibiArgs: [KernelArg] {
+        let p = model.positions
+        return [.pointer(p.alibiSlopes?.address ?? 0), .int(p.alibiBFloat16 ? 1 : 0), .float32(p.alibiScale)]
+    }
 
-    /// Input norm (adding the previous layer's down projection first unless this is the
-    /// first layer) and the q/k/v projections.
-    private func attentionInput(_ index: Int, _ layer: CUDADecoderLayer, rows: Int, scratch: CUDAScratch, previous: Bool? = nil,
-                                observe: (CUdeviceptr, Int) throws -> Void = { _, _ in }) throws {
+    /// Qwen3's per-head norms' epsilon (the attention kernels read it only with those norms).
+    private var qkNormEps: Float { model.architecture.attention.qkNorm?.query.eps ?? 0 }
+
+    // MARK: pieces every path shares
+
+    /// The stem: `rows` tokens embedded into x (through a projection where the family has
+    /// one), their learned positions added and the stem's norm applied. `sequence`: the
+    /// prefilled sequence, or -1 for a decode step (a row a sequence).
+    private func embed(rows: Int, sequence: Int, scratch: CUDAScratch) throws {
         let m = model
-        try launch(norm.kernel, grid: (rows, 1, 1), block: (norm.threads, 1, 1), overlapping: true,
-                   [.buffer(x), .pointer((previous ?? (index > 0)) ? projected.address : 0), .int(m.hidden), .buffer(layer.inputNorm),
-                    .buffer(normed), .int(m.hidden), .float32(m.eps)])
-        try observe(normed.address, m.hidden)
-        for part in layer.qkv {
-            try part.linear.forward(x: normed.address, ldx: m.hidden, rows: rows, y: qkv.address + CUdeviceptr(part.column * 2),
-                                    ldy: m.qkvWidth, scratch: scratch)
+        var table = m.embedding, tokenRows = tokens.address
+        if let projectIn = m.stem.projectIn, let narrowRows {
+            try launch("gather_rows", grid: (rows, 1, 1), block: (256, 1, 1),
+                       [.buffer(tokens), .buffer(m.embedding), .buffer(narrowRows), .int(m.embeddingWidth)])
+            try projectIn.forward(x: narrowRows.address, ldx: m.embeddingWidth, rows: rows, y: attentionOutput.address, ldy: m.hidden, scratch: scratch)
+            (table, tokenRows) = (attentionOutput, 0)
         }
+        try launch("embed", grid: (rows, 1, 1), block: (256, 1, 1),
+                   [.pointer(tokenRows), .buffer(table), .buffer(x), .int(m.hidden), .pointer(m.stem.positions?.address ?? 0),
+                    .int(m.stem.positionOffset), .buffer(positionBuffer), .int(sequence)])
+        if let norm = m.stem.norm { try normalize(norm, rows: rows, adding: [], into: nil, replacesResidual: true) }
     }
 
-    /// Output projection, residual, norm, SwiGLU MLP (its down projection left in `projected`).
-    private func attentionOutputAndMLP(_ layer: CUDADecoderLayer, rows: Int, scratch: CUDAScratch,
-                                       observe: (LinearInput, CUdeviceptr, Int) throws -> Void = { _, _, _ in }) throws {
-        let m = model
-        try observe(.outputProjection, attention.address, m.heads * m.headDim)
-        try layer.output.forward(x: attention.address, ldx: m.heads * m.headDim, rows: rows, y: projected.address, ldy: m.hidden, scratch: scratch)
-        try launch(norm.kernel, grid: (rows, 1, 1), block: (norm.threads, 1, 1), overlapping: true,
-                   [.buffer(x), .buffer(projected), .int(m.hidden), .buffer(layer.postAttentionNorm), .buffer(normed), .int(m.hidden), .float32(m.eps)])
-        try observe(.mlp, normed.address, m.hidden)
-        for part in layer.gateUp {
-            try part.linear.forward(x: normed.address, ldx: m.hidden, rows: rows, y: gateUp.address + CUdeviceptr(part.column * 2),
-                                    ldy: 2 * m.intermediate, scratch: scratch)
+    /// One norm launch over `rows` rows: x += each of `pending` (at most two), then `into` =
+    /// float16(norm(x)) (a copy without a norm), and x = norm(x) too when `replacesResidual`.
+    private func normalize(_ norm: CUDANorm?, rows: Int, adding pending: [DeviceBuffer], into out: DeviceBuffer?, replacesResidual: Bool) throws {
+        precondition(pending.count <= 2, "a block adds at most two sublayer outputs at once")
+        let m = model, shape = Self.normLaunch(hidden: m.hidden)!
+        let kind: Int
+        switch norm?.kind {
+        case nil: kind = 0
+        case .rms: kind = 1
+        case .layer: kind = 2
         }
-        try launch("silu_mul", grid: (min((m.intermediate + 255) / 256, 64), rows, 1), block: (256, 1, 1), overlapping: true,
-                   [.buffer(gateUp), .int(2 * m.intermediate), .int(m.intermediate), .buffer(activated)])
-        try observe(.downProjection, activated.address, m.intermediate)
-        try layer.down.forward(x: activated.address, ldx: m.intermediate, rows: rows, y: projected.address, ldy: m.hidden, scratch: scratch)
+        try launch(shape.kernel, grid: (rows, 1, 1), block: (shape.threads, 1, 1), overlapping: true,
+                   [.buffer(x), .pointer(pending.first?.address ?? 0), .pointer(pending.count > 1 ? pending[1].address : 0), .int(m.hidden),
+                    .int(kind), .pointer(norm?.weight?.address ?? 0), .pointer(norm?.bias?.address ?? 0), .pointer(out?.address ?? 0),
+                    .int(m.hidden), .float32(norm?.eps ?? 0), .int(replacesResidual ? 1 : 0)])
     }
 
-    /// Final norm (after the last residual add) of rows 0..<firstRow+rows, then the LM head
-    /// of rows firstRow..<firstRow+rows into float32 logits rows 0..<rows.
-    private func finalLogits(rows: Int, firstRow: Int, scratch: CUDAScratch) throws {
+    /// The head on rows firstRow..<firstRow+rows: final norm (after the last sublayer outputs
+    /// are added; rows before firstRow are added too, to keep x whole), the head's projection,
+    /// the LM head into float32 logits rows 0..<rows.
+    private func finalLogits(rows: Int, firstRow: Int, pending: [DeviceBuffer], scratch: CUDAScratch) throws {
         let m = model
-        try launch(norm.kernel, grid: (firstRow + rows, 1, 1), block: (norm.threads, 1, 1), overlapping: true,
-                   [.buffer(x), .buffer(projected), .int(m.hidden), .buffer(m.finalNorm), .buffer(normed), .int(m.hidden), .float32(m.eps)])
-        try m.lmHead.forward(x: normed.address + CUdeviceptr(firstRow * m.hidden * 2), ldx: m.hidden, rows: rows, y: logits.address,
-                             ldy: m.vocab, scratch: scratch, f32Output: true)
+        try normalize(m.head.finalNorm, rows: firstRow + rows, adding: pending, into: normed, replacesResidual: false)
+        var input = normed.address + CUdeviceptr(firstRow * m.hidden * 2), width = m.hidden
+        if let projectOut = m.head.projectOut, let narrowRows {
+            try projectOut.forward(x: input, ldx: width, rows: rows, y: narrowRows.address, ldy: m.embeddingWidth, scratch: scratch)
+            (input, width) = (narrowRows.address, m.embeddingWidth)
+        }
+        if m.lmHead.writesFloat32 {
+            try m.lmHead.forward(x: input, ldx: width, rows: rows, y: logits.address, ldy: m.vocab, scratch: scratch, f32Output: true)
+        } else {
+            // A GPTQ LM head writes float16 logits.
+            let halves = try scratch.buffer("float16 logits", bytes: rows * m.vocab * 2)
+            try m.lmHead.forward(x: input, ldx: width, rows: rows, y: halves.address, ldy: m.vocab, scratch: scratch)
+            try launch("half_to_float", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(halves), .buffer(logits), .int(m.vocab)])
+        }
     }
 
     /// Decode attention's warps, and its shared memory (at most 12 KB, whatever the context):
@@ -427,22 +531,13 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         return max(1, min(32, (capacity + 255) / 256, wanted))
     }
 
-    /// RMSNorm's kernel and block for rows of `hidden` elements: a quarter as many threads
+    /// The norm kernel and block for rows of `hidden` elements: a quarter as many threads
     /// (a multiple of 32, 32 to 1024) keeping up to 8 elements each, else 1024 keeping up to
     /// 16; nil above 16384.
-    package static func rmsNormLaunch(hidden: Int) -> (kernel: String, threads: Int)? {
+    package static func normLaunch(hidden: Int) -> (kernel: String, threads: Int)? {
         let threads = min(1024, max(32, (hidden / 4 + 31) / 32 * 32))
-        if hidden <= 8 * threads { return ("add_rmsnorm", threads) }
-        return hidden <= 16 * 1024 ? ("add_rmsnorm16", 1024) : nil
-    }
-
-    private var norm: (kernel: String, threads: Int) { Self.rmsNormLaunch(hidden: model.hidden)! }
-
-    private func ropeArgs(layer i: Int, sequence: Int) -> [KernelArg] {
-        let m = model, layer = m.layers[i]
-        return [.buffer(qkv), .int(m.qkvWidth), .buffer(m.inverseFrequencies), .buffer(positionBuffer), .int(sequence), .int(m.heads),
-                .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
-                .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(m.eps)]
+        if hidden <= 8 * threads { return ("add_norm", threads) }
+        return hidden <= 16 * 1024 ? ("add_norm16", 1024) : nil
     }
 
     private func upload(_ ids: [Int32], _ positions: [Int]) throws {
@@ -460,8 +555,8 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         devicePositions = values
     }
 
-    /// `overlapping`: a kernel that waits for the one ahead before it reads or writes (RMSNorm,
-    /// decode attention, SwiGLU) is launched to overlap it when the backend uses dependent launch.
+    /// `overlapping`: a kernel that waits for the one ahead before it reads or writes (the norm,
+    /// decode attention, the MLP's activation) is launched to overlap it when the backend uses dependent launch.
     private func launch(_ name: String, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, overlapping: Bool = false,
                         _ args: [KernelArg]) throws {
         let kernel = try backend.kernel(name, in: DecoderKernels.source)

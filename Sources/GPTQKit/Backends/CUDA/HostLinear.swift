@@ -17,6 +17,16 @@ enum HostLinear {
         }
     }
 
+    /// The same linear with output i taken from output order[i] (a fused q/k/v in [q | k | v] order).
+    func reorderingOutputs(_ order: [Int]) throws -> HostLinear {
+        switch self {
+        case let .dense(w, b):
+            return .dense(w.gatheringRows(order), b.map { $0.reshaped([$0.count, 1]).gatheringRows(order).reshaped([order.count]) })
+        case let .packed(p):
+            return .packed(try p.reorderingOutputs(order))
+        }
+    }
+
     /// The linears as one CUDA linear when they can share one (all float, or all GPTQ with the
     /// same bits, format, groups and g_idx), else one each, placed side by side.
     static func fused(_ parts: [HostLinear], backend: CUDABackend) throws -> [PlacedLinear] {

@@ -616,6 +616,12 @@ extern "C" __global__ void gemv_f16_f32out_b##B(const half_t *w, const half_t *x
 GEMV_F16(1) GEMV_F16(2) GEMV_F16(3) GEMV_F16(4) GEMV_F16(5) GEMV_F16(6) GEMV_F16(7) GEMV_F16(8)
 
 // ---- the bias of a cuBLAS product: y[r, n] = half(product[r, n] + bias[n]), one rounding --
+// y[r, n] += bias[n] on a float32 product (an LM head's logits).
+extern "C" __global__ void add_bias_to_float(const half_t *bias, float *y, int ldy, int N) {
+    const int n = blockIdx.x * blockDim.x + threadIdx.x, r = blockIdx.y;
+    if (n < N) y[(size_t)r * ldy + n] += h2f(bias[n]);
+}
+
 extern "C" __global__ void add_bias_to_half(const float *product, const half_t *bias, half_t *y, int ldy, int N) {
     const int n = blockIdx.x * blockDim.x + threadIdx.x, r = blockIdx.y;
     if (n < N) y[(size_t)r * ldy + n] = f2h(product[(size_t)r * N + n] + h2f(bias[n]));
