@@ -309,6 +309,37 @@ extension CUDABenchmarks {
         return Double(tokens) / times.sorted()[runs / 2]
     }
 
+    /// Scoring throughput, as eval's log-likelihood tasks score: `sequences` sequences of
+    /// `tokens` tokens with every row's logits copied back, through one CUDABatchSession pass
+    /// against one batch-1 session per sequence fed in turn: tokens per second each (median of `runs`).
+    public static func scoring(model: CUDAModel, sequences: Int, tokens: Int, runs: Int = 3) throws -> (batched: Double, oneAtATime: Double) {
+        var rng = Xoshiro256StarStar(seed: 8)
+        let prompts = (0..<sequences).map { _ in (0..<tokens).map { _ in Int32(rng.next() % UInt64(model.vocab)) } }
+        let batch = try CUDABatchSession(model: model, slots: sequences, capacity: tokens)
+        let alone = try model.makeSession(capacity: tokens)
+        func timed(_ body: () throws -> Void) throws -> Double {
+            var times: [Double] = []
+            for _ in 0...runs {  // the first run warms up (kernels, cuBLAS, scratch)
+                let start = ContinuousClock.now
+                try body()
+                let d = ContinuousClock.now - start
+                times.append(Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
+            }
+            return Double(sequences * tokens) / times.dropFirst().sorted()[runs / 2]
+        }
+        let batched = try timed {
+            for s in 0..<sequences { batch.rewind(slot: s, to: 0) }
+            _ = try batch.forward(prompts.enumerated().map { ($0.offset, $0.element) }, allLogits: true)
+        }
+        let oneAtATime = try timed {
+            for prompt in prompts {
+                alone.rewind(to: 0)
+                _ = try alone.forward(prompt, allLogits: true)
+            }
+        }
+        return (batched, oneAtATime)
+    }
+
     /// The tiled kernel's launches (`CUDAGPTQLayout.TiledLaunch.description`: output tiles a
     /// warp x warps a block, s stages of u chunks, x where x is loaded with the weights, mM
     /// compiled for M resident blocks, p where pairs of chunks share group parameters) for each

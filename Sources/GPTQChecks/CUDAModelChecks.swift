@@ -154,6 +154,27 @@ extension CUDAChecks {
             }
             results.append(CUDACheckResult(name: "\(arch) batch of 3 prompts (12, 7, 10 tokens) vs batch 1, greedy mismatches in 24", relativeError: Double(batchMismatches), bound: 0))
 
+            // The batch session: the three prompts scored in one prefill pass against each alone
+            // (other cuBLAS shapes, same roundings), then greedy steps through its decode graph.
+            let batchSession = try CUDABatchSession(model: model, slots: 3, capacity: 32)
+            let scored = try batchSession.forward(batchPrompts.enumerated().map { ($0.offset, $0.element) }, allLogits: true)
+            var scoredAlone: [Float] = []
+            for p in batchPrompts { scoredAlone += try model.makeSession(capacity: 32).forward(p, allLogits: true) }
+            results.append(CUDACheckResult(name: "\(arch) batch session: 3 prompts scored in one pass vs each alone", relativeError: relativeError(scored.flatMap { $0 }, scoredAlone),
+                                           bound: chunkBound))
+            // The lowest index among equal maxima, as the GPU's argmax.
+            func argmax(_ row: ArraySlice<Float>) -> Int32 {
+                Int32(row.indices.reduce(row.startIndex) { row[$1] > row[$0] ? $1 : $0 } - row.startIndex)
+            }
+            var next = scored.map { argmax($0.suffix(model.vocab)) }
+            var sessionMismatches = 0
+            for step in 0..<4 {
+                next = try batchSession.forward(next.enumerated().map { ($0.offset, [$0.element]) }, allLogits: false).map { argmax($0[...]) }
+                for s in 0..<3 where together[step][s] != next[s] { sessionMismatches += 1 }
+            }
+            results.append(CUDACheckResult(name: "\(arch) batch session: 4 greedy steps of 3 prompts vs the batch decode, mismatches in 12",
+                                           relativeError: Double(sessionMismatches), bound: 0))
+
             // Layer 0 from transformers' embedding output, for layer-by-layer callers.
             let embedded = try reference.tensor("hidden_after_embed"), after = try reference.tensor("hidden_after_layer0").floats()
             let hidden = try backend.device.upload(embedded.converted(to: .f16))

@@ -46,11 +46,12 @@ struct DeviceModel {
 }
 
 extension DeviceModel {
-    /// `slots` sequences run together, for batched scoring and generation: on the CPU the
-    /// engine's batch session (one pass for all slots); on the GPU one session per slot, fed in
-    /// turn, until the CUDA backend has a batch session of its own.
+    /// `slots` sequences run together, for batched scoring, generation and serving: one pass
+    /// for all slots on the CPU, and on the GPU up to CUDALinear.maxGEMVRows slots (the decode
+    /// graph's batch); more slots on the GPU run as one session each, fed in turn.
     func makeBatchSession(slots: Int, capacity: Int) throws -> BatchInferenceSession {
         if let cpu { return cpu.makeBatchSession(slots: slots, capacity: capacity) }
+        if let cuda, slots <= CUDALinear.maxGEMVRows { return try CUDABatchSession(model: cuda, slots: slots, capacity: capacity) }
         return SequentialBatchSession(sessions: try (0..<slots).map { _ in try makeSession(capacity: capacity) })
     }
 }

@@ -197,6 +197,11 @@ struct GPUBenchCommand: ParsableCommand {
                    + "\(Int(host.sampledOnGPU.rounded())) tokens/s drawn on the GPU (forwardSample)")
             let prefill = try CUDABenchmarks.prefill(model: m, tokens: 2048)
             report("prefill 2048 tokens: \(Int(prefill.rounded())) tokens/s")
+            for tokens in [32, 128] {
+                let scoring = try CUDABenchmarks.scoring(model: m, sequences: 8, tokens: tokens)
+                report("scoring 8 sequences of \(tokens) tokens (all logits back): batch session \(Int(scoring.batched.rounded())) tokens/s, "
+                       + "one session at a time \(Int(scoring.oneAtATime.rounded())) tokens/s (\(fixed(scoring.batched / scoring.oneAtATime, 2))x)")
+            }
         }
         if quantize {
             let config = QuantizeConfig(bits: 4, groupSize: 128, descAct: actOrder)

@@ -61,10 +61,8 @@ struct ServeCommand: AsyncParsableCommand {
         logger.logLevel = .info
         let loaded = try GenerationModel(folder: model, device: device.device)
         let contextLength = maxModelLen ?? min(loaded.model.architecture.maxPositions, 4096)
-        // The CPU feeds the batch through one pass (the weights stream once per step); CUDA, for
-        // now, one session per slot.
-        let session: BatchInferenceSession = try loaded.model.cpu?.makeBatchSession(slots: maxBatch, capacity: contextLength)
-            ?? SequentialBatchSession(sessions: (0..<maxBatch).map { _ in try loaded.model.makeSession(capacity: contextLength) })
+        // The batch goes through one pass a step (the weights stream once), on the GPU up to its decode batch.
+        let session = try loaded.model.makeBatchSession(slots: maxBatch, capacity: contextLength)
         let name = servedModelName ?? String(model.split(separator: "/").last ?? Substring(model))
         let served = ServedModel(
             name: name, tokenizer: loaded.tokenizer, tokenizerConfig: loaded.tokenizerConfig,

@@ -42,6 +42,8 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     package let tokens: DeviceBuffer
     /// int32 [batch]: each sequence's position (the decode graph advances them).
     let positionBuffer: DeviceBuffer
+    /// int32 [maxRows] each: a prefill row's position and sequence.
+    let rowPositions: DeviceBuffer, rowSequences: DeviceBuffer
     let keys: [DeviceBuffer], values: [DeviceBuffer]
     /// Decode attention's blocks a head and sequence at most (a long context is split over
     /// them), their partial results and per-head arrival counters (zero between launches).
@@ -85,6 +87,8 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         narrowRows = projects ? try device.allocate(bytes: maxRows * model.embeddingWidth * 2) : nil
         tokens = try device.allocate(bytes: maxRows * 4)
         positionBuffer = try device.allocate(bytes: batch * 4)
+        rowPositions = try device.allocate(bytes: maxRows * 4)
+        rowSequences = try device.allocate(bytes: maxRows * 4)
         let cacheBytes = batch * model.kvHeads * capacity * model.headDim * 2
         keys = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
         values = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
@@ -96,7 +100,10 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try attentionCounters.fill(byte: 0, stream: backend.stream)
     }
 
-    public func rewind(to position: Int) { positions[0] = min(max(0, position), positions[0]) }
+    public func rewind(to position: Int) { rewind(sequence: 0, to: position) }
+
+    /// Forgets sequence `sequence`'s positions from `position` on.
+    public func rewind(sequence: Int, to position: Int) { positions[sequence] = min(max(0, position), positions[sequence]) }
 
     // MARK: InferenceSession (sequence 0 of a batch-1 session)
 
@@ -177,7 +184,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
             if decoded {
                 try decode(chunk)
             } else {
-                try prefill(sequence: 0, ids: chunk, logitRows: logitsForAllRows ? chunk.count : (last ? 1 : 0))
+                try prefill([(0, chunk)], logitRows: logitsForAllRows ? chunk.count : (last ? 1 : 0))
             }
             try afterChunk(chunk.count, last)
             start += chunk.count
@@ -263,7 +270,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         positions[sequence] = 0
         let start = try CUDAEvent(device: backend.device), end = try CUDAEvent(device: backend.device)
         try start.record(on: backend.stream)
-        try prefill(sequence: sequence, ids: ids, logitRows: 1)
+        try prefill([(sequence, ids)], logitRows: 1)
         try end.record(on: backend.stream)
         let seconds = try end.milliseconds(since: start) / 1000
         try launch("argmax_rows", grid: (1, 1, 1), block: (1024, 1, 1), [.buffer(logits), .int(model.vocab), .buffer(tokens)])
@@ -274,7 +281,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
 
     private func queueDecode() throws {
         let m = model
-        try embed(rows: batch, sequence: -1, scratch: decodeScratch)
+        try embed(rows: batch, positions: positionBuffer, scratch: decodeScratch)
         var pending: [DeviceBuffer] = []
         for i in m.layers.indices { pending = try runLayer(i, rows: batch, pending: pending, attention: .decode, scratch: decodeScratch) }
         try finalLogits(rows: batch, firstRow: 0, pending: pending, scratch: decodeScratch)
@@ -283,29 +290,48 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     }
 
     /// The learned position table (GPT-2, OPT, ...) holds positions up to its size only.
-    private func checkLearnedPositions(upTo end: Int) throws {
+    func checkLearnedPositions(upTo end: Int) throws {
         if let limit = model.stem.positionLimit, end > limit {
             throw GPTQError.invalidArgument("positions up to \(end) exceed the model's \(limit) learned positions")
         }
     }
 
-    // MARK: prefill (the tokens of one sequence)
+    // MARK: prefill (the tokens of one or several sequences)
 
-    /// `ids` of `sequence` from its cached position on; float32 logits of the last
-    /// `logitRows` rows in logits rows 0..<logitRows.
-    private func prefill(sequence: Int, ids: [Int32], logitRows: Int) throws {
-        let rows = ids.count
-        try uploadTokens(ids)
-        try uploadPositions(positions)
-        try embed(rows: rows, sequence: sequence, scratch: prefillScratch)
+    /// One sequence's rows in a prefill pass: rows firstRow..<firstRow+rows, its tokens from
+    /// position `startPosition` on. Linears run over every segment's rows at once; attention runs
+    /// per segment over its sequence's cache.
+    private struct Segment {
+        let sequence: Int, startPosition: Int, firstRow: Int, rows: Int
+    }
+
+    /// Each entry's `ids` after its sequence's cached positions, all in one pass (at most
+    /// `maxRows` rows, each sequence once); float32 logits of the pass's last `logitRows` rows
+    /// in logits rows 0..<logitRows.
+    func prefill(_ entries: [(sequence: Int, ids: [Int32])], logitRows: Int) throws {
+        var segments: [Segment] = [], rowPosition: [Int32] = [], rowSequence: [Int32] = []
+        for (sequence, ids) in entries {
+            segments.append(Segment(sequence: sequence, startPosition: positions[sequence], firstRow: rowPosition.count, rows: ids.count))
+            rowPosition += (0..<ids.count).map { Int32(positions[sequence] + $0) }
+            rowSequence += [Int32](repeating: Int32(sequence), count: ids.count)
+        }
+        let rows = rowPosition.count
+        precondition(rows <= maxRows && Set(entries.map(\.sequence)).count == entries.count)
+        try uploadTokens(entries.flatMap(\.ids))
+        try upload(rowPosition, to: rowPositions)
+        try upload(rowSequence, to: rowSequences)
+        try embed(rows: rows, positions: rowPositions, scratch: prefillScratch)
         var pending: [DeviceBuffer] = []
         for i in model.layers.indices {
-            pending = try runLayer(i, rows: rows, pending: pending, attention: .prefill(sequence: sequence, startPosition: positions[sequence]),
-                                   scratch: prefillScratch)
+            pending = try runLayer(i, rows: rows, pending: pending, attention: .prefill(segments), scratch: prefillScratch)
         }
         if logitRows > 0 { try finalLogits(rows: logitRows, firstRow: rows - logitRows, pending: pending, scratch: prefillScratch) }
-        positions[sequence] += rows
+        for (sequence, ids) in entries { positions[sequence] += ids.count }
         deviceTokens = nil
+    }
+
+    private func upload(_ values: [Int32], to buffer: DeviceBuffer) throws {
+        try values.withUnsafeBytes { try buffer.copy(from: $0.baseAddress!, bytes: $0.count, stream: backend.stream) }
     }
 
     /// The inputs of a decoder layer's linears, for `layerForward`'s observer.
@@ -334,20 +360,19 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         }
         try backend.device.makeCurrent()
         positions[0] = 0
-        try uploadPositions(positions)
+        try upload((0..<rows).map { Int32($0) }, to: rowPositions)
+        try upload([Int32](repeating: 0, count: rows), to: rowSequences)
         try launch("half_to_float", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(hidden), .buffer(x), .int(model.hidden)])
-        let pending = try runLayer(layer, rows: rows, pending: [], attention: .prefill(sequence: 0, startPosition: 0), scratch: prefillScratch,
-                                   observe: observe)
+        let pending = try runLayer(layer, rows: rows, pending: [], attention: .prefill([Segment(sequence: 0, startPosition: 0, firstRow: 0, rows: rows)]),
+                                   scratch: prefillScratch, observe: observe)
         try normalize(nil, rows: rows, adding: pending, into: hidden, replacesResidual: false)
-        positions[0] = 0
-        devicePositions = nil
     }
 
     /// How a layer's attention runs: one new token a sequence over the cache (the decode
-    /// kernel), or the tokens of one sequence from `startPosition` on (cuBLAS products).
+    /// kernel), or segments of several tokens (cuBLAS products).
     private enum AttentionPass {
         case decode
-        case prefill(sequence: Int, startPosition: Int)
+        case prefill([Segment])
     }
 
     /// Layer i's block steps over `rows` rows: `pending`, the sublayer outputs the previous layer
@@ -371,7 +396,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
                 }
                 switch pass {
                 case .decode: try decodeAttention(i)
-                case let .prefill(sequence, startPosition): try prefillAttention(i, rows: rows, sequence: sequence, startPosition: startPosition)
+                case let .prefill(segments): try prefillAttention(i, rows: rows, segments: segments)
                 }
                 try observe?(.outputProjection, attention.address, m.heads * m.headDim)
                 try layer.output.forward(x: attention.address, ldx: m.heads * m.headDim, rows: rows, y: attentionOutput.address, ldy: m.hidden,
@@ -407,15 +432,25 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
                     .buffer(attentionPartials), .buffer(attentionCounters)] + alibiArgs)
     }
 
-    /// Prefill attention of layer i: `rows` tokens of `sequence` from position p0 (which the
-    /// position buffer holds), through cuBLAS over the cached keys and values.
-    private func prefillAttention(_ i: Int, rows: Int, sequence: Int, startPosition p0: Int) throws {
+    /// Prefill attention of layer i over `rows` rows (the row position and sequence buffers
+    /// hold each row's): positions and the cache writes for every row at once, then each
+    /// segment's attention through cuBLAS over its sequence's cached keys and values.
+    private func prefillAttention(_ i: Int, rows: Int, segments: [Segment]) throws {
         let m = model, layer = m.layers[i], p = m.positions
         try launch("rope_qkv", grid: (rows, m.heads + m.kvHeads, 1), block: (64, 1, 1),
                    [.buffer(qkv), .int(m.qkvWidth), .buffer(p.inverseFrequencies), .int(p.rotaryDimensions), .int(p.interleaved ? 1 : 0),
-                    .buffer(positionBuffer), .int(sequence), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]),
+                    .buffer(rowPositions), .buffer(rowSequences), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]),
                     .buffer(values[i]), .int(capacity), .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0),
                     .float32(qkNormEps)])
+        for segment in segments { try segmentAttention(i, segment) }
+    }
+
+    /// One segment's attention: its rows' queries against keys 0..<startPosition+rows of its sequence.
+    private func segmentAttention(_ i: Int, _ segment: Segment) throws {
+        let m = model, layer = m.layers[i]
+        let (sequence, p0, rows) = (segment.sequence, segment.startPosition, segment.rows)
+        let qkvRows = qkv.address + CUdeviceptr(segment.firstRow * m.qkvWidth * 2)
+        let attentionRows = attention.address + CUdeviceptr(segment.firstRow * m.heads * m.headDim * 2)
         let L = p0 + rows
         let scores = try prefillScratch.buffer("scores", bytes: m.heads * rows * L * 4)
         let probabilities = try prefillScratch.buffer("probabilities", bytes: m.heads * rows * L * 2)
@@ -426,7 +461,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
             // S[h] (L × rows, column-major) = K_kvh · Q_h for h = kvh·group + g, every kv head at once.
             try backend.cublas.gemm(transA: true, transB: false, m: L, n: rows, k: m.headDim,
                                     a: keys[i].address + CUdeviceptr(cacheBase), aType: .f16, lda: m.headDim, strideA: capacity * m.headDim,
-                                    b: qkv.address + CUdeviceptr(g * headBytes), bType: .f16, ldb: m.qkvWidth, strideB: group * m.headDim,
+                                    b: qkvRows + CUdeviceptr(g * headBytes), bType: .f16, ldb: m.qkvWidth, strideB: group * m.headDim,
                                     c: scores.address + CUdeviceptr(g * rows * L * 4), cType: .f32, ldc: L, strideC: group * rows * L,
                                     count: m.kvHeads)
         }
@@ -438,7 +473,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
             try backend.cublas.gemm(transA: false, transB: false, m: m.headDim, n: rows, k: L,
                                     a: values[i].address + CUdeviceptr(cacheBase), aType: .f16, lda: m.headDim, strideA: capacity * m.headDim,
                                     b: probabilities.address + CUdeviceptr(g * rows * L * 2), bType: .f16, ldb: L, strideB: group * rows * L,
-                                    c: attention.address + CUdeviceptr(g * headBytes), cType: .f16, ldc: m.heads * m.headDim, strideC: group * m.headDim,
+                                    c: attentionRows + CUdeviceptr(g * headBytes), cType: .f16, ldc: m.heads * m.headDim, strideC: group * m.headDim,
                                     count: m.kvHeads)
         }
     }
@@ -455,9 +490,8 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     // MARK: pieces every path shares
 
     /// The stem: `rows` tokens embedded into x (through a projection where the family has
-    /// one), their learned positions added and the stem's norm applied. `sequence`: the
-    /// prefilled sequence, or -1 for a decode step (a row a sequence).
-    private func embed(rows: Int, sequence: Int, scratch: CUDAScratch) throws {
+    /// one), their learned positions (row r's at `positions[r]`) added and the stem's norm applied.
+    private func embed(rows: Int, positions rowPositions: DeviceBuffer, scratch: CUDAScratch) throws {
         let m = model
         var table = m.embedding, tokenRows = tokens.address
         if let projectIn = m.stem.projectIn, let narrowRows {
@@ -468,7 +502,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         }
         try launch("embed", grid: (rows, 1, 1), block: (256, 1, 1),
                    [.pointer(tokenRows), .buffer(table), .buffer(x), .int(m.hidden), .pointer(m.stem.positions?.address ?? 0),
-                    .int(m.stem.positionOffset), .buffer(positionBuffer), .int(sequence)])
+                    .int(m.stem.positionOffset), .buffer(rowPositions)])
         if let norm = m.stem.norm { try normalize(norm, rows: rows, adding: [], into: nil, replacesResidual: true) }
     }
 

@@ -10,13 +10,12 @@
 package enum DecoderKernels {
     package static let source = KernelSource(name: "decoder", code: KernelPrelude.source + #"""
 // x[r, :] = table[t, :] (float16 table, float32 rows), t = tokens[r], or r without tokens (a
-// stem's projected rows), plus row p + offset of the learned positions (float32) when given:
-// p = pos[seq] + r in a prefill of sequence seq, pos[r] in a decode step (seq < 0).
+// stem's projected rows), plus row pos[r] + offset of the learned positions (float32) when given.
 extern "C" __global__ void embed(const int32_t *__restrict__ tokens, const half_t *__restrict__ table, float *__restrict__ x, int H,
-                                 const float *__restrict__ positions, int offset, const int32_t *__restrict__ pos, int seq) {
+                                 const float *__restrict__ positions, int offset, const int32_t *__restrict__ pos) {
     const int r = blockIdx.x;
     const half_t *row = table + (size_t)(tokens ? tokens[r] : r) * H;
-    const float *learned = positions ? positions + (size_t)((seq >= 0 ? pos[seq] + r : pos[r]) + offset) * H : nullptr;
+    const float *learned = positions ? positions + (size_t)(pos[r] + offset) * H : nullptr;
     for (int i = threadIdx.x; i < H; i += blockDim.x) x[(size_t)r * H + i] = h2f(row[i]) + (learned ? learned[i] : 0.f);
 }
 
@@ -119,19 +118,18 @@ __device__ __forceinline__ float alibi_bias(float slope, int j, int bf16, float 
     return b * scale;
 }
 
-// Prefill: per row r (a token of sequence `seq` at position pos[seq] + r) and head: optional
+// Prefill: per row r (a token of sequence seqs[r] at position pos[r]) and head: optional
 // per-head RMSNorm of q and k (Qwen3), rotary positions over the first `rot` dimensions
 // (rotary_pair) with angles position · inv_freq[i] in float32 (rot 0: none), q rotated in
 // place in the qkv row, k (rotated) and v written to the caches [seq][kv head][cap][D].
 // Grid (rows, H + KV), block 64.
 extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const float *__restrict__ inv_freq, int rot, int interleaved,
-                                    const int32_t *__restrict__ pos,
-                                    int seq, int H, int KV, int D, half_t *__restrict__ k_cache,
+                                    const int32_t *__restrict__ pos, const int32_t *__restrict__ seqs, int H, int KV, int D, half_t *__restrict__ k_cache,
                                     half_t *__restrict__ v_cache, int cap, const float *__restrict__ q_norm,
                                     const float *__restrict__ k_norm, float eps) {
     __shared__ float scratch[32];
     const int r = blockIdx.x, head = blockIdx.y;
-    const int position = pos[seq] + r;
+    const int position = pos[r], seq = seqs[r];
     const bool is_q = head < H;
     half_t *v = qkv + (size_t)r * ld + (size_t)(H + KV) * D + (size_t)(head - H) * D;
     half_t *x = qkv + (size_t)r * ld + (size_t)head * D;
