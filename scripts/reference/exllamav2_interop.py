@@ -252,6 +252,12 @@ def exllama_run(folder, layers, ids):
     import torch
     from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config
     config = ExLlamaV2Config(folder)
+    # Without flash-attn or xformers (the GPU machine has neither) ExLlamaV2 0.3.2 prefills
+    # through torch SDPA, whose causal branch (attn.py, _attn_torch) passes the block-diagonal
+    # mask, None without cu_seqlens: every query then sees every key. Measured on the H100:
+    # prefill logits 0.22 from swift-gptq's with bit-exact weights, decode (one query) 2.5e-3.
+    # Its matmul attention applies the causal mask.
+    config.no_sdpa = True
     config.max_batch_size = ids.shape[0]
     model = ExLlamaV2(config)
     model.load()

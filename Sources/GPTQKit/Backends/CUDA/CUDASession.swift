@@ -72,7 +72,8 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         prefillScratch = CUDAScratch(backend: backend)
         decodeScratch = CUDAScratch(backend: backend)
         let device = backend.device
-        maxRows = max(batch, min(prefillChunk, capacity))
+        // A pass holds up to prefillChunk rows, from one sequence or (CUDABatchSession) several.
+        maxRows = max(batch, min(prefillChunk, capacity * batch))
         x = try device.allocate(bytes: maxRows * model.hidden * 4)
         normed = try device.allocate(bytes: maxRows * model.hidden * 2)
         secondNormed = model.architecture.block.steps.contains(.mlp(.second)) ? try device.allocate(bytes: maxRows * model.hidden * 2) : nil
