@@ -53,21 +53,21 @@ version="$(basename "$sdist" .tar.gz)"
 version="${version#llama_cpp_python-}"
 llama="$cache/llama.cpp-$version"
 bench="$llama/build/bin/llama-bench"
-if [ ! -x "$bench" ]; then
+# Built in place (its binaries find their shared libraries by absolute path); the marker is
+# written last, so an interrupted build starts over.
+if [ ! -f "$llama/.build-complete" ]; then
   if ! command -v cmake >/dev/null; then
     echo "== installing cmake (pip)" >&2
     python3 -m pip install --quiet cmake >&2
   fi
-  rm -rf "$llama.tmp"
-  mkdir -p "$llama.tmp"
-  tar -xzf "$sdist" -C "$llama.tmp" --strip-components=3 "llama_cpp_python-$version/vendor/llama.cpp"
-  echo "== building llama-bench from llama-cpp-python $version's vendored llama.cpp" >&2
-  cmake -S "$llama.tmp" -B "$llama.tmp/build" >&2
-  flock "$lock" cmake --build "$llama.tmp/build" --target llama-bench -j "$(nproc)" >&2
   rm -rf "$llama"
-  mv "$llama.tmp" "$llama"
+  mkdir -p "$llama"
+  tar -xzf "$sdist" -C "$llama" --strip-components=3 "llama_cpp_python-$version/vendor/llama.cpp"
+  echo "== building llama-bench from llama-cpp-python $version's vendored llama.cpp" >&2
+  cmake -S "$llama" -B "$llama/build" >&2
+  flock "$lock" cmake --build "$llama/build" --target llama-bench -j "$(nproc)" >&2
+  touch "$llama/.build-complete"
 fi
-commit="$(grep -m1 -oE 'LLAMA_BUILD_COMMIT [^ ]+|"[0-9a-f]{7,}"' "$llama/build/common/build-info.cpp" 2>/dev/null | tr -d '"' || true)"
 
 # One round of llama-bench: "prefill decode decode_after_512" tokens/s (means over its 5 repetitions).
 run_llama() {
@@ -92,7 +92,7 @@ PY
 }
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "llama.cpp: llama-cpp-python $version vendored source${commit:+ ($commit)}, llama-bench -t $threads -p 512 -n 128 on $(basename "$gguf")"
+echo "llama.cpp: llama-cpp-python $version vendored source, llama-bench -t $threads -p 512 -n 128 on $(basename "$gguf")"
 echo "gptq: bench --threads $threads --prompt-tokens 512 --decode-tokens 128 --decode-context 0 ${extra[*]} on $folder"
 echo "tokens/s; ratios ours / llama.cpp"
 printf '%-6s | %8s %8s %8s | %8s %8s %8s | %7s %7s %7s\n' round "pp512" "tg128" "tg@512" "pp512" "tg128" "tg@512" decode prefill tg@512
