@@ -11,13 +11,13 @@
 
 // One unit of 32 channels (aligned) of 8 columns: Σ q · xi as 8 int32 sums. `words` points
 // at the unit's first word of the 8 columns (word i at words[i · 32]); `xa` is the unit's
-// activations in the layout q8_arrange wrote for `bits`.
+// activations in the layout ck_gptq_q8_prepare wrote for `bits`.
 static inline __attribute__((always_inline)) __m256i Q8_NAME(unit_dot)(const uint32_t *words, const int8_t *xa, int bits) {
     Q8_DOT_DECLARE(acc);
     if (bits == 4 || bits == 2) {
         // Byte b of word i holds 8/bits fields; shifting by j · bits and masking every byte
         // leaves field j of each byte: channels i · 32/bits + b · 8/bits + j, b = 0…3, which
-        // q8_arrange put together as the 4 bytes at xa + (i · 8/bits + j) · 4.
+        // ck_gptq_q8_prepare put together as the 4 bytes at xa + (i · 8/bits + j) · 4.
         const __m256i mask = _mm256_set1_epi8((char)((1 << bits) - 1));
         const int per_byte = 8 / bits;
         for (int i = 0; i < bits; i++) {

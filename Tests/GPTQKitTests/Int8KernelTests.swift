@@ -5,7 +5,8 @@ import GPTQKit
 /// has (forced in turn: the path is process-wide, so the suite runs serialized and puts the
 /// best path back).
 ///
-/// The bound. The int8 kernels quantize each block b of 32 channels of a row as
+/// The bound. The int8 kernels quantize each block b of 32 channels of a row (in the kernel's
+/// channel order: act-order layers sort channels by group first) as
 /// x̂_c = d_b · round(x_c / d_b), d_b = max_{c∈b} |x_c| / 127, so |x_c − x̂_c| ≤ d_b / 2 (round
 /// to nearest; |x_c / d_b| ≤ 127 needs no clamping). The integer sums are exact and the zero
 /// points multiply Σ x̂ (not Σ x), so the kernel computes Σ_c x̂_c · W[o, c] with W the
@@ -17,12 +18,15 @@ import GPTQKit
 @Suite(.serialized) struct Int8KernelTests {
     static let paths = Int8KernelPath.allCases.filter(\.isSupported)
 
-    /// x̂ exactly as the kernels quantize it (the same float32 operations).
-    static func quantized(_ x: [Float]) -> (values: [Float], steps: [Float]) {
+    /// x̂ exactly as the kernels quantize it (the same float32 operations), and each channel's
+    /// step d: blocks of 32 in the kernel's channel order, i.e. sorted by group (stable) as
+    /// GPTQLinear sorts act-order layers; returned in x's own order.
+    static func quantized(_ x: [Float], gIdx: [Int32]? = nil) -> (values: [Float], steps: [Float]) {
+        let order = gIdx.map { g in x.indices.sorted { (g[$0], $0) < (g[$1], $1) } } ?? Array(x.indices)
         var values = x, steps = [Float](repeating: 0, count: x.count)
         for start in stride(from: 0, to: x.count, by: 32) {
-            let block = start..<(start + 32)
-            let max = x[block].map(abs).max()!
+            let block = order[start..<(start + 32)]
+            let max = block.map { abs(x[$0]) }.max()!
             let d = max / 127, inverse: Float = max > 0 ? 127 / max : 0
             for c in block {
                 values[c] = d * (x[c] * inverse).rounded(.toNearestOrEven)
@@ -62,10 +66,10 @@ import GPTQKit
 
     @Test(arguments: [2, 3, 4, 8], [false, true])
     func gptqInt8AgreesWithFloatWithinActivationRounding(bits: Int, actOrder: Bool) throws {
-        // 200 outputs: a partial last tile of 32. 384 inputs in groups of 64 (6 groups).
-        let out = 200, columns = 384
+        // 208 outputs, a partial last tile of 32 (3 bits pack 32 outputs a word: 224). 384 inputs in groups of 64.
+        let out = bits == 3 ? 224 : 208, columns = 384
         let packed = try Self.randomLayer(bits: bits, actOrder: actOrder, rows: out, columns: columns, groupSize: 64, seed: UInt64(bits * 2 + (actOrder ? 1 : 0)))
-        let w = packed.dequantized()
+        let w = packed.dequantized(), gIdx = packed.gIdx.ints()
         let floatLayer = GPTQLinear(packed), int8Layer = GPTQLinear(packed)
         floatLayer.int8Activations = .off
         int8Layer.int8Activations = .all
@@ -83,7 +87,7 @@ import GPTQKit
                 byPath.append(y)
                 for r in 0..<rows {
                     let xr = Array(x[(r * columns)..<((r + 1) * columns)])
-                    let (xq, steps) = Self.quantized(xr)
+                    let (xq, steps) = Self.quantized(xr, gIdx: gIdx)
                     for o in 0..<out {
                         var bound = 0.0, magnitude = 0.0, exact = 0.0
                         for c in 0..<columns {
@@ -106,19 +110,25 @@ import GPTQKit
         }
     }
 
-    /// The bound of the test above against the outputs' size: an int8 path that read a wrong
-    /// field or channel would be off by about |y|, far beyond it.
-    @Test func activationBoundIsSmallAgainstOutputs() throws {
+    /// The bound of the test above catches a kernel that reads the wrong channel: with each
+    /// pair of neighbouring channels swapped (as a wrong nibble order would), the outputs move
+    /// beyond the bound almost everywhere.
+    @Test func activationBoundCatchesSwappedChannels() throws {
         let packed = try Self.randomLayer(bits: 4, actOrder: true, rows: 64, columns: 256, groupSize: 64, seed: 7)
         let w = packed.dequantized(), x = Self.activations(256, seed: 8)
-        let (_, steps) = Self.quantized(x)
+        let (_, steps) = Self.quantized(x, gIdx: packed.gIdx.ints())
         let layer = GPTQLinear(packed)
         layer.int8Activations = .off
-        var y = [Float](repeating: 0, count: 64)
+        var swapped = x
+        for c in stride(from: 0, to: 256, by: 2) { swapped.swapAt(c, c + 1) }
+        var y = [Float](repeating: 0, count: 64), wrong = y
         layer.forward(x, rows: 1, into: &y)
-        let bounds = (0..<64).map { o in (0..<256).reduce(0.0) { $0 + Double(steps[$1]) / 2 * abs(Double(w[o * 256 + $1])) } }
-        let typical = y.map { abs(Double($0)) }.reduce(0, +) / 64
-        #expect(bounds.max()! < 0.1 * typical, "bound \(bounds.max()!) against a typical |y| of \(typical)")
+        layer.forward(swapped, rows: 1, into: &wrong)
+        let caught = (0..<64).filter { o in
+            let bound = (0..<256).reduce(0.0) { $0 + Double(steps[$1]) / 2 * abs(Double(w[o * 256 + $1])) }
+            return abs(Double(wrong[o] - y[o])) > bound
+        }.count
+        #expect(caught >= 56, "a swapped-channel kernel stays within the bound on \(64 - caught) of 64 outputs")
     }
 
     /// Groups that do not start at multiples of 32 channels keep the float kernel.
