@@ -30,16 +30,27 @@ struct BenchCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Tokens generated for the decode measurement.")
     var decodeTokens = 128
 
+    @Option(parsing: .unconditional, help: "Positions kept in the KV cache when decode starts (default: the whole prompt; 0 decodes from an empty cache, as llama-bench's tg test does).")
+    var decodeContext: Int?
+
     @Option(parsing: .unconditional, help: "CPU threads (default: all cores).")
     var threads: Int?
 
     @OptionGroup var device: DeviceFlags
+
+    @OptionGroup var cpuKernels: CPUKernelFlags
+
+    @Flag(help: "After the decode measurement, decode the same tokens again with every linear layer timed, and print where a step goes (CPU).")
+    var profile = false
 
     func validate() throws {
         guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
         // Each is bounded by the model's positions in measure(); this keeps their sum from overflowing first.
         guard promptTokens <= 1 << 24, decodeTokens <= 1 << 24 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at most \(1 << 24)") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let decodeContext, !(0...promptTokens).contains(decodeContext) {
+            throw ValidationError("--decode-context must be between 0 and --prompt-tokens (\(promptTokens))")
+        }
     }
 
     struct Speed {
@@ -51,6 +62,7 @@ struct BenchCommand: ParsableCommand {
         useThreads(threads)
         if device.device == .cuda {
             guard baseline == nil else { throw ValidationError("--baseline is measured on the CPU only; drop --device cuda or --baseline") }
+            try cpuKernels.apply(to: nil)
             return try runCUDA()
         }
         print("backend: cpu, \(CPUThreads.count) threads")
@@ -69,6 +81,7 @@ struct BenchCommand: ParsableCommand {
     /// Loads `folder` on the CPU, prints its description and its prefill and decode figures.
     func measure(folder: String) throws -> Speed {
         let loaded = try LanguageModel.load(folder: folder)
+        try cpuKernels.apply(to: loaded)
         let positions = loaded.architecture.maxPositions
         guard promptTokens + decodeTokens < positions else {
             throw ValidationError("--prompt-tokens \(promptTokens) plus --decode-tokens \(decodeTokens) pass the model's \(positions) positions")
@@ -82,6 +95,7 @@ struct BenchCommand: ParsableCommand {
         if let (config, _) = try QuantizedCheckpoint.config(folder: folder) {
             print("quantization: \(config.summary), \(linears.filter { $0 is GPTQLinear }.count) of \(linears.count) linears")
         }
+        print("kernels: \(cpuKernels.summary(loaded))")
 
         // One warm-up token pages the mapped weights in.
         let prompt = Self.prompt(tokens: promptTokens, vocabulary: loaded.vocabSize)
@@ -92,6 +106,8 @@ struct BenchCommand: ParsableCommand {
         var logits: [Float] = []
         let prefill = try clock.measure { logits = try session.forward(prompt, allLogits: false) }.seconds
         print("prefill: \(promptTokens) tokens in \(fixed(prefill, 3)) s = \(fixed(Double(promptTokens) / prefill, 1)) tokens/s")
+        let context = decodeContext ?? promptTokens
+        if context < promptTokens { session.rewind(to: context) }
 
         let decode = try clock.measure {
             for _ in 0..<decodeTokens {
@@ -101,12 +117,43 @@ struct BenchCommand: ParsableCommand {
             }
         }.seconds
         let rate = Double(decodeTokens) / decode
-        print("decode: \(decodeTokens) tokens in \(fixed(decode, 3)) s = \(fixed(rate, 1)) tokens/s (\(fixed(1000 / rate, 2)) ms/token)")
+        print("decode: \(decodeTokens) tokens in \(fixed(decode, 3)) s = \(fixed(rate, 1)) tokens/s (\(fixed(1000 / rate, 2)) ms/token), from \(context) cached positions")
+        if profile { try profileDecode(loaded, session: session, prompt: Array(prompt.prefix(max(context, 1)))) }
         let unknown = linears.count - footprints.count
         print("weights streamed per decode token: \(fixed(Double(streamed) / 1e6, 1)) MB"
               + (unknown > 0 ? " (\(unknown) layers do not report theirs)" : "")
               + " -> \(fixed(Double(streamed) * rate / 1e9, 2)) GB/s")
         return Speed(prefill: Double(promptTokens) / prefill, decode: rate)
+    }
+
+    /// Decodes decodeTokens tokens again after the same context with every linear wrapped in
+    /// a timer and prints the step's time by module, the LM head and the rest (embedding,
+    /// norms, rotary, attention over the KV cache, residuals, the argmax). The wrappers stay.
+    func profileDecode(_ model: LanguageModel, session: InferenceSession, prompt: [Int32]) throws {
+        let tally = LinearTimes()
+        for layer in 0..<model.numLayers {
+            for module in model.architecture.linears.map(\.name) {
+                model.setLayerLinear(layer, module, TimedLinear(model.layerLinear(layer, module), name: module, tally: tally))
+            }
+        }
+        model.lmHead = TimedLinear(model.lmHead, name: "lm_head", tally: tally)
+        session.rewind(to: 0)
+        var logits = try session.forward(prompt, allLogits: false)
+        tally.seconds.removeAll()
+        let clock = ContinuousClock()
+        let total = try clock.measure {
+            for _ in 0..<decodeTokens {
+                var best = 0
+                for i in logits.indices where logits[i] > logits[best] { best = i }
+                logits = try session.forward([Int32(best)], allLogits: false)
+            }
+        }.seconds
+        func line(_ name: String, _ seconds: Double) -> String {
+            "  \(name): \(fixed(seconds / Double(decodeTokens) * 1000, 3)) ms (\(fixed(100 * seconds / total, 1))%)"
+        }
+        print("decode profile, per token: \(fixed(total / Double(decodeTokens) * 1000, 3)) ms")
+        for (name, seconds) in tally.seconds.sorted(by: { $0.value > $1.value }) { print(line(name, seconds)) }
+        print(line("rest (embedding, norms, rotary, attention, residuals, argmax)", total - tally.seconds.values.reduce(0, +)))
     }
 
     /// The same on the GPU: prefill and greedy decode as `gptq generate --device cuda` runs
@@ -150,6 +197,33 @@ struct BenchCommand: ParsableCommand {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return usage.ru_maxrss * 1024
+    }
+}
+
+/// Seconds spent in each kind of linear layer, summed over calls (one thread calls forward).
+final class LinearTimes {
+    var seconds: [String: Double] = [:]
+}
+
+/// A linear layer that adds the time of each forward to its name's total.
+final class TimedLinear: LinearLayer, WeightFootprint, @unchecked Sendable {
+    let inner: LinearLayer
+    let name: String
+    let tally: LinearTimes
+    var inFeatures: Int { inner.inFeatures }
+    var outFeatures: Int { inner.outFeatures }
+    var weightBytes: Int { (inner as? WeightFootprint)?.weightBytes ?? 0 }
+
+    init(_ inner: LinearLayer, name: String, tally: LinearTimes) {
+        self.inner = inner
+        self.name = name
+        self.tally = tally
+    }
+
+    func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        let start = ContinuousClock.now
+        inner.forward(x, rows: rows, into: y)
+        tally.seconds[name, default: 0] += (ContinuousClock.now - start).seconds
     }
 }
 

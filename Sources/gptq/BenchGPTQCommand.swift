@@ -69,12 +69,21 @@ struct BenchGPTQCommand: ParsableCommand {
         let packTime = try clock.measure { packed = try PackedLinear.pack(result!, format: .gptqV2) }.seconds
         print("pack: \(fixed(packTime, 3)) s")
 
-        let quantized = GPTQLinear(packed!)
+        let quantized = GPTQLinear(packed!), floatActivations = GPTQLinear(packed!)
+        floatActivations.int8Activations = .off
         let dense = DenseLinear(weight: Tensor(weight, shape: [rows, cols]).converted(to: .f16))
         let x = values(tokens * cols, scale: 1)
         var y = [Float](repeating: 0, count: tokens * rows)
-        for (name, layer, bytes) in [("GPTQLinear", quantized as LinearLayer, quantized.weightBytes),
-                                     ("DenseLinear f16", dense as LinearLayer, dense.weightBytes)] {
+        let kernels = quantized.supportsInt8Activations ? "int8 activations, \(Int8KernelPath.current)" : "float activations: groups not at multiples of 32"
+        var layers: [(String, LinearLayer, Int)] = [("GPTQLinear (\(kernels))", quantized, quantized.weightBytes),
+                                                    ("GPTQLinear (float activations)", floatActivations, floatActivations.weightBytes),
+                                                    ("DenseLinear f16", dense, dense.weightBytes)]
+        // Int8Linear quantizes its input in blocks of 32 channels.
+        if cols % 32 == 0 {
+            let int8 = try Int8Linear(dense)
+            layers.append(("Int8Linear of the f16 weight (\(Int8KernelPath.current))", int8, int8.weightBytes))
+        }
+        for (name, layer, bytes) in layers {
             layer.forward(x, rows: 1, into: &y)
             // At least 20 calls and a quarter of a second, so the figure is not one call's noise.
             var calls = 0

@@ -30,6 +30,8 @@ struct ChatCommand: ParsableCommand {
 
     @OptionGroup var device: DeviceFlags
 
+    @OptionGroup var cpuKernels: CPUKernelFlags
+
     func validate() throws {
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
     }
@@ -37,6 +39,7 @@ struct ChatCommand: ParsableCommand {
     func run() throws {
         useThreads(sampling.threads)
         let loaded = try GenerationModel(folder: model, device: device.device)
+        try cpuKernels.apply(to: loaded.model.cpu)
         let template = try ChatTemplate(config: loaded.tokenizerConfig)
         var options = try sampling.options(for: loaded)
         let positions = loaded.model.architecture.maxPositions

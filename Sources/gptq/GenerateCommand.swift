@@ -30,9 +30,12 @@ struct GenerateCommand: ParsableCommand {
 
     @OptionGroup var device: DeviceFlags
 
+    @OptionGroup var cpuKernels: CPUKernelFlags
+
     func run() throws {
         useThreads(sampling.threads)
         let loaded = try GenerationModel(folder: model, device: device.device)
+        try cpuKernels.apply(to: loaded.model.cpu)
         let options = try sampling.options(for: loaded)
         let ids = chat
             ? try loaded.chatPrompt([ChatMessage(role: "user", content: prompt)], template: ChatTemplate(config: loaded.tokenizerConfig))

@@ -39,6 +39,8 @@ struct PerplexityCommand: ParsableCommand {
 
     @OptionGroup var device: DeviceFlags
 
+    @OptionGroup var cpuKernels: CPUKernelFlags
+
     func validate() throws {
         guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2") }
         if let windows, windows < 1 { throw ValidationError("--windows must be at least 1") }
@@ -48,6 +50,7 @@ struct PerplexityCommand: ParsableCommand {
     func run() throws {
         useThreads(threads)
         let loaded = try DeviceModel(folder: model, device: device.device)
+        try cpuKernels.apply(to: loaded.cpu)
         // Checked before the KV cache of seqlen positions is allocated.
         guard seqlen <= loaded.architecture.maxPositions else {
             throw ValidationError("--seqlen \(seqlen) is more than the model's \(loaded.architecture.maxPositions) positions")

@@ -9,6 +9,7 @@ import GPTQKit
     @Test(arguments: GPTQFixture.cases.filter { !(try! GPTQFixture.autogptqResult($0).zeros.contains(0)) })
     func kernelReproducesAutoGPTQOutput(_ c: GPTQCase) throws {
         let layer = GPTQLinear(try GPTQFixture.autogptqPacked(c))
+        layer.int8Activations = .off
         // AutoGPTQ ran the layer on x_forward cast to float16.
         let x = roundedToHalf(try GPTQFixture.base.tensor("x_forward").floats())
         let expected = try GPTQFixture.tensor(c, "y").floats()
@@ -26,12 +27,13 @@ import GPTQKit
     }
 
     /// Every row count of the GEMV (1…4) and the prefill path against a dense float32
-    /// product with the dequantized weight, on our own v2 packing of an act-order layer.
+    /// product with the dequantized weight, on our own v2 packing of an act-order layer (float kernels).
     @Test(arguments: ["b3_g32_act1_sym0_static0", "b2_g32_act1_sym0_static0", "b8_g128_act1_sym1_static1", "b4_g-1_act1_sym0_static0"])
     func allPathsAgreeWithDenseProduct(_ key: String) throws {
         let c = GPTQFixture.cases.first { $0.key == key }!
         let packed = try PackedLinear.pack(try GPTQFixture.autogptqResult(c), bias: GPTQFixture.bias, format: .gptqV2)
         let layer = GPTQLinear(packed)
+        layer.int8Activations = .off
         let w = packed.dequantized(), out = GPTQFixture.rows, n = GPTQFixture.columns
         let x = (0..<(9 * n)).map { Float(($0 * 7919) % 201) / 100 - 1 }
         for rows in 1...9 {

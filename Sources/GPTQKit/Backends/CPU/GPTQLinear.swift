@@ -8,8 +8,11 @@ import COpenBLAS
 /// padded to a multiple of 32 and stored tile by tile, zeros unpacked to floats (v1's +1 applied), and, for
 /// act-order checkpoints, input channels sorted by g_idx (stable), so that each group is a
 /// contiguous run of channels; x is permuted the same way at run time (ExLlama's approach).
-/// Few rows (decode): fused dequantize-and-multiply in C, threads over output columns, after
-/// one pass over x for what every column tile shares (group sums, rescaled x).
+/// Few rows (decode): by default x is quantized to int8 per block of 32 channels and the packed
+/// fields meet it in integer dot products (ck_gptq_q8_gemv: AVX2, AVX-VNNI or AVX-512 VNNI,
+/// chosen at run time), threads over output columns; layers whose groups do not start at
+/// multiples of 32 channels, or `int8Activations` `.off`, take the float kernel instead
+/// (fused dequantize-and-multiply after one pass over x for what every column tile shares).
 /// Many rows (prefill): weight tiles dequantized to float32 and multiplied by cblas_sgemm.
 public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable {
     public let inFeatures: Int
@@ -17,6 +20,24 @@ public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable
     public let bits: Int
     /// Up to this many rows take the fused GEMV; more take dequantize + sgemm.
     public static let maxGEMVRows = 4
+
+    /// Where GPTQ layers quantize their input to int8 (integer dot products) rather than
+    /// multiplying it in float32.
+    public enum Int8Activations: String, Sendable, CaseIterable {
+        /// Never: the float kernels everywhere.
+        case off
+        /// The GEMV (up to maxGEMVRows rows, i.e. decode); prefill keeps dequantize + sgemm.
+        case decode
+        /// Every row count, 4 rows at a time through the GEMV: slow at prefill, but perplexity
+        /// then measures what int8 activations cost.
+        case all
+    }
+
+    /// This layer's choice (`--int8-activations`); set it before forwards run, not during.
+    public var int8Activations = Int8Activations.decode
+
+    /// Whether the int8 kernel can run this layer (groups start at multiples of 32 channels).
+    public let supportsInt8Activations: Bool
 
     /// channelOrder[p]: the checkpoint's input channel at kernel position p; nil when g_idx is already sorted.
     private let channelOrder: [Int]?
@@ -77,6 +98,7 @@ public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable
         weight = ck_gptq_weight(qweight: qweight.baseAddress, scales: scales.baseAddress, zeros: zeros.baseAddress,
                                 group_start: groupStart.baseAddress, bits: Int32(bits), in_features: Int32(inFeatures),
                                 out_features: Int32(out), out_stride: Int32(stride), groups: Int32(groups))
+        supportsInt8Activations = withUnsafePointer(to: weight) { ck_gptq_q8_supported($0) != 0 }
     }
 
     /// Bytes one forward reads: the packed weight, float32 scales and zeros, the bias.
@@ -112,6 +134,20 @@ public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable
     /// x in kernel channel order. Threads split the output columns in whole tiles of 32.
     private func multiply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
         let stride = Int(weight.out_stride), tiles = stride / 32
+        if supportsInt8Activations, int8Activations == .all || (int8Activations == .decode && rows <= Self.maxGEMVRows) {
+            withUnsafePointer(to: weight) { w in
+                let bytes = ck_q8_rows_bytes(Int32(rows), Int32(inFeatures), Int32(bits), w.pointee.groups)
+                let workspace = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+                defer { workspace.deallocate() }
+                let quantized = ck_gptq_q8_prepare(w, x, Int32(rows), workspace)
+                withUnsafePointer(to: quantized) { q in
+                    CPUThreads.parallelRanges(tiles) { start, end in
+                        ck_gptq_q8_gemv(w, q, Int32(start * 32), Int32(end * 32), y, outFeatures)
+                    }
+                }
+            }
+            return
+        }
         if rows <= Self.maxGEMVRows {
             withUnsafePointer(to: weight) { w in
                 let workspace = UnsafeMutablePointer<Float>.allocate(capacity: ck_gptq_gemv_workspace(w, Int32(rows)))
