@@ -319,12 +319,8 @@ extension CUDABenchmarks {
         let alone = try model.makeSession(capacity: tokens)
         func timed(_ body: () throws -> Void) throws -> Double {
             var times: [Double] = []
-            for _ in 0...runs {  // the first run warms up (kernels, cuBLAS, scratch)
-                let start = ContinuousClock.now
-                try body()
-                let d = ContinuousClock.now - start
-                times.append(Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
-            }
+            // The first run warms up (kernels, cuBLAS, scratch).
+            for _ in 0...runs { times.append(try CUDAGPTQBenchmark.seconds(body)) }
             return Double(sequences * tokens) / times.dropFirst().sorted()[runs / 2]
         }
         let batched = try timed {
