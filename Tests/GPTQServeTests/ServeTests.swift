@@ -159,9 +159,10 @@ struct ServeTests {
     func cancellationAndBackpressure() async throws {
         let (served, model) = try ServeFixture.servedModel(folder: ServeFixture.folder, maxModelLen: 128)
         let metrics = ServeMetrics()
-        // 5 ms a step, so the cancellation lands while the sequence still has steps to go.
-        let paced = PacedBatchSession(SequentialBatchSession(sessions: [model.makeSession(capacity: 128)]), stepMicroseconds: 5000)
-        let scheduler = Scheduler(session: paced, tokenizer: served.tokenizer, prefillChunk: 16, maxWaiting: 2, metrics: metrics,
+        // The session holds its second pass until the test has cancelled, so the cancellation
+        // lands while the sequence has 119 steps to go however slowly the test's thread runs.
+        let gated = GatedBatchSession(SequentialBatchSession(sessions: [model.makeSession(capacity: 128)]), passesBeforeGate: 1)
+        let scheduler = Scheduler(session: gated, tokenizer: served.tokenizer, prefillChunk: 16, maxWaiting: 2, metrics: metrics,
                                   logger: Logger(label: "test"))
         defer { scheduler.shutDown() }
         let long = SequenceParameters(prompt: [5, 6, 7], maxTokens: 120, sampling: SamplingParameters(), seed: 0, stopTokenIds: [])
@@ -172,9 +173,10 @@ struct ServeTests {
         #expect(throws: SubmitError.overloaded) { try scheduler.submit([long]) }
         scheduler.cancel(running.id)
         scheduler.cancel(waiting.id)
+        gated.open()
         var after = 0
         while await iterator.next() != nil { after += 1 }
-        #expect(after < 60, "the cancelled sequence stopped within a few steps, not after its 120 tokens")
+        #expect(after <= 2, "the cancelled sequence stopped at the pass it was in, not after its 120 tokens")
         var waitingEvents = 0
         for await _ in waiting.events { waitingEvents += 1 }
         #expect(waitingEvents == 0, "the cancelled waiting sequences never ran")
@@ -225,14 +227,19 @@ struct ServeTests {
 }
 
 /// A batch session that sleeps before each forward, so a test can act between steps.
-final class PacedBatchSession: BatchInferenceSession {
+/// Runs the first `passesBeforeGate` passes, then holds every later one until `open()`.
+final class GatedBatchSession: BatchInferenceSession {
     let inner: BatchInferenceSession
-    let stepMicroseconds: UInt32
+    let passesBeforeGate: Int
+    private var passes = 0
+    private let gate = DispatchSemaphore(value: 0)
 
-    init(_ inner: BatchInferenceSession, stepMicroseconds: UInt32) {
+    init(_ inner: BatchInferenceSession, passesBeforeGate: Int) {
         self.inner = inner
-        self.stepMicroseconds = stepMicroseconds
+        self.passesBeforeGate = passesBeforeGate
     }
+
+    func open() { gate.signal() }
 
     var vocabSize: Int { inner.vocabSize }
     var slots: Int { inner.slots }
@@ -240,7 +247,12 @@ final class PacedBatchSession: BatchInferenceSession {
     func position(of slot: Int) -> Int { inner.position(of: slot) }
 
     func forward(_ batch: [(slot: Int, tokens: [Int32])], allLogits: Bool) throws -> [[Float]] {
-        usleep(stepMicroseconds)
+        // Only the scheduler's thread calls forward, so the count needs no lock.
+        passes += 1
+        if passes > passesBeforeGate {
+            gate.wait()
+            gate.signal()  // stays open for every later pass
+        }
         return try inner.forward(batch, allLogits: allLogits)
     }
 
