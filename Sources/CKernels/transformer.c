@@ -144,6 +144,30 @@ void ck_masked_softmax(float *row, size_t count, size_t lo, size_t hi) {
     for (; i < n; i++) r[i] *= 1.0f / sum;
 }
 
+void ck_flash_softmax_f16(float *row, size_t count, size_t lo, size_t hi, size_t first_key, size_t tile) {
+    for (size_t j = 0; j < lo; j++) row[j] = 0;
+    for (size_t j = hi; j < count; j++) row[j] = 0;
+    if (lo >= hi) return;
+    // Tiles by absolute key index; the running max after each tile, and each key's rounded weight
+    // relative to it.
+    const size_t first_tile = (first_key + lo) / tile, tiles = (first_key + hi - 1) / tile - first_tile + 1;
+    float running[tiles];
+    float m = -INFINITY;
+    for (size_t t = 0; t < tiles; t++) {
+        const size_t start = (first_tile + t) * tile - first_key, a = start > lo ? start : lo, b = start + tile < hi ? start + tile : hi;
+        for (size_t j = a; j < b; j++) m = row[j] > m ? row[j] : m;
+        running[t] = m;
+        for (size_t j = a; j < b; j++) row[j] = _cvtsh_ss(_cvtss_sh(expf(row[j] - m), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    float sum = 0;
+    for (size_t t = 0; t < tiles; t++) {
+        const size_t start = (first_tile + t) * tile - first_key, a = start > lo ? start : lo, b = start + tile < hi ? start + tile : hi;
+        const float rescale = expf(running[t] - m);
+        for (size_t j = a; j < b; j++) { row[j] *= rescale; sum += row[j]; }
+    }
+    for (size_t j = lo; j < hi; j++) row[j] /= sum;
+}
+
 static inline float dot(const float *a, const float *b, size_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     size_t i = 0;

@@ -137,6 +137,22 @@ func argmax(_ v: ArraySlice<Float>) -> Int32 {
         }
     }
 
+    /// The same over 120 tokens of the llama fixture: two of the flash prefill kernel's key
+    /// tiles, whose running max the rounding follows (CPUArithmetic.cudaFloat16's
+    /// ck_flash_softmax_f16 against fp16_logit_error.py's flash_softmax).
+    @Test func float16ArithmeticFollowsTheFlashKernelsKeyTiles() throws {
+        let emulation = try SafetensorsFile(path: Fixtures.path("arch/llama/float16_emulation.safetensors"))
+        let ids = try emulation.tensor("prefill_long_ids").ints()
+        #expect(ids.count > 64)
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/llama"), weightsAsFloat16: true)
+        let half = try model.makeSession(capacity: ids.count, arithmetic: .cudaFloat16).forward(ids, allLogits: true)
+        let expected = try emulation.tensor("prefill_long").floats()
+        let error = relativeError(half, expected)
+        #expect(error < 8e-4)
+        #expect(1.5 * error < relativeError(try emulation.tensor("prefill_long_float32").floats(), expected),
+                "the float32 model is as close: the roundings are not what they emulate")
+    }
+
     /// The declared modules count the parameters transformers counts (a tied head once;
     /// scripts/fixtures/make_parameter_counts.py).
     @Test(arguments: families)

@@ -26,4 +26,17 @@ import Testing
         #expect(CUDASession.decodeAttentionSharedBytes(headDim: 96) == (2 * 96 + 8 * 16 * 10) * 4)
         #expect(CUDASession.decodeAttentionSharedBytes(headDim: 16) == (2 * 16 + 8 * 2 * 10) * 4)
     }
+
+    /// The flash prefill kernel compiled for the padded head width, and its q, k and v tiles
+    /// of 64 rows of that width plus 8 halves.
+    @Test func prefillKernelPadsTheHeadDimension() {
+        #expect(CUDASession.prefillAttentionKernel(headDim: 8)! == ("attention_prefill_d16", 3 * 64 * 24 * 2))
+        #expect(CUDASession.prefillAttentionKernel(headDim: 64)! == ("attention_prefill_d64", 3 * 64 * 72 * 2))
+        #expect(CUDASession.prefillAttentionKernel(headDim: 72)!.name == "attention_prefill_d80")
+        #expect(CUDASession.prefillAttentionKernel(headDim: 112)!.name == "attention_prefill_d128")
+        #expect(CUDASession.prefillAttentionKernel(headDim: 128)! == ("attention_prefill_d128", 52_224))
+        #expect(CUDASession.prefillAttentionKernel(headDim: 136)!.name == "attention_prefill_d256")
+        #expect(CUDASession.prefillAttentionKernel(headDim: 12) == nil)
+        #expect(CUDASession.prefillAttentionKernel(headDim: 264) == nil)
+    }
 }

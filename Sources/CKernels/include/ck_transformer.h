@@ -32,6 +32,11 @@ void ck_rope(float *x, size_t heads, size_t head_dim, size_t rotary_dims, int in
 // ---- attention ---------------------------------------------------------
 /// Softmax of row[lo..<hi] in place; the other entries of row[0..<count] become 0.
 void ck_masked_softmax(float *row, size_t count, size_t lo, size_t hi);
+/* The CUDA flash prefill kernel's softmax of row[0..count) (key first_key + j at j) over the
+   visible keys [lo, hi), rounded as the kernel rounds: keys in tiles of `tile` by absolute
+   index, each weighed by float16(exp(s − m_t)) · exp(m_t − m), m_t the running max after its
+   tile and m the row's max, and normalised by the sum of those weights. */
+void ck_flash_softmax_f16(float *row, size_t count, size_t lo, size_t hi, size_t first_key, size_t tile);
 /// One query against `keys` consecutive cached keys/values ([keys][head_dim] each):
 /// out = softmax(scale * K q + bias) V, `bias` ([keys], ALiBi) may be NULL. `scores` holds
 /// `keys` floats of scratch.

@@ -10,12 +10,15 @@ enum Attention {
     static let gemmRows = 8
     /// Query rows per sgemm block: bounds the score buffer and the masked waste.
     static let blockRows = 256
+    /// Keys a tile of the CUDA flash prefill kernel (PREFILL_KEYS in DecoderKernels).
+    static let flashKeyTile = 64
 
     /// queries: [tokens, heads*headDim] at positions position..<position+tokens, whose keys
     /// and values are already in `cache`. Writes [tokens, heads*headDim] into `out`.
     /// `alibi`: each head's biases of keys 0..<position+tokens, [heads][position+tokens].
-    /// `roundsProbabilities`: the softmax is rounded to float16 before it weighs the values,
-    /// as the CUDA session's prefill stores it (CPUArithmetic.cudaFloat16).
+    /// `roundsProbabilities`: the softmax is rounded as the CUDA session's flash prefill kernel
+    /// rounds it (CPUArithmetic.cudaFloat16): float16 weights relative to a running max over
+    /// key tiles of `flashKeyTile`.
     static func run(queries: UnsafePointer<Float>, tokens: Int, position: Int, cache: KVCacheLayer, attention shape: AttentionSpec,
                     scale: Float, window: Int?, alibi: [Float]?, roundsProbabilities: Bool = false, into out: UnsafeMutablePointer<Float>) {
         let (hd, width) = (shape.headDim, shape.queryWidth)
@@ -52,8 +55,11 @@ enum Attention {
                         for r in r0..<r1 {
                             let pos = position + b0 + r
                             if let bias { ck_add(scores + r * keys, bias + head * maxKeys + lo, keys) }
-                            ck_masked_softmax(scores + r * keys, keys, firstKey(pos) - lo, pos + 1 - lo)
-                            if roundsProbabilities { ck_round_f16(scores + r * keys, keys) }
+                            if roundsProbabilities {
+                                ck_flash_softmax_f16(scores + r * keys, keys, firstKey(pos) - lo, pos + 1 - lo, lo, flashKeyTile)
+                            } else {
+                                ck_masked_softmax(scores + r * keys, keys, firstKey(pos) - lo, pos + 1 - lo)
+                            }
                         }
                     }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(hd), Int32(keys),

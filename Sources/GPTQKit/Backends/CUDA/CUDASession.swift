@@ -10,9 +10,11 @@ import CCUDA
 /// runs the decode path, whose launches are captured once into a CUDA graph and replayed:
 /// the graph reads each sequence's token and position from device memory and leaves the
 /// next ones there (the argmax, the position plus one), so greedy decoding needs no
-/// re-capture and no upload between steps. Several tokens run the prefill path (cuBLAS
-/// products), in chunks of at most `prefillChunk` tokens (the cuBLAS attention scores of a chunk take
-/// heads · chunk · (cached + chunk) floats).
+/// re-capture and no upload between steps. Several tokens run the prefill path (the linears
+/// over all rows at once, flash attention per sequence), in chunks of at most `prefillChunk`
+/// tokens. The KV cache is paged (KVBlockAllocator): blocks of `kvBlockSize` positions, by
+/// default enough for every sequence's capacity, or fewer (`cacheBlocks`) shared as sequences
+/// need them, with prompt prefixes reused across sequences.
 public final class CUDASession: InferenceSession, @unchecked Sendable {
     public let model: CUDAModel
     public let batch: Int
@@ -44,7 +46,13 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     let positionBuffer: DeviceBuffer
     /// int32 [maxRows] each: a prefill row's position and sequence.
     let rowPositions: DeviceBuffer, rowSequences: DeviceBuffer
+    /// Each layer's key and value blocks, [block][kvHeads][kvBlockSize][headDim] float16.
     let keys: [DeviceBuffer], values: [DeviceBuffer]
+    /// Which blocks hold which sequence's positions; `blockTables` is the device's copy
+    /// (int32 [batch][maxBlocksPerSequence]), uploaded when `uploadedTables` differs.
+    package let blocks: KVBlockAllocator
+    let blockTables: DeviceBuffer
+    private var uploadedTables: [[Int32]] = []
     /// Decode attention's blocks a head and sequence at most (a long context is split over
     /// them), their partial results and per-head arrival counters (zero between launches).
     package let attentionSplits: Int
@@ -56,9 +64,16 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     /// Each sequence's greedy next token after `prefill(sequence:ids:)`.
     private var nextTokens: [Int32]
 
-    init(model: CUDAModel, capacity: Int, batch: Int, prefillChunk: Int) throws {
-        guard batch >= 1, batch <= CUDALinear.maxGEMVRows else {
-            throw GPTQError.invalidArgument("CUDA session batch \(batch) must be in 1...\(CUDALinear.maxGEMVRows)")
+    /// Positions a KV cache block holds (a power of two: the kernels find a position's block by shifting).
+    public static let kvBlockSize = 64
+    /// The most sequences one session holds.
+    public static let maxBatch = 256
+
+    /// `cacheBlocks`: the KV cache's blocks of `kvBlockSize` positions (nil: enough for every
+    /// sequence's capacity at once).
+    init(model: CUDAModel, capacity: Int, batch: Int, prefillChunk: Int, cacheBlocks: Int? = nil) throws {
+        guard batch >= 1, batch <= Self.maxBatch else {
+            throw GPTQError.invalidArgument("CUDA session batch \(batch) must be in 1...\(Self.maxBatch)")
         }
         guard capacity >= 1, prefillChunk >= 2 else {
             throw GPTQError.invalidArgument("CUDA session capacity \(capacity) and prefill chunk \(prefillChunk) must be at least 1 and 2")
@@ -90,9 +105,13 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         positionBuffer = try device.allocate(bytes: batch * 4)
         rowPositions = try device.allocate(bytes: maxRows * 4)
         rowSequences = try device.allocate(bytes: maxRows * 4)
-        let cacheBytes = batch * model.kvHeads * capacity * model.headDim * 2
+        let blocksPerSequence = (capacity + Self.kvBlockSize - 1) / Self.kvBlockSize
+        blocks = try KVBlockAllocator(blockSize: Self.kvBlockSize, blockCount: cacheBlocks ?? batch * blocksPerSequence,
+                                      sequences: batch, capacity: capacity)
+        let cacheBytes = blocks.blockCount * Self.kvBlockBytes(model: model)
         keys = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
         values = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
+        blockTables = try device.allocate(bytes: batch * blocks.maxBlocksPerSequence * 4)
         attentionSplits = Self.decodeAttentionSplits(capacity: capacity, blocksWithoutSplitting: model.heads * batch,
                                                      multiprocessors: device.multiprocessorCount)
         attentionPartials = try device.allocate(bytes: batch * model.heads * attentionSplits * (2 + model.headDim) * 4)
@@ -101,10 +120,50 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try attentionCounters.fill(byte: 0, stream: backend.stream)
     }
 
+    /// One layer's keys (or values) of one KV cache block, in bytes.
+    public static func kvBlockBytes(model: CUDAModel) -> Int { model.kvHeads * kvBlockSize * model.headDim * 2 }
+
     public func rewind(to position: Int) { rewind(sequence: 0, to: position) }
 
     /// Forgets sequence `sequence`'s positions from `position` on.
-    public func rewind(sequence: Int, to position: Int) { positions[sequence] = min(max(0, position), positions[sequence]) }
+    public func rewind(sequence: Int, to position: Int) {
+        positions[sequence] = min(max(0, position), positions[sequence])
+        blocks.rewind(sequence: sequence, to: positions[sequence])
+    }
+
+    /// Maps the cached blocks that hold the first tokens of `prompt` onto empty sequence
+    /// `sequence` (prefix caching); returns the positions it now holds.
+    func mapPrefix(sequence: Int, prompt: [Int32]) -> Int {
+        precondition(positions[sequence] == 0, "mapPrefix on a sequence that holds positions")
+        positions[sequence] = blocks.mapPrefix(sequence: sequence, prompt: prompt)
+        return positions[sequence]
+    }
+
+    /// Blocks for each sequence's positions up to `lengths[sequence]` (copies of shared
+    /// blocks it will write made on the device), and the device's block tables brought up to date.
+    private func reserveBlocks(_ lengths: [(sequence: Int, length: Int)]) throws {
+        for (sequence, length) in lengths {
+            for copy in try blocks.reserve(sequence: sequence, upTo: length) {
+                let bytes = Self.kvBlockBytes(model: model)
+                for cache in keys + values {
+                    try cache.copy(from: cache, bytes: bytes, sourceOffset: Int(copy.source) * bytes, offset: Int(copy.destination) * bytes,
+                                   stream: backend.stream)
+                }
+            }
+        }
+        guard blocks.tables != uploadedTables else { return }
+        var flat = [Int32](repeating: 0, count: batch * blocks.maxBlocksPerSequence)
+        for (s, table) in blocks.tables.enumerated() {
+            for (i, block) in table.enumerated() { flat[s * blocks.maxBlocksPerSequence + i] = block }
+        }
+        try upload(flat, to: blockTables)
+        uploadedTables = blocks.tables
+    }
+
+    /// The block tables' kernel arguments: tables, blocks a table, log2 of the block size.
+    private var blockArgs: [KernelArg] {
+        [.buffer(blockTables), .int(blocks.maxBlocksPerSequence), .int(Self.kvBlockSize.trailingZeroBitCount)]
+    }
 
     // MARK: InferenceSession (sequence 0 of a batch-1 session)
 
@@ -204,6 +263,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
             throw GPTQError.invalidArgument("sequence \(full) is full: the session holds \(capacity) positions")
         }
         try checkLearnedPositions(upTo: positions.max()! + 1)
+        try reserveBlocks(positions.indices.map { ($0, positions[$0] + 1) })
         if decodeGraph == nil {
             // An uncaptured step first sizes the scratch buffers and loads every kernel; the
             // captured one then writes the same cache entries again.
@@ -216,7 +276,10 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
             if devicePositions != positions { try uploadPositions(positions) }
         }
         try decodeGraph!.launch(on: backend.stream)
-        for s in positions.indices { positions[s] += 1 }
+        for s in positions.indices {
+            blocks.wrote(sequence: s, start: positions[s], count: 1, tokens: [ids[s]])
+            positions[s] += 1
+        }
         devicePositions = positions
         deviceTokens = nil
     }
@@ -232,11 +295,16 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try checkLearnedPositions(upTo: positions.max()! + steps)
         try backend.device.makeCurrent()
         let start = try CUDAEvent(device: backend.device), end = try CUDAEvent(device: backend.device)
+        try reserveBlocks(positions.indices.map { ($0, positions[$0] + steps) })
         try decode(nextTokens)
         try start.record(on: backend.stream)
         for _ in 1..<steps { try decodeGraph!.launch(on: backend.stream) }
         try end.record(on: backend.stream)
-        for s in positions.indices { positions[s] += steps - 1 }
+        for s in positions.indices {
+            // The replays' tokens stay on the device.
+            blocks.wrote(sequence: s, start: positions[s], count: steps - 1, tokens: nil)
+            positions[s] += steps - 1
+        }
         devicePositions = positions
         return try end.milliseconds(since: start) / 1000 * Double(steps) / Double(steps - 1)
     }
@@ -268,7 +336,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         }
         try checkLearnedPositions(upTo: ids.count)
         try backend.device.makeCurrent()
-        positions[sequence] = 0
+        rewind(sequence: sequence, to: 0)
         let start = try CUDAEvent(device: backend.device), end = try CUDAEvent(device: backend.device)
         try start.record(on: backend.stream)
         try prefill([(sequence, ids)], logitRows: 1)
@@ -287,7 +355,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         for i in m.layers.indices { pending = try runLayer(i, rows: batch, pending: pending, attention: .decode, scratch: decodeScratch) }
         try finalLogits(rows: batch, firstRow: 0, pending: pending, scratch: decodeScratch)
         try launch("argmax_rows", grid: (batch, 1, 1), block: (1024, 1, 1), [.buffer(logits), .int(m.vocab), .buffer(tokens)])
-        try launch("advance_positions", grid: (1, 1, 1), block: (32, 1, 1), [.buffer(positionBuffer), .int(batch)])
+        try launch("advance_positions", grid: (1, 1, 1), block: (256, 1, 1), [.buffer(positionBuffer), .int(batch)])
     }
 
     /// The learned position table (GPT-2, OPT, ...) holds positions up to its size only.
@@ -318,6 +386,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         }
         let rows = rowPosition.count
         precondition(rows <= maxRows && Set(entries.map(\.sequence)).count == entries.count)
+        try reserveBlocks(entries.map { ($0.sequence, positions[$0.sequence] + $0.ids.count) })
         try uploadTokens(entries.flatMap(\.ids))
         try upload(rowPosition, to: rowPositions)
         try upload(rowSequence, to: rowSequences)
@@ -327,7 +396,10 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
             pending = try runLayer(i, rows: rows, pending: pending, attention: .prefill(segments), scratch: prefillScratch)
         }
         if logitRows > 0 { try finalLogits(rows: logitRows, firstRow: rows - logitRows, pending: pending, scratch: prefillScratch) }
-        for (sequence, ids) in entries { positions[sequence] += ids.count }
+        for (sequence, ids) in entries {
+            blocks.wrote(sequence: sequence, start: positions[sequence], count: ids.count, tokens: ids)
+            positions[sequence] += ids.count
+        }
         deviceTokens = nil
     }
 
@@ -360,7 +432,8 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
                                             + "the session takes at most \(min(maxRows, capacity)) rows; hidden holds \(hidden.byteCount) bytes)")
         }
         try backend.device.makeCurrent()
-        positions[0] = 0
+        rewind(sequence: 0, to: 0)
+        try reserveBlocks([(0, rows)])
         try upload((0..<rows).map { Int32($0) }, to: rowPositions)
         try upload([Int32](repeating: 0, count: rows), to: rowSequences)
         try launch("half_to_float", grid: (rows, 1, 1), block: (256, 1, 1), [.buffer(hidden), .buffer(x), .int(model.hidden)])
@@ -370,7 +443,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     }
 
     /// How a layer's attention runs: one new token a sequence over the cache (the decode
-    /// kernel), or segments of several tokens (cuBLAS products).
+    /// kernel), or segments of several tokens (the flash prefill kernel).
     private enum AttentionPass {
         case decode
         case prefill([Segment])
@@ -427,7 +500,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try launch("attention_decode", grid: (m.heads, batch, attentionSplits), block: (32 * Self.decodeAttentionWarps, 1, 1),
                    sharedBytes: Self.decodeAttentionSharedBytes(headDim: m.headDim), overlapping: true,
                    [.buffer(qkv), .int(m.qkvWidth), .buffer(p.inverseFrequencies), .int(p.rotaryDimensions), .int(p.interleaved ? 1 : 0),
-                    .buffer(positionBuffer), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i]), .int(capacity),
+                    .buffer(positionBuffer), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i])] + blockArgs + [
                     .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0), .float32(qkNormEps),
                     .float32(layer.attentionScale), .int(layer.window ?? 0), .buffer(attention), .int(m.heads * m.headDim),
                     .buffer(attentionPartials), .buffer(attentionCounters)] + alibiArgs)
@@ -435,48 +508,32 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
 
     /// Prefill attention of layer i over `rows` rows (the row position and sequence buffers
     /// hold each row's): positions and the cache writes for every row at once, then each
-    /// segment's attention through cuBLAS over its sequence's cached keys and values.
+    /// segment's queries against its sequence's cached keys and values.
     private func prefillAttention(_ i: Int, rows: Int, segments: [Segment]) throws {
         let m = model, layer = m.layers[i], p = m.positions
         try launch("rope_qkv", grid: (rows, m.heads + m.kvHeads, 1), block: (64, 1, 1),
                    [.buffer(qkv), .int(m.qkvWidth), .buffer(p.inverseFrequencies), .int(p.rotaryDimensions), .int(p.interleaved ? 1 : 0),
                     .buffer(rowPositions), .buffer(rowSequences), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]),
-                    .buffer(values[i]), .int(capacity), .pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0),
+                    .buffer(values[i])] + blockArgs + [.pointer(layer.queryNorm?.address ?? 0), .pointer(layer.keyNorm?.address ?? 0),
                     .float32(qkNormEps)])
-        for segment in segments { try segmentAttention(i, segment) }
+        let (name, sharedBytes) = Self.prefillAttentionKernel(headDim: m.headDim)!
+        let kernel = try backend.kernel(name, in: DecoderKernels.source)
+        if sharedBytes > 48 * 1024 { try kernel.setMaxDynamicSharedMemory(sharedBytes) }
+        for segment in segments {
+            try kernel.launch(grid: ((segment.rows + 63) / 64, m.heads, 1), block: (128, 1, 1), sharedBytes: sharedBytes, stream: backend.stream,
+                              [.buffer(qkv), .int(m.qkvWidth), .int(segment.firstRow), .int(segment.rows), .int(segment.startPosition),
+                               .int(segment.sequence), .int(m.heads), .int(m.kvHeads), .int(m.headDim), .buffer(keys[i]), .buffer(values[i])]
+                              + blockArgs + [.float32(layer.attentionScale), .int(layer.window ?? 0), .buffer(attention),
+                                             .int(m.heads * m.headDim)] + alibiArgs)
+        }
     }
 
-    /// One segment's attention: its rows' queries against keys 0..<startPosition+rows of its sequence.
-    private func segmentAttention(_ i: Int, _ segment: Segment) throws {
-        let m = model, layer = m.layers[i]
-        let (sequence, p0, rows) = (segment.sequence, segment.startPosition, segment.rows)
-        let qkvRows = qkv.address + CUdeviceptr(segment.firstRow * m.qkvWidth * 2)
-        let attentionRows = attention.address + CUdeviceptr(segment.firstRow * m.heads * m.headDim * 2)
-        let L = p0 + rows
-        let scores = try prefillScratch.buffer("scores", bytes: m.heads * rows * L * 4)
-        let probabilities = try prefillScratch.buffer("probabilities", bytes: m.heads * rows * L * 2)
-        let group = m.heads / m.kvHeads
-        let cacheBase = sequence * m.kvHeads * capacity * m.headDim * 2
-        let headBytes = m.headDim * 2
-        for g in 0..<group {
-            // S[h] (L × rows, column-major) = K_kvh · Q_h for h = kvh·group + g, every kv head at once.
-            try backend.cublas.gemm(transA: true, transB: false, m: L, n: rows, k: m.headDim,
-                                    a: keys[i].address + CUdeviceptr(cacheBase), aType: .f16, lda: m.headDim, strideA: capacity * m.headDim,
-                                    b: qkvRows + CUdeviceptr(g * headBytes), bType: .f16, ldb: m.qkvWidth, strideB: group * m.headDim,
-                                    c: scores.address + CUdeviceptr(g * rows * L * 4), cType: .f32, ldc: L, strideC: group * rows * L,
-                                    count: m.kvHeads)
-        }
-        try launch("softmax_causal", grid: (rows, m.heads, 1), block: (256, 1, 1),
-                   [.buffer(scores), .buffer(probabilities), .int(rows), .int(L), .int(p0),
-                    .float32(layer.attentionScale), .int(layer.window ?? 0)] + alibiArgs)
-        for g in 0..<group {
-            // O_h (D × rows) = V_kvh (D × L) · P_h (L × rows).
-            try backend.cublas.gemm(transA: false, transB: false, m: m.headDim, n: rows, k: L,
-                                    a: values[i].address + CUdeviceptr(cacheBase), aType: .f16, lda: m.headDim, strideA: capacity * m.headDim,
-                                    b: probabilities.address + CUdeviceptr(g * rows * L * 2), bType: .f16, ldb: L, strideB: group * rows * L,
-                                    c: attentionRows + CUdeviceptr(g * headBytes), cType: .f16, ldc: m.heads * m.headDim, strideC: group * m.headDim,
-                                    count: m.kvHeads)
-        }
+    /// The flash prefill kernel for a head dimension, and its shared memory (q, k and v tiles of
+    /// 64 rows of the padded width + 8 halves): the kernels take head dimensions that are
+    /// multiples of 8 up to 256 (nil otherwise), padded to the next width they are compiled for.
+    package static func prefillAttentionKernel(headDim: Int) -> (name: String, sharedBytes: Int)? {
+        guard headDim % 8 == 0, let width = [16, 32, 48, 64, 80, 96, 128, 256].first(where: { $0 >= headDim }) else { return nil }
+        return ("attention_prefill_d\(width)", 3 * 64 * (width + 8) * 2)
     }
 
     /// ALiBi's slopes, bfloat16 flag and scale, as the attention kernels take them (no slopes: no bias).

@@ -118,14 +118,25 @@ __device__ __forceinline__ float alibi_bias(float slope, int j, int bf16, float 
     return b * scale;
 }
 
+// The paged KV cache: each layer's keys (and values) are blocks of B = 1 << block_shift
+// positions, [block][KV][B][D] float16, and sequence s's position p lives in block
+// tables[s · max_blocks + p / B] (KVBlockAllocator keeps the tables). The element offset of
+// that position's row for kv head kvh:
+__device__ __forceinline__ size_t kv_row(const int32_t *__restrict__ tables, int max_blocks, int block_shift, int s, int KV, int kvh,
+                                         int p, int D) {
+    const size_t block = (size_t)tables[s * max_blocks + (p >> block_shift)];
+    return (((block * KV + kvh) << block_shift) + (size_t)(p & ((1 << block_shift) - 1))) * D;
+}
+
 // Prefill: per row r (a token of sequence seqs[r] at position pos[r]) and head: optional
 // per-head RMSNorm of q and k (Qwen3), rotary positions over the first `rot` dimensions
 // (rotary_pair) with angles position · inv_freq[i] in float32 (rot 0: none), q rotated in
-// place in the qkv row, k (rotated) and v written to the caches [seq][kv head][cap][D].
+// place in the qkv row, k (rotated) and v written to the paged caches (kv_row).
 // Grid (rows, H + KV), block 64.
 extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const float *__restrict__ inv_freq, int rot, int interleaved,
                                     const int32_t *__restrict__ pos, const int32_t *__restrict__ seqs, int H, int KV, int D, half_t *__restrict__ k_cache,
-                                    half_t *__restrict__ v_cache, int cap, const float *__restrict__ q_norm,
+                                    half_t *__restrict__ v_cache, const int32_t *__restrict__ tables, int max_blocks, int block_shift,
+                                    const float *__restrict__ q_norm,
                                     const float *__restrict__ k_norm, float eps) {
     __shared__ float scratch[32];
     const int r = blockIdx.x, head = blockIdx.y;
@@ -140,7 +151,8 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
         for (int i = threadIdx.x; i < D; i += blockDim.x) { const float t = h2f(x[i]); ss += t * t; }
         inv = rsqrtf(block_sum(ss, scratch) / D + eps);
     }
-    half_t *dst = is_q ? x : k_cache + (((size_t)seq * KV + (head - H)) * cap + position) * D;
+    const size_t cache_row = is_q ? 0 : kv_row(tables, max_blocks, block_shift, seq, KV, head - H, position, D);
+    half_t *dst = is_q ? x : k_cache + cache_row;
     // Each thread reads and writes its own pairs, so q can be rotated in place.
     for (int i = threadIdx.x; i < D / 2; i += blockDim.x) {
         int ia, ib;
@@ -158,7 +170,7 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
         dst[ib] = f2h(b);
     }
     if (!is_q) {
-        half_t *vdst = v_cache + (((size_t)seq * KV + (head - H)) * cap + position) * D;
+        half_t *vdst = v_cache + cache_row;
         for (int i = threadIdx.x; i < D; i += blockDim.x) vdst[i] = v[i];
     }
 }
@@ -182,7 +194,8 @@ extern "C" __global__ void rope_qkv(half_t *__restrict__ qkv, int ld, const floa
 #define SPLIT_MIN_KEYS 256
 extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int ld, const float *__restrict__ inv_freq, int rot,
                                             int interleaved, const int32_t *__restrict__ pos, int H, int KV, int D, half_t *__restrict__ k_cache,
-                                            half_t *__restrict__ v_cache, int cap, const float *__restrict__ q_norm,
+                                            half_t *__restrict__ v_cache, const int32_t *__restrict__ tables, int max_blocks, int block_shift,
+                                            const float *__restrict__ q_norm,
                                             const float *__restrict__ k_norm, float eps, float scale, int window,
                                             half_t *__restrict__ out, int ldo, float *__restrict__ partials, int *__restrict__ counters,
                                             const float *__restrict__ alibi_slopes, int alibi_bf16, float alibi_scale) {
@@ -228,19 +241,19 @@ extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int 
     }
     for (int i = threadIdx.x; i < D; i += blockDim.x) v_new[i] = vh[i];
     __syncthreads();
-    const size_t head_base = ((size_t)s * KV + kvh) * cap * D;
-    if (h % group == 0 && z == 0)
+    if (h % group == 0 && z == 0) {
+        const size_t row_p = kv_row(tables, max_blocks, block_shift, s, KV, kvh, p, D);
         for (int i = threadIdx.x; i < D; i += blockDim.x) {
-            k_cache[head_base + (size_t)p * D + i] = k_new[i];
-            v_cache[head_base + (size_t)p * D + i] = v_new[i];
+            k_cache[row_p + i] = k_new[i];
+            v_cache[row_p + i] = v_new[i];
         }
+    }
 
     const int slot = threadIdx.x / lanes, sub = threadIdx.x % lanes;
     const bool active = sub * 8 < D;
     float qr[8], acc[8], m = -3.0e38f, l = 0.f;
     #pragma unroll
     for (int e = 0; e < 8; e++) { qr[e] = active ? q[sub * 8 + e] : 0.f; acc[e] = 0.f; }
-    const uint4 *K = (const uint4 *)(k_cache + head_base + sub * 8), *V = (const uint4 *)(v_cache + head_base + sub * 8);
     // One key's dot product with q over its slot's lanes, and the slot's online-softmax update.
     const float slope = alibi_slopes ? alibi_slopes[h] : 0.f;
     auto attend = [&](uint4 kw, uint4 vw, int j, bool counted) {
@@ -272,7 +285,11 @@ extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int 
         for (int u = 0; u < 4; u++) {
             const int j = j00 + slot + u * slots;
             kw[u] = vw[u] = make_uint4(0u, 0u, 0u, 0u);
-            if (j < cached_hi && active) { kw[u] = __ldg(K + (size_t)j * (D / 8)); vw[u] = __ldg(V + (size_t)j * (D / 8)); }
+            if (j < cached_hi && active) {
+                const size_t row_j = kv_row(tables, max_blocks, block_shift, s, KV, kvh, j, D) + sub * 8;
+                kw[u] = __ldg((const uint4 *)(k_cache + row_j));
+                vw[u] = __ldg((const uint4 *)(v_cache + row_j));
+            }
         }
         #pragma unroll
         for (int u = 0; u < 4; u++) attend(kw[u], vw[u], j00 + slot + u * slots, j00 + slot + u * slots < cached_hi);
@@ -345,29 +362,172 @@ extern "C" __global__ void attention_decode(const half_t *__restrict__ qkv, int 
     if (threadIdx.x == 0) counters[s * H + h] = 0;
 }
 
-// Prefill: softmax over keys of the scores S[h][t][L] (float32, from cuBLAS) with the
-// causal mask (key j visible to query t when j <= p0 + t, and within `window`), scaled, plus
-// ALiBi's bias when slopes are given; P (float16, same layout) for the P·V product. Grid (T, H),
-// block 256.
-extern "C" __global__ void softmax_causal(const float *__restrict__ S, half_t *__restrict__ P, int T, int L, int p0,
-                                          float scale, int window, const float *__restrict__ alibi_slopes, int alibi_bf16,
-                                          float alibi_scale) {
-    __shared__ float scratch[32];
-    const int t = blockIdx.x, h = blockIdx.y;
-    const float *row = S + ((size_t)h * T + t) * L;
-    half_t *prow = P + ((size_t)h * T + t) * L;
-    const int last = p0 + t, first = window > 0 ? max(0, last - window + 1) : 0;
-    const float slope = alibi_slopes ? alibi_slopes[h] : 0.f;
-    auto score = [&](int j) { return row[j] * scale + (alibi_slopes ? alibi_bias(slope, j, alibi_bf16, alibi_scale) : 0.f); };
-    float m = -3.0e38f;
-    for (int j = threadIdx.x; j < L; j += blockDim.x) if (j >= first && j <= last) m = fmaxf(m, score(j));
-    m = block_max(m, scratch);
-    float sum = 0.f;
-    for (int j = threadIdx.x; j < L; j += blockDim.x) if (j >= first && j <= last) sum += __expf(score(j) - m);
-    const float inv = 1.f / block_sum(sum, scratch);
-    for (int j = threadIdx.x; j < L; j += blockDim.x)
-        prow[j] = f2h(j >= first && j <= last ? __expf(score(j) - m) * inv : 0.f);
+// Prefill attention, flash style: `rows` query rows of sequence s (qkv rows first_row..., at
+// positions p0..., q rotated by rope_qkv) against that sequence's keys 0..p0+rows-1 in the
+// paged cache, with no score matrix in memory. Grid (ceil(rows / 64), H), block 128, dynamic
+// shared memory 3 · 64 · (DP + 8) halves (q, k and v tiles; rows padded by 8 halves so the
+// fragment loads hit distinct banks). DP: the head dimension D (a multiple of 8) rounded up
+// to 16, the zero-padded width the tensor cores take. Each warp owns 16 query rows; the block
+// walks key tiles of 64 aligned to multiples of 64 from key 0 (the float16 emulations,
+// CPUArithmetic.cudaFloat16 and scripts/fixtures/fp16_logit_error.py, follow the same tiles):
+// S = q·kᵀ (mma m16n8k16, float32 sums), scaled and ALiBi-biased, masked (causal, sliding
+// window); an online softmax keeps each row's running max m; P = exp(S − m) rounded to float16
+// (the mma's A operand), l = l·exp(m_old − m) + ΣP, O = O·exp(m_old − m) + P·V (V fragments by
+// ldmatrix.trans); the row's O / l is written as float16.
+#define PREFILL_ROWS 64
+#define NEG_INF __int_as_float(0xff800000)
+#define PREFILL_KEYS 64
+__device__ __forceinline__ uint32_t shared_address(const void *p) {
+    uint32_t a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
 }
+__device__ __forceinline__ void mma_f16_16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_halves(float lo, float hi) { return (uint32_t)f2h(lo) | ((uint32_t)f2h(hi) << 16); }
+
+// Rows [row0, row0 + 64) of a [.][ld] float16 source into a shared tile of stride DP + 8, 16
+// bytes a thread at a time; rows at or past `valid_rows` and columns at or past D are zero.
+template <int DP, typename RowAddress>
+__device__ __forceinline__ void load_tile(half_t *tile, int valid_rows, int D, RowAddress row_address) {
+    constexpr int CHUNKS = DP / 8;
+    for (int i = threadIdx.x; i < PREFILL_ROWS * CHUNKS; i += blockDim.x) {
+        const int r = i / CHUNKS, d = (i % CHUNKS) * 8;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (r < valid_rows && d < D) v = *(const uint4 *)(row_address(r) + d);
+        *(uint4 *)(tile + r * (DP + 8) + d) = v;
+    }
+}
+
+template <int DP>
+__device__ __forceinline__ void attention_prefill_tiles(const half_t *__restrict__ qkv, int ld, int first_row, int rows, int p0, int s,
+                                                        int H, int KV, int D, const half_t *__restrict__ k_cache,
+                                                        const half_t *__restrict__ v_cache, const int32_t *__restrict__ tables,
+                                                        int max_blocks, int block_shift, float scale, int window,
+                                                        half_t *__restrict__ out, int ldo, const float *__restrict__ alibi_slopes,
+                                                        int alibi_bf16, float alibi_scale) {
+    constexpr int STRIDE = DP + 8, NT = PREFILL_KEYS / 8, DT = DP / 8;
+    extern __shared__ half_t tiles[];
+    half_t *Qs = tiles, *Ks = Qs + PREFILL_ROWS * STRIDE, *Vs = Ks + PREFILL_KEYS * STRIDE;
+    const int r0 = blockIdx.x * PREFILL_ROWS, h = blockIdx.y, kvh = h / (H / KV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int row_a = r0 + warp * 16 + g, row_b = row_a + 8;          // this thread's two query rows
+    const int pos_a = p0 + row_a, pos_b = p0 + row_b;
+    const int last_key = min(p0 + rows, p0 + r0 + PREFILL_ROWS) - 1;   // the last key a row of the block sees
+    const int first_key = window > 0 ? max(0, p0 + r0 - window + 1) : 0;
+    const float slope = alibi_slopes ? alibi_slopes[h] : 0.f;
+    load_tile<DP>(Qs, rows - r0, D, [&](int r) { return qkv + (size_t)(first_row + r0 + r) * ld + (size_t)h * D; });
+
+    float o[DT][4], m_a = NEG_INF, m_b = NEG_INF, l_a = 0.f, l_b = 0.f;
+    #pragma unroll
+    for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    const half_t *q_a = Qs + (warp * 16 + g) * STRIDE + 2 * t, *q_b = q_a + 8 * STRIDE;
+    for (int k0 = first_key / PREFILL_KEYS * PREFILL_KEYS; k0 <= last_key; k0 += PREFILL_KEYS) {
+        __syncthreads();  // the previous tiles are consumed (and the q tile is in)
+        auto key_row = [&](int r) { return kv_row(tables, max_blocks, block_shift, s, KV, kvh, k0 + r, D); };
+        load_tile<DP>(Ks, last_key - k0 + 1, D, [&](int r) { return k_cache + key_row(r); });
+        load_tile<DP>(Vs, last_key - k0 + 1, D, [&](int r) { return v_cache + key_row(r); });
+        __syncthreads();
+        float sc[NT][4];
+        #pragma unroll
+        for (int n = 0; n < NT; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+        #pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            const uint32_t a0 = *(const uint32_t *)(q_a + kk * 16), a1 = *(const uint32_t *)(q_b + kk * 16);
+            const uint32_t a2 = *(const uint32_t *)(q_a + kk * 16 + 8), a3 = *(const uint32_t *)(q_b + kk * 16 + 8);
+            #pragma unroll
+            for (int n = 0; n < NT; n++) {
+                const half_t *k = Ks + (n * 8 + g) * STRIDE + kk * 16 + 2 * t;
+                mma_f16_16816(sc[n], a0, a1, a2, a3, *(const uint32_t *)k, *(const uint32_t *)(k + 8));
+            }
+        }
+        // Scale, bias and mask; each row's tile max over the quad that holds it.
+        float tile_a = NEG_INF, tile_b = NEG_INF;
+        #pragma unroll
+        for (int n = 0; n < NT; n++) {
+            #pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int key = k0 + n * 8 + 2 * t + (c & 1), pos = c < 2 ? pos_a : pos_b;
+                const bool visible = key <= pos && (window <= 0 || key > pos - window) && (c < 2 ? row_a : row_b) < rows;
+                const float v = sc[n][c] * scale + (alibi_slopes ? alibi_bias(slope, key, alibi_bf16, alibi_scale) : 0.f);
+                sc[n][c] = visible ? v : NEG_INF;
+            }
+            tile_a = fmaxf(tile_a, fmaxf(sc[n][0], sc[n][1]));
+            tile_b = fmaxf(tile_b, fmaxf(sc[n][2], sc[n][3]));
+        }
+        #pragma unroll
+        for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+            tile_a = fmaxf(tile_a, __shfl_xor_sync(0xffffffffu, tile_a, o2));
+            tile_b = fmaxf(tile_b, __shfl_xor_sync(0xffffffffu, tile_b, o2));
+        }
+        const float new_a = fmaxf(m_a, tile_a), new_b = fmaxf(m_b, tile_b);
+        // A row with no visible key yet keeps m = -inf, P = 0 and O = 0.
+        const float base_a = new_a == NEG_INF ? 0.f : new_a, base_b = new_b == NEG_INF ? 0.f : new_b;
+        const float alpha_a = __expf(m_a - base_a), alpha_b = __expf(m_b - base_b);
+        m_a = new_a;
+        m_b = new_b;
+        l_a *= alpha_a;
+        l_b *= alpha_b;
+        #pragma unroll
+        for (int i = 0; i < DT; i++) { o[i][0] *= alpha_a; o[i][1] *= alpha_a; o[i][2] *= alpha_b; o[i][3] *= alpha_b; }
+        uint32_t pa[NT], pb[NT];   // P in float16, rows a and b, keys 2t and 2t + 1 of each 8
+        #pragma unroll
+        for (int n = 0; n < NT; n++) {
+            const half_t e0 = f2h(__expf(sc[n][0] - base_a)), e1 = f2h(__expf(sc[n][1] - base_a));
+            const half_t e2 = f2h(__expf(sc[n][2] - base_b)), e3 = f2h(__expf(sc[n][3] - base_b));
+            l_a += h2f(e0) + h2f(e1);
+            l_b += h2f(e2) + h2f(e3);
+            pa[n] = (uint32_t)e0 | ((uint32_t)e1 << 16);
+            pb[n] = (uint32_t)e2 | ((uint32_t)e3 << 16);
+        }
+        #pragma unroll
+        for (int j = 0; j < PREFILL_KEYS / 16; j++) {
+            // ldmatrix.x4.trans: lanes 0-7 and 8-15 address keys 16j..16j+7 and 16j+8..16j+15 of
+            // dimensions 8i..8i+7, lanes 16-31 the same keys of dimensions 8i+8..8i+15.
+            const int key = 16 * j + (lane & 7) + ((lane >> 3) & 1) * 8, column = ((lane >> 4) & 1) * 8;
+            #pragma unroll
+            for (int i = 0; i < DT; i += 2) {
+                uint32_t b0, b1, b2, b3;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                             : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(shared_address(Vs + key * STRIDE + i * 8 + column)));
+                mma_f16_16816(o[i], pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1], b0, b1);
+                mma_f16_16816(o[i + 1], pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1], b2, b3);  // DT is even
+            }
+        }
+    }
+    #pragma unroll
+    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+        l_a += __shfl_xor_sync(0xffffffffu, l_a, o2);
+        l_b += __shfl_xor_sync(0xffffffffu, l_b, o2);
+    }
+    #pragma unroll
+    for (int i = 0; i < DT; i++) {
+        const int d = i * 8 + 2 * t;
+        if (d >= D) continue;
+        if (row_a < rows) *(uint32_t *)(out + (size_t)(first_row + row_a) * ldo + (size_t)h * D + d) = pack_halves(o[i][0] / l_a, o[i][1] / l_a);
+        if (row_b < rows) *(uint32_t *)(out + (size_t)(first_row + row_b) * ldo + (size_t)h * D + d) = pack_halves(o[i][2] / l_b, o[i][3] / l_b);
+    }
+}
+
+#define ATTENTION_PREFILL(DP)                                                                                                   \
+extern "C" __global__ void __launch_bounds__(128) attention_prefill_d##DP(                                                      \
+    const half_t *__restrict__ qkv, int ld, int first_row, int rows, int p0, int s, int H, int KV, int D,                       \
+    const half_t *__restrict__ k_cache, const half_t *__restrict__ v_cache, const int32_t *__restrict__ tables, int max_blocks, \
+    int block_shift, float scale, int window, half_t *__restrict__ out, int ldo, const float *__restrict__ alibi_slopes,        \
+    int alibi_bf16, float alibi_scale) {                                                                                        \
+    attention_prefill_tiles<DP>(qkv, ld, first_row, rows, p0, s, H, KV, D, k_cache, v_cache, tables, max_blocks, block_shift,   \
+                                scale, window, out, ldo, alibi_slopes, alibi_bf16, alibi_scale);                                \
+}
+ATTENTION_PREFILL(16)
+ATTENTION_PREFILL(32)
+ATTENTION_PREFILL(48)
+ATTENTION_PREFILL(64)
+ATTENTION_PREFILL(80)
+ATTENTION_PREFILL(96)
+ATTENTION_PREFILL(128)
+ATTENTION_PREFILL(256)
 
 // The MLP's activation, as the CPU's ck_activate: 0 silu, 1 gelu (erf), 2 gelu (tanh), 3 relu.
 __device__ __forceinline__ float activate(int kind, float g) {
@@ -421,7 +581,7 @@ extern "C" __global__ void argmax_rows(const float *__restrict__ logits, int V, 
 }
 
 // Every sequence's position moves on by one after a decode step. Block >= n threads.
-extern "C" __global__ void advance_positions(int32_t *pos, int n) { if ((int)threadIdx.x < n) pos[threadIdx.x] += 1; }
+extern "C" __global__ void advance_positions(int32_t *pos, int n) { for (int i = threadIdx.x; i < n; i += blockDim.x) pos[i] += 1; }
 
 // x[r, :] = float32(h[r, :]) (a layer's float16 input, for layer-by-layer forwards)
 extern "C" __global__ void half_to_float(const half_t *__restrict__ h, float *__restrict__ x, int H) {
