@@ -309,14 +309,15 @@ extension CUDABenchmarks {
         return Double(tokens) / times.sorted()[runs / 2]
     }
 
-    /// Scoring throughput, as eval's log-likelihood tasks score: `sequences` sequences of
-    /// `tokens` tokens with every row's logits copied back, through one CUDABatchSession pass
-    /// against one batch-1 session per sequence fed in turn: tokens per second each (median of `runs`).
+    /// Scoring throughput (tokens/s): `sequences` random sequences of `tokens` tokens, every
+    /// token's log-probability and argmax flag computed on the GPU (forwardScoring, as the
+    /// evaluation's log-likelihoods run), through one batch session of `sequences` slots and
+    /// through a one-slot session a sequence at a time.
     public static func scoring(model: CUDAModel, sequences: Int, tokens: Int, runs: Int = 3) throws -> (batched: Double, oneAtATime: Double) {
         var rng = Xoshiro256StarStar(seed: 8)
-        let prompts = (0..<sequences).map { _ in (0..<tokens).map { _ in Int32(rng.next() % UInt64(model.vocab)) } }
+        let prompts = (0..<sequences).map { _ in (0..<(tokens + 1)).map { _ in Int32(rng.next() % UInt64(model.vocab)) } }
         let batch = try CUDABatchSession(model: model, slots: sequences, capacity: tokens)
-        let alone = try model.makeSession(capacity: tokens)
+        let alone = try CUDABatchSession(model: model, slots: 1, capacity: tokens)
         func timed(_ body: () throws -> Void) throws -> Double {
             var times: [Double] = []
             // The first run warms up (kernels, cuBLAS, scratch).
@@ -325,12 +326,12 @@ extension CUDABenchmarks {
         }
         let batched = try timed {
             for s in 0..<sequences { batch.rewind(slot: s, to: 0) }
-            _ = try batch.forward(prompts.enumerated().map { ($0.offset, $0.element) }, allLogits: true)
+            _ = try batch.forwardScoring(prompts.enumerated().map { ($0.offset, Array($0.element.dropLast()), Array($0.element.dropFirst())) })
         }
         let oneAtATime = try timed {
             for prompt in prompts {
-                alone.rewind(to: 0)
-                _ = try alone.forward(prompt, allLogits: true)
+                alone.rewind(slot: 0, to: 0)
+                _ = try alone.forwardScoring([(0, Array(prompt.dropLast()), Array(prompt.dropFirst()))])
             }
         }
         return (batched, oneAtATime)

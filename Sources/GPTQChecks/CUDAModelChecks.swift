@@ -186,6 +186,32 @@ extension CUDAChecks {
             results.append(CUDACheckResult(name: "\(arch) batch session: 4 greedy steps of 3 prompts vs the batch decode, mismatches in 12",
                                            relativeError: Double(sessionMismatches), bound: 0))
 
+            // Scoring on the GPU (each row's log-softmax and argmax) against the same prompts'
+            // logits scored on the host (one session per slot).
+            for s in 0..<3 { batchSession.rewind(slot: s, to: 0) }
+            let scoringBatch = batchPrompts.enumerated().map { ($0.offset, Array($0.element.dropLast()), Array($0.element.dropFirst())) }
+            let onGPU = try batchSession.forwardScoring(scoringBatch).flatMap { $0 }
+            let onHost = try SequentialBatchSession(sessions: try (0..<3).map { _ in try model.makeSession(capacity: 32) })
+                .forwardScoring(scoringBatch).flatMap { $0 }
+            let scoreGap = zip(onGPU, onHost).map { abs(Double($0.logProbability - $1.logProbability)) }.max() ?? .infinity
+            let flagMismatches = zip(onGPU, onHost).filter { $0.isArgmax != $1.isArgmax }.count
+            results.append(CUDACheckResult(name: "\(arch) scoring on the GPU vs the logits scored on the host: largest log-probability gap "
+                                           + "(argmax flags differing: \(flagMismatches))", relativeError: flagMismatches == 0 ? scoreGap : .infinity,
+                                           bound: 1e-4))
+            if arch == "llama" {
+                // Prefix caching: a second prompt that starts with the first's 100 tokens maps
+                // their first full block (64 positions) and computes only the rest.
+                let cached = try CUDABatchSession(model: model, slots: 2, capacity: 128)
+                let first = (0..<100).map { Int32(($0 * 7 + 3) % model.vocab) }, second = first + [5, 9, 11]
+                _ = try cached.forward([(0, first)], allLogits: false)
+                let mapped = cached.admit(slot: 1, prompt: second, length: 120) ?? -1
+                let reused = mapped == 64 ? try cached.forward([(1, Array(second[64...]))], allLogits: true)[0] : []
+                let fresh = try model.makeSession(capacity: 128).forward(second, allLogits: true).suffix((second.count - 64) * model.vocab)
+                results.append(CUDACheckResult(name: "\(arch) prefix caching: \(mapped) of 103 positions mapped from another sequence (64 expected), "
+                                               + "logits of the rest vs a fresh prefill", relativeError: mapped == 64 ? relativeError(reused, Array(fresh)) : .infinity,
+                                               bound: chunkBound))
+            }
+
             // Layer 0 from transformers' embedding output, for layer-by-layer callers.
             let embedded = try reference.tensor("hidden_after_embed"), after = try reference.tensor("hidden_after_layer0").floats()
             let hidden = try backend.device.upload(embedded.converted(to: .f16))

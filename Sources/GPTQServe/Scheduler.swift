@@ -298,9 +298,15 @@ struct SchedulerLoop {
 
     mutating func admit() {
         var count = 0
-        while !waiting.isEmpty, let slot = freeSlots.popLast() {
-            let sequence = waiting.removeFirst()
+        while let sequence = waiting.first, let slot = freeSlots.last {
+            let parameters = sequence.parameters
+            // Prompt logprobs need every prompt position computed, so such a prompt maps no cached prefix.
+            let prompt = parameters.promptLogprobs ? [] : parameters.prompt
+            guard let cached = session.admit(slot: slot, prompt: prompt, length: parameters.prompt.count + parameters.maxTokens) else { break }
+            waiting.removeFirst()
+            freeSlots.removeLast()
             sequence.slot = slot
+            sequence.prefilled = cached
             running.append(sequence)
             count += 1
         }
@@ -461,6 +467,7 @@ struct SchedulerLoop {
         metrics.waitingSequences.set(Int64(waiting.count))
         metrics.kvSlotsInUse.set(Int64(session.slots - freeSlots.count))
         metrics.kvTokensInUse.set(Int64(running.reduce(0) { $0 + session.position(of: $1.slot) }))
+        if let blocks = session.cacheBlocks { metrics.kvBlocksInUse.set(Int64(blocks.inUse)) }
     }
 }
 

@@ -12,6 +12,7 @@ final class ServeMetrics: Sendable {
     let kvSlotsTotal: Gauge
     /// Positions cached over every slot in use.
     let kvTokensInUse: Gauge
+    let kvBlocksInUse: Gauge
     let promptTokens: Counter
     let generationTokens: Counter
     /// Generated tokens per second over the last second the server was busy.
@@ -27,6 +28,7 @@ final class ServeMetrics: Sendable {
         kvSlotsInUse = registry.makeGauge(descriptor: metric("kv_slots_in_use", "KV cache slots holding a sequence."))
         kvSlotsTotal = registry.makeGauge(descriptor: metric("kv_slots_total", "KV cache slots (the most sequences in a batch)."))
         kvTokensInUse = registry.makeGauge(descriptor: metric("kv_tokens_in_use", "Token positions cached over all slots in use."))
+        kvBlocksInUse = registry.makeGauge(descriptor: metric("kv_blocks_in_use", "Paged KV cache blocks held by sequences (GPU)."))
         promptTokens = registry.makeCounter(descriptor: metric("prompt_tokens_total", "Prompt tokens prefilled."))
         generationTokens = registry.makeCounter(descriptor: metric("generation_tokens_total", "Tokens generated."))
         generationTokensPerSecond = registry.makeGauge(descriptor: metric("generation_tokens_per_second", "Tokens generated per second over the last busy second."))

@@ -47,11 +47,11 @@ struct DeviceModel {
 
 extension DeviceModel {
     /// `slots` sequences run together, for batched scoring, generation and serving: one pass
-    /// for all slots on the CPU, and on the GPU up to CUDALinear.maxGEMVRows slots (the decode
-    /// graph's batch); more slots on the GPU run as one session each, fed in turn.
-    func makeBatchSession(slots: Int, capacity: Int) throws -> BatchInferenceSession {
+    /// for all slots, on the CPU or the GPU (up to CUDASession.maxBatch slots; more run as one
+    /// session each, fed in turn). On the GPU the paged KV cache takes `cache`'s size.
+    func makeBatchSession(slots: Int, capacity: Int, cache: CUDASession.CacheSize = .everySequenceFull) throws -> BatchInferenceSession {
         if let cpu { return cpu.makeBatchSession(slots: slots, capacity: capacity) }
-        if let cuda, slots <= CUDALinear.maxGEMVRows { return try CUDABatchSession(model: cuda, slots: slots, capacity: capacity) }
+        if let cuda, slots <= CUDASession.maxBatch { return try CUDABatchSession(model: cuda, slots: slots, capacity: capacity, cache: cache) }
         return SequentialBatchSession(sessions: try (0..<slots).map { _ in try makeSession(capacity: capacity) })
     }
 }

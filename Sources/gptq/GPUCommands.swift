@@ -191,16 +191,19 @@ struct GPUBenchCommand: ParsableCommand {
                 report("decode batch 1, \(launches), the linears alone: \(fixed(linears * 1000, 3)) ms a step (\(Int((Double(m.weightBytes) / linears / 1e9).rounded())) GB/s)")
             }
             backend.dependentLaunch = chosen
+            // 64 streams, as a server runs them: 64 × 642 positions of paged cache (21 GB).
+            let streams = try CUDABenchmarks.decode(model: m, batch: 64, promptTokens: 512)
+            report("decode batch 64: \(Int(streams.tokensPerSecond.rounded())) tokens/s after a \(streams.promptTokens)-token prompt each")
             let host = try CUDABenchmarks.hostLoopDecode(model: m)
             report("decode batch 1 from the host loop: greedy \(Int(host.greedy.rounded())) tokens/s (forwardGreedy), "
                    + "sampled (T 0.8, top-k 50, top-p 0.9) \(Int(host.sampled.rounded())) tokens/s with the logits copied back to the CPU sampler, "
                    + "\(Int(host.sampledOnGPU.rounded())) tokens/s drawn on the GPU (forwardSample)")
             let prefill = try CUDABenchmarks.prefill(model: m, tokens: 2048)
             report("prefill 2048 tokens: \(Int(prefill.rounded())) tokens/s")
-            for tokens in [32, 128] {
+            for tokens in [16, 32, 128] {
                 let scoring = try CUDABenchmarks.scoring(model: m, sequences: 8, tokens: tokens)
-                report("scoring 8 sequences of \(tokens) tokens (all logits back): batch session \(Int(scoring.batched.rounded())) tokens/s, "
-                       + "one session at a time \(Int(scoring.oneAtATime.rounded())) tokens/s (\(fixed(scoring.batched / scoring.oneAtATime, 2))x)")
+                report("scoring 8 sequences of \(tokens) tokens (log-probabilities on the GPU): batch session \(Int(scoring.batched.rounded())) tokens/s, "
+                       + "one sequence at a time \(Int(scoring.oneAtATime.rounded())) tokens/s (\(fixed(scoring.batched / scoring.oneAtATime, 2))x)")
             }
         }
         if quantize {

@@ -25,8 +25,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "The port to listen on (0 picks a free one).")
     var port = 8000
 
-    @Option(help: "Most sequences decoded together (each holds a KV cache of --max-model-len positions).")
+    @Option(help: "Most sequences decoded together (on the CPU each holds a KV cache of --max-model-len positions; on the GPU they share a paged cache).")
     var maxBatch = 8
+
+    @Option(help: "--device cuda: the share of the GPU's memory the server may fill; the paged KV cache takes what the model and buffers leave of it.")
+    var gpuMemoryFraction = 0.9
 
     @Option(help: "Most tokens, prompt and completion, per sequence (default: the model's context, at most 4096).")
     var maxModelLen: Int?
@@ -48,6 +51,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     func validate() throws {
         if maxBatch < 1 { throw ValidationError("--max-batch must be at least 1") }
+        if !(gpuMemoryFraction > 0 && gpuMemoryFraction <= 1) { throw ValidationError("--gpu-memory-fraction must be in (0, 1]") }
         if let maxModelLen, maxModelLen < 2 { throw ValidationError("--max-model-len must be at least 2") }
         if maxWaiting < 1 { throw ValidationError("--max-waiting must be at least 1") }
         if prefillChunk < 1 { throw ValidationError("--prefill-chunk must be at least 1") }
@@ -61,8 +65,8 @@ struct ServeCommand: AsyncParsableCommand {
         logger.logLevel = .info
         let loaded = try GenerationModel(folder: model, device: device.device)
         let contextLength = maxModelLen ?? min(loaded.model.architecture.maxPositions, 4096)
-        // The batch goes through one pass a step (the weights stream once), on the GPU up to its decode batch.
-        let session = try loaded.model.makeBatchSession(slots: maxBatch, capacity: contextLength)
+        // The batch goes through one pass a step (the weights stream once).
+        let session = try loaded.model.makeBatchSession(slots: maxBatch, capacity: contextLength, cache: .memoryFraction(gpuMemoryFraction))
         let name = servedModelName ?? String(model.split(separator: "/").last ?? Substring(model))
         let served = ServedModel(
             name: name, tokenizer: loaded.tokenizer, tokenizerConfig: loaded.tokenizerConfig,

@@ -1,5 +1,3 @@
-import CKernels
-
 /// A continuation to score after a context, as lm-eval's loglikelihood requests.
 public struct ScoringRequest: Sendable {
     public let context: [Int32]
@@ -32,7 +30,6 @@ public enum LogLikelihood {
                 throw GPTQError.invalidArgument("scoring request \(i): \(r.context.count + r.continuation.count) tokens exceed the session capacity \(session.capacity)")
             }
         }
-        let vocab = session.vocabSize
         var scores: [ContinuationScore] = []
         var fed = 0
         for start in stride(from: 0, to: requests.count, by: session.slots) {
@@ -41,21 +38,13 @@ public enum LogLikelihood {
             // The context but its last token needs no logits; from there on every row does.
             let prefixes = group.enumerated().filter { $0.element.context.count > 1 }.map { ($0.offset, Array($0.element.context.dropLast())) }
             if !prefixes.isEmpty { _ = try session.forward(prefixes, allLogits: false) }
-            let rows = try session.forward(group.enumerated().map { ($0.offset, [$0.element.context.last!] + $0.element.continuation) },
-                                           allLogits: true)
-            for (request, logits) in zip(group, rows) {
+            let rows = try session.forwardScoring(group.enumerated().map { slot, request in
+                (slot, [request.context.last!] + request.continuation.dropLast(), request.continuation)
+            })
+            for (request, tokenScores) in zip(group, rows) {
                 fed += request.context.count + request.continuation.count
-                var total = 0.0, greedy = true
-                logits.withUnsafeBufferPointer { l in
-                    for (j, token) in request.continuation.enumerated() {
-                        let row = l.baseAddress! + j * vocab
-                        total += Double(row[Int(token)]) - Double(ck_logsumexp(row, vocab))
-                        if (0..<vocab).contains(where: { row[$0] > row[Int(token)] || (row[$0] == row[Int(token)] && $0 < Int(token)) }) {
-                            greedy = false
-                        }
-                    }
-                }
-                scores.append(ContinuationScore(logLikelihood: total, isGreedy: greedy))
+                scores.append(ContinuationScore(logLikelihood: tokenScores.reduce(0) { $0 + Double($1.logProbability) },
+                                                isGreedy: tokenScores.allSatisfy(\.isArgmax)))
             }
             progress?(scores.count, requests.count, fed)
         }

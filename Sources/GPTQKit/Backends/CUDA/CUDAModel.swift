@@ -156,8 +156,8 @@ public final class CUDAModel: @unchecked Sendable {
     }
 
     /// A session holding `capacity` positions for each of `batch` sequences.
-    public func makeSession(capacity: Int, batch: Int = 1, prefillChunk: Int = 2048) throws -> CUDASession {
-        try CUDASession(model: self, capacity: capacity, batch: batch, prefillChunk: prefillChunk)
+    public func makeSession(capacity: Int, batch: Int = 1, prefillChunk: Int = 2048, cache: CUDASession.CacheSize = .everySequenceFull) throws -> CUDASession {
+        try CUDASession(model: self, capacity: capacity, batch: batch, prefillChunk: prefillChunk, cache: cache)
     }
 
     /// Whether every decoder linear multiplies float16-rounded weights in a pass of `rows`

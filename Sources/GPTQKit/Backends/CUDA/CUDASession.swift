@@ -69,9 +69,17 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
     /// The most sequences one session holds.
     public static let maxBatch = 256
 
-    /// `cacheBlocks`: the KV cache's blocks of `kvBlockSize` positions (nil: enough for every
-    /// sequence's capacity at once).
-    init(model: CUDAModel, capacity: Int, batch: Int, prefillChunk: Int, cacheBlocks: Int? = nil) throws {
+    /// How many KV cache blocks a session allocates.
+    public enum CacheSize: Sendable {
+        /// Enough for every sequence's capacity at once.
+        case everySequenceFull
+        /// What is left of this fraction of the device's memory once the session's other
+        /// buffers are allocated, less room for the prefill path's scratch (at least one
+        /// sequence's capacity): sequences share the blocks as they grow (a server's cache).
+        case memoryFraction(Double)
+    }
+
+    init(model: CUDAModel, capacity: Int, batch: Int, prefillChunk: Int, cache: CacheSize = .everySequenceFull) throws {
         guard batch >= 1, batch <= Self.maxBatch else {
             throw GPTQError.invalidArgument("CUDA session batch \(batch) must be in 1...\(Self.maxBatch)")
         }
@@ -106,8 +114,27 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         rowPositions = try device.allocate(bytes: maxRows * 4)
         rowSequences = try device.allocate(bytes: maxRows * 4)
         let blocksPerSequence = (capacity + Self.kvBlockSize - 1) / Self.kvBlockSize
-        blocks = try KVBlockAllocator(blockSize: Self.kvBlockSize, blockCount: cacheBlocks ?? batch * blocksPerSequence,
-                                      sequences: batch, capacity: capacity)
+        let blockCount: Int
+        switch cache {
+        case .everySequenceFull:
+            blockCount = batch * blocksPerSequence
+        case let .memoryFraction(fraction):
+            let (free, total) = try device.memoryInfo()
+            // The prefill path dequantizes the largest GPTQ layer into scratch, beside cuBLAS's own needs.
+            var largest = 0
+            for layer in model.layers {
+                let linears: [CUDALinear] = layer.qkv.map(\.linear) + layer.gateUp.map(\.linear) + [layer.output, layer.down]
+                for linear in linears { largest = max(largest, linear.inFeatures * linear.outFeatures * 2) }
+            }
+            let budget = Int(fraction * Double(total)) - (total - free) - largest - (256 << 20)
+            blockCount = min(max(budget / (2 * model.layers.count * Self.kvBlockBytes(model: model)), 0), batch * blocksPerSequence)
+            guard blockCount >= blocksPerSequence else {
+                throw GPTQError.invalidArgument("a \(Int(fraction * 100))% share of the GPU's \(total >> 20) MiB leaves room for \(blockCount) KV cache blocks "
+                                                + "of \(Self.kvBlockSize) positions, less than one sequence of \(capacity) needs (\(blocksPerSequence)): "
+                                                + "raise --gpu-memory-fraction or lower --max-model-len")
+            }
+        }
+        blocks = try KVBlockAllocator(blockSize: Self.kvBlockSize, blockCount: blockCount, sequences: batch, capacity: capacity)
         let cacheBytes = blocks.blockCount * Self.kvBlockBytes(model: model)
         keys = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
         values = try model.layers.map { _ in try device.allocate(bytes: cacheBytes) }
@@ -356,6 +383,17 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try finalLogits(rows: batch, firstRow: 0, pending: pending, scratch: decodeScratch)
         try launch("argmax_rows", grid: (batch, 1, 1), block: (1024, 1, 1), [.buffer(logits), .int(m.vocab), .buffer(tokens)])
         try launch("advance_positions", grid: (1, 1, 1), block: (256, 1, 1), [.buffer(positionBuffer), .int(batch)])
+    }
+
+    /// Each of logits rows 0..<targets.count scored against its target on the GPU (log-softmax and argmax).
+    func scoreTargets(_ targets: [Int32]) throws -> [TokenScore] {
+        let targetBuffer = try prefillScratch.buffer("score targets", bytes: targets.count * 4)
+        let scores = try prefillScratch.buffer("scores", bytes: targets.count * 8)
+        try upload(targets, to: targetBuffer)
+        try launch("score_targets", grid: (targets.count, 1, 1), block: (1024, 1, 1),
+                   [.buffer(logits), .int(model.vocab), .buffer(targetBuffer), .buffer(scores)])
+        let values = try backend.device.download(scores, as: Float.self, count: targets.count * 2)
+        return targets.indices.map { TokenScore(logProbability: values[2 * $0], isArgmax: values[2 * $0 + 1] == 1) }
     }
 
     /// The learned position table (GPT-2, OPT, ...) holds positions up to its size only.

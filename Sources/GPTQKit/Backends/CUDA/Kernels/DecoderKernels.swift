@@ -581,6 +581,31 @@ extern "C" __global__ void argmax_rows(const float *__restrict__ logits, int V, 
 }
 
 // Every sequence's position moves on by one after a decode step. Block >= n threads.
+// Scoring: row r's target token t = targets[r] under logits[r, :]: scores[r] = {log-softmax of t
+// (float32: max, then the sum of exp(x − max) over the block), 1 when t is the argmax (no
+// logit above it, none equal at a lower id) else 0}. Block 1024.
+extern "C" __global__ void score_targets(const float *__restrict__ logits, int V, const int32_t *__restrict__ targets,
+                                         float2 *__restrict__ scores) {
+    __shared__ float scratch[32];
+    __shared__ int beaten;
+    const int r = blockIdx.x, t = targets[r];
+    const float *row = logits + (size_t)r * V, target = row[t];
+    if (threadIdx.x == 0) beaten = 0;
+    float m = -3.0e38f;
+    int above = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        const float v = row[i];
+        m = fmaxf(m, v);
+        above |= v > target || (v == target && i < t);
+    }
+    m = block_max(m, scratch);
+    if (above) beaten = 1;
+    float sum = 0.f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) sum += __expf(row[i] - m);
+    sum = block_sum(sum, scratch);  // its barriers also publish `beaten`
+    if (threadIdx.x == 0) scores[r] = make_float2(target - (m + __logf(sum)), beaten ? 0.f : 1.f);
+}
+
 extern "C" __global__ void advance_positions(int32_t *pos, int n) { for (int i = threadIdx.x; i < n; i += blockDim.x) pos[i] += 1; }
 
 // x[r, :] = float32(h[r, :]) (a layer's float16 input, for layer-by-layer forwards)
