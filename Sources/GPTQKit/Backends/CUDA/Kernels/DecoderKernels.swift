@@ -409,7 +409,7 @@ __device__ __forceinline__ void attention_prefill_tiles(const half_t *__restrict
                                                         half_t *__restrict__ out, int ldo, const float *__restrict__ alibi_slopes,
                                                         int alibi_bf16, float alibi_scale) {
     constexpr int STRIDE = DP + 8, NT = PREFILL_KEYS / 8, DT = DP / 8;
-    extern __shared__ half_t tiles[];
+    extern __shared__ __align__(16) half_t tiles[];
     half_t *Qs = tiles, *Ks = Qs + PREFILL_ROWS * STRIDE, *Vs = Ks + PREFILL_KEYS * STRIDE;
     const int r0 = blockIdx.x * PREFILL_ROWS, h = blockIdx.y, kvh = h / (H / KV);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
