@@ -12,7 +12,10 @@
 #             GPU_KERNEL_ARGS adds arguments, e.g. "--batch 64 --batch 256")
 #   shapes    gpu-bench --tiled-shapes (every launch shape of the 4-bit tensor-core kernel;
 #             GPU_SHAPES_ARGS adds arguments, e.g. "--batch 1 --batch 8")
-#   model     gpu-bench --model (Llama-2-7B shape: decode at batch 1 and 8, prefill 2048)
+#   model     gpu-bench --model (Llama-2-7B shape: decode at batch 1, 8 and 64, prefill 2048, scoring)
+#   serve     gptq serve --device cuda on the tiny chat model: greedy completions of 8 concurrent
+#             requests (stdlib HTTP client; the machine has no openai package) equal
+#             `gptq generate --device cuda`'s, and the KV block and slot gauges return to zero
 #   gptq      gpu-bench --quantize (GPTQ alone, act-order, the whole pipeline; 7B shape)
 #   torch     PyTorch's fp16 linear at the kernels' shapes, eager and from graphs
 #             (scripts/reference/torch_linear_bench.py), beside gpu-bench's fp16 cuBLAS
@@ -42,7 +45,7 @@ T=$D/tiny-chat
 } 2>&1 | tee "$OUT/env.log"
 status=0
 fixture=""; [ -f "$D"/gptq_layers.safetensors ] && fixture="--gptq-fixture $D/gptq_layers.safetensors"
-for step in ${GPU_STEPS:-check cli quantize kernels model gptq torch}; do
+for step in ${GPU_STEPS:-check cli serve quantize kernels model gptq torch}; do
   case $step in
     check) {
       timeout 300 $G gpu-check $fixture --log "$OUT/check.log" --dump-logits "$OUT/fixture-logits.safetensors" || status=1
@@ -86,6 +89,40 @@ PY
     kernels) timeout 300 $G gpu-bench --kernels ${GPU_KERNEL_ARGS:-} --log "$OUT/kernels.log" > "$OUT/kernels.out" 2>&1 || status=1 ;;
     shapes) timeout 300 $G gpu-bench --tiled-shapes ${GPU_SHAPES_ARGS:-} --log "$OUT/shapes.log" > "$OUT/shapes.out" 2>&1 || status=1 ;;
     model) timeout 180 $G gpu-bench --model --log "$OUT/model.log" > "$OUT/model.out" 2>&1 || status=1 ;;
+    serve) {
+      $G serve --model $T --device cuda --port 18080 --max-batch 8 --max-model-len 128 > "$OUT/serve.log" 2>&1 &
+      server=$!
+      python3 - "$G" "$T" <<'PY' || status=1
+import concurrent.futures, json, subprocess, sys, time, urllib.request
+gptq, model = sys.argv[1].split(), sys.argv[2]
+base = "http://127.0.0.1:18080"
+for _ in range(120):
+    try:
+        urllib.request.urlopen(base + "/health", timeout=1); break
+    except Exception:
+        time.sleep(0.5)
+prompts = ["the cat sat on", "hello there", "how are you", "one two three four five", "a", "the dog", "once upon a time", "we"]
+def complete(prompt):
+    body = json.dumps({"model": "tiny-chat", "prompt": prompt, "max_tokens": 16, "temperature": 0}).encode()
+    request = urllib.request.Request(base + "/v1/completions", body, {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=60))["choices"][0]["text"]
+with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    served = list(pool.map(complete, prompts))
+failed = 0
+for prompt, text in zip(prompts, served):
+    # stdout: the completion and a newline.
+    alone = subprocess.run(gptq + ["generate", "--model", model, "--prompt", prompt, "--max-new-tokens", "16", "--temperature", "0",
+                                   "--device", "cuda"], capture_output=True, text=True).stdout
+    same = alone[:-1] == text
+    failed += not same
+    print(f"{'PASS' if same else 'FAIL'}  {prompt!r}: served {text!r}, generate {alone!r}")
+metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+gauges = {l.split()[0]: float(l.split()[1]) for l in metrics.splitlines() if l.startswith(("gptq_kv_blocks_in_use", "gptq_kv_slots_in_use"))}
+print("gauges after the requests:", gauges)
+sys.exit(1 if failed or any(gauges.values()) else 0)
+PY
+      kill $server
+    } > "$OUT/serve.out" 2>&1 ;;
     smol) {
       S=/tmp/smol; rm -rf $S; mkdir -p $S
       cat .gpu-smol?/gguf.part > $S/model.gguf || status=1  # the parts in order (scripts/gpu-smol.sh)
@@ -142,5 +179,5 @@ done
 echo "==== summary"
 cat "$OUT/env.log"
 [ -f "$OUT/check.out" ] && grep -E 'FAIL|passed|rror|emulation' "$OUT/check.out" | tail -40
-for f in cli quantize kernels shapes model gptq torch smol exllama; do [ -f "$OUT/$f.out" ] && { echo "---- $f"; grep -vE '^quantize.*layer [0-9]' "$OUT/$f.out" | tail -60; }; done
+for f in cli serve quantize kernels shapes model gptq torch smol exllama; do [ -f "$OUT/$f.out" ] && { echo "---- $f"; grep -vE '^quantize.*layer [0-9]' "$OUT/$f.out" | tail -60; }; done
 exit $status

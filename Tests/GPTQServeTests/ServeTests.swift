@@ -226,7 +226,6 @@ struct ServeTests {
     }
 }
 
-/// A batch session that sleeps before each forward, so a test can act between steps.
 /// Runs the first `passesBeforeGate` passes, then holds every later one until `open()`.
 final class GatedBatchSession: BatchInferenceSession {
     let inner: BatchInferenceSession
