@@ -108,6 +108,13 @@ import GPTQKit
                 try LanguageModel.load(folder: folder)
             }
         }
+        let exponential = try copy("w4_g32_descact_asym", settings: settings.setting("dynamic", .object([("(a+)+$", .object([]))])))
+        do {
+            _ = try LanguageModel.load(folder: exponential)
+            Issue.record("loaded a dynamic pattern that backtracks for exponential time")
+        } catch let GPTQError.badConfig(field, _, reason) {
+            #expect(field == "dynamic.(a+)+$" && reason.contains("exponential time"), "\(reason)")
+        }
         let badPattern = try copy("w4_g32_descact_asym", settings: settings.setting("dynamic", .object([("+:model.layers.(0", .object([]))])))
         do {
             _ = try LanguageModel.load(folder: badPattern)

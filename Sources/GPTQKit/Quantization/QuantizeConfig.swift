@@ -237,6 +237,10 @@ public struct DynamicOverride: Sendable, Equatable {
     init(key: String, overrides: JSON, path: String) throws {
         pattern = key.hasPrefix("-:") || key.hasPrefix("+:") ? String(key.dropFirst(2)) : key
         let field = "dynamic.\(key)"
+        // A config file is untrusted: a pattern that could backtrack for exponential time on a module name is refused.
+        if let hazard = RegexMatcher.backtrackingHazard(in: pattern) {
+            throw GPTQError.badConfig(field: field, path: path, reason: "the pattern \(hazard) can backtrack for exponential time; not supported")
+        }
         do { _ = try Regex(pattern) } catch {
             throw GPTQError.badConfig(field: field, path: path, reason: "the pattern is not a regular expression: \(error)")
         }
