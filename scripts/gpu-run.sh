@@ -3,7 +3,7 @@
 # scripts/gpu.sh prepares (copied there as run.sh): checks first, then benchmarks, in one
 # device call; logs in $OUT, a summary last. GPU_STEPS selects steps (default: all):
 #   check     gpu-check: kernels vs the CPU path, AutoGPTQ's fixture layers, the arch fixtures
-#             and AutoGPTQ checkpoints vs their references, sampling, GPTQ on the GPU; then the
+#             and AutoGPTQ and GPTQModel checkpoints vs their references, sampling, GPTQ on the GPU; then the
 #             fixtures' GPU logits vs the float16 roundings emulated in numpy
 #   cli       generate/chat/perplexity with --device cuda against the CPU on a tiny model,
 #             bench --device cuda on fixtures

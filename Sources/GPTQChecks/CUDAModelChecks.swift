@@ -227,8 +227,10 @@ extension CUDAChecks {
         }
         results += try sampling(backend: backend, fixtures: fixtures)
         results += try decodeAttention(backend: backend)
-        for variant in ["w4_g32_descact_asym", "w3_perchannel_sym", "w8_g32_sym", "w2_g32_asym"] {
-            let folder = FileIO.join(fixtures, "autogptq_ckpt", variant)
+        // AutoGPTQ's checkpoints, and GPTQModel's with a quantized (8-bit) lm_head.
+        for variant in ["autogptq_ckpt/w4_g32_descact_asym", "autogptq_ckpt/w3_perchannel_sym", "autogptq_ckpt/w8_g32_sym",
+                        "autogptq_ckpt/w2_g32_asym", "gptqmodel/llama-lm-head"] {
+            let folder = FileIO.join(fixtures, variant)
             let model = try CUDAModel.load(folder: folder, backend: backend)
             let reference = try SafetensorsFile(path: FileIO.join(folder, "reference.safetensors"))
             let ids = try reference.tensor("input_ids"), expected = try reference.tensor("logits").floats()
@@ -240,9 +242,9 @@ extension CUDAChecks {
                 got += try model.makeSession(capacity: 32).forward(prompt, allLogits: true)
                 cpuGot += try cpuFloat16.makeSession(capacity: 32, arithmetic: .cudaFloat16).forward(prompt, allLogits: true)
             }
-            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) logits (\(model.weightsDescription))",
+            results.append(CUDACheckResult(name: "GPTQ checkpoint \(variant) logits (\(model.weightsDescription))",
                                            relativeError: relativeError(got, expected), bound: float16Bound))
-            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) logits vs CPU with fp16 arithmetic\(model.multipliesFloat16Weights(rows: length) ? " (fp16 weights)" : "")",
+            results.append(CUDACheckResult(name: "GPTQ checkpoint \(variant) logits vs CPU with fp16 arithmetic\(model.multipliesFloat16Weights(rows: length) ? " (fp16 weights)" : "")",
                                            relativeError: relativeError(got, cpuGot), bound: float16ArithmeticBound))
             var rng = Xoshiro256StarStar(seed: 8)
             let long = (0..<100).map { _ in Int32(rng.next() % UInt64(model.vocab)) }
@@ -250,9 +252,9 @@ extension CUDAChecks {
             let cpuFloat16Logits = try cpuWithFloat16Arithmetic(folder: folder, gpu: model, rows: long.count)
                 .makeSession(capacity: 128, arithmetic: .cudaFloat16).forward(long, allLogits: true)
             let gpuLogits = try model.makeSession(capacity: 128).forward(long, allLogits: true)
-            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU fp32",
+            results.append(CUDACheckResult(name: "GPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU fp32",
                                            relativeError: relativeError(gpuLogits, cpuLogits), bound: float16Bound))
-            results.append(CUDACheckResult(name: "AutoGPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU with fp16 arithmetic",
+            results.append(CUDACheckResult(name: "GPTQ checkpoint \(variant) 100-token prefill (dequantized cuBLAS) vs CPU with fp16 arithmetic",
                                            relativeError: relativeError(gpuLogits, cpuFloat16Logits), bound: float16ArithmeticBound))
         }
         return results

@@ -38,6 +38,8 @@ struct QuantizeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "gptq or rtn (round to nearest, no calibration).") var method = "gptq"
     @Flag(inversion: .prefixedNo, help: "Quantize a layer's linears in groups (q/k/v, o, up/gate, down), each seeing the previous ones quantized.")
     var trueSequential = true
+    @Flag(help: "Quantize the LM head too, with the same settings, from the final norm's outputs (GPTQModel's lm_head; a tied embedding stays float).")
+    var quantizeLmHead = false
     @Option(parsing: .unconditional, help: "Shard model.safetensors past this size, e.g. 2GB or 500MB.") var maxShardSize: String?
     @Option(parsing: .unconditional, help: "After saving, report the quantized model's perplexity on this text (GPTQ protocol, windows of 2048 tokens).")
     var evalText: String?
@@ -58,7 +60,8 @@ struct QuantizeCommand: ParsableCommand {
         var job = QuantizeJob(model: model, out: out)
         job.method = method
         job.config = QuantizeConfig(bits: bits, groupSize: groupSize, descAct: descAct, staticGroups: staticGroups,
-                                    sym: !asym, dampPercent: damp, trueSequential: trueSequential, checkpointFormat: checkpointFormat)
+                                    sym: !asym, dampPercent: damp, trueSequential: trueSequential, checkpointFormat: checkpointFormat,
+                                    lmHead: quantizeLmHead)
         job.calibration = calib
         if let calibFormat {
             guard let format = CalibrationFormat(rawValue: calibFormat) else {

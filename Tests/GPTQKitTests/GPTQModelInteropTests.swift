@@ -4,7 +4,8 @@ import GPTQKit
 /// Checkpoints that GPTQModel 7.7.0 quantized and saved (Tests/Fixtures/gptqmodel, written by
 /// scripts/fixtures/make_gptqmodel_fixtures.py) load here with GPTQModel's own float32 logits.
 @Suite struct GPTQModelInteropTests {
-    static let variants = ["llama-sym-v1", "llama-asym-zero0-v1", "llama-desc-act-asym-v2", "llama-act-group-aware", "qwen2-asym-v1"]
+    static let variants = ["llama-sym-v1", "llama-asym-zero0-v1", "llama-desc-act-asym-v2", "llama-act-group-aware", "qwen2-asym-v1",
+                           "llama-lm-head"]
     let dir = "/tmp/gptq-gptqmodel-interop-tests-\(UInt32.random(in: 0...UInt32.max))"
 
     static func logits(_ model: LanguageModel, folder: String) throws -> (ours: [Float], theirs: [Float]) {
@@ -24,6 +25,22 @@ import GPTQKit
         #expect(model.layerLinear(0, "self_attn.q_proj") is GPTQLinear && model.layerLinear(1, "mlp.down_proj") is GPTQLinear)
         let (ours, theirs) = try Self.logits(model, folder: folder)
         #expect(relativeError(ours, theirs) < 1e-5, "\(variant)")
+    }
+
+    /// GPTQModel's `lm_head=True`: the head is stored as lm_head.qweight/qzeros/scales/g_idx
+    /// at GPTQModel's own default for it, 8-bit group 32, which quantize_config.json gives as
+    /// `dynamic: {"lm_head": {...}}` beside 4-bit layers; it loads as an 8-bit GPTQ head (the
+    /// logits are checked against GPTQModel's with the other variants).
+    @Test func quantizedHeadTakesItsDynamicPacking() throws {
+        let folder = Fixtures.path("gptqmodel/llama-lm-head")
+        let quantized = try #require(try QuantizedCheckpoint(folder: folder, checkpoint: Checkpoint(folder: folder)))
+        #expect(quantized.config.lmHead && quantized.config.bits == 4)
+        #expect(quantized.config.packing(ofModule: "lm_head") == (8, 32))
+        #expect(quantized.config.packing(ofModule: "model.layers.0.mlp.up_proj") == (4, 32))
+        let model = try LanguageModel.load(folder: folder)
+        let head = try #require(model.lmHead as? GPTQLinear)
+        #expect(head.bits == 8 && head.inFeatures == 64 && head.outFeatures == 384)
+        #expect((model.layerLinear(0, "mlp.up_proj") as? GPTQLinear)?.bits == 4)
     }
 
     /// GPTQModel's v1 with zero points of 0: it stores the v2 word minus 0x11111111, so a zero

@@ -110,6 +110,11 @@ import GPTQKit
             #expect(loaded.layerLinear(1, module) is GPTQLinear, "\(arch) \(module)")
             #expect(try Checkpoint(folder: out).contains(loaded.tensorName(layer: 0, module: module) + ".qweight"))
         }
+        // GPT-NeoX's head, stored as `embed_out` in the fixture, is saved under its current name, which GPTQModel loads.
+        if arch == "gpt_neox" {
+            let saved = try Checkpoint(folder: out)
+            #expect(saved.contains("lm_head.weight") && !saved.contains("embed_out.weight"))
+        }
         let fake = try Self.fakeQuantizedModel(arch, q)
         let prompt = Array(try SafetensorsFile(path: Fixtures.path("arch/\(arch)/reference.safetensors")).tensor("input_ids").ints().prefix(12))
         #expect(Self.relativeError(try Self.logits(loaded, prompt), try Self.logits(fake, prompt)) < 2e-3, "\(arch)")
@@ -148,6 +153,60 @@ import GPTQKit
             if trueSequential { model.setLayerLinear(0, module, DenseLinear(weight: Tensor(q, shape: [module == "self_attn.q_proj" ? 64 : 32, 64]))) }
         }
         #expect(try gptqOnCapturedInputs("self_attn.o_proj") == pipelineQ["model.layers.0.self_attn.o_proj"])
+    }
+
+    /// `lmHead`: after the last layer GPTQ quantizes the head from what it reads, the final
+    /// norm's outputs of the quantized layers (captured here by hand through the fake-quantized
+    /// model), and the folder saves it as GPTQModel does: `lm_head.qweight`/…, `lm_head: true`.
+    /// llama's head is its own; opt's is tied (the embedding stays float, config.json unties
+    /// the head); gpt_neox's is stored as `embed_out` and saved as `lm_head`.
+    @Test(arguments: [("llama", "model.embed_tokens.weight"), ("opt", "model.decoder.embed_tokens.weight"),
+                      ("gpt_neox", "gpt_neox.embed_in.weight")])
+    func lmHeadIsQuantizedFromTheFinalNormOutputs(arch: String, embedding: String) throws {
+        let config = QuantizeConfig(bits: 4, groupSize: 32, lmHead: true)
+        let model = try LanguageModel.load(folder: Fixtures.path("arch/\(arch)"))
+        let headName = try model.storedHeadWeights().name
+        var q: [String: [Float]] = [:]
+        var head: QuantizationProgress?
+        let quantized = try GPTQPipeline.quantize(model, config: config, calibration: Self.samples()) { event in
+            if event.module == headName { head = event } else { q[model.tensorName(layer: event.layer, module: event.module)] = event.result.q }
+        }
+        let headEvent = try #require(head)
+        #expect(headEvent.line.hasPrefix("layer 2/2 \(headName)  loss "))
+        #expect(quantized.model.lmHead is GPTQLinear)
+
+        let fake = try Self.fakeQuantizedModel(arch, q)
+        var hessian = HessianAccumulator(columns: fake.lmHead.inFeatures)
+        for sample in Self.samples() {
+            var hidden = try fake.embed(sample)
+            hidden.withUnsafeMutableBufferPointer { buffer in
+                for layer in 0..<fake.numLayers { fake.layerForward(layer, hidden: buffer.baseAddress!, tokens: sample.count, observe: nil) }
+            }
+            hessian.add(fake.headInput(hidden, rows: sample.count), count: sample.count)
+        }
+        let expected = try GPTQ.quantize(weight: try fake.storedHeadWeights().weight.floats(), hessian: hessian, config: config)
+        #expect(expected.q == headEvent.result.q, "\(arch)")
+
+        let out = dir + "/\(arch)-head"
+        try quantized.save(to: out)
+        let checkpoint = try Checkpoint(folder: out)
+        #expect(checkpoint.contains("lm_head.qweight") && checkpoint.contains("lm_head.scales"))
+        #expect(!checkpoint.contains("lm_head.weight") && !checkpoint.contains("embed_out.weight") && !checkpoint.contains("embed_out.qweight"))
+        #expect(try checkpoint.tensor(embedding).dtype == .f16)
+        let source = try JSON.read(path: Fixtures.path("arch/\(arch)/config.json"))
+        #expect(source["tie_word_embeddings"]?.bool == (arch == "opt"))
+        let written = try JSON.read(path: out + "/config.json")
+        #expect(written["tie_word_embeddings"]?.bool == false)
+        #expect(written["quantization_config"]?["lm_head"]?.bool == true)
+        #expect(try JSON.read(path: out + "/quantize_config.json")["lm_head"]?.bool == true)
+
+        let loaded = try LanguageModel.load(folder: out)
+        #expect(loaded.lmHead is GPTQLinear)
+        let prompt = Array(try SafetensorsFile(path: Fixtures.path("arch/\(arch)/reference.safetensors")).tensor("input_ids").ints().prefix(12))
+        q[headName] = headEvent.result.q
+        let fakeWithHead = try Self.logits(try Self.fakeQuantizedModel(arch, q), prompt)
+        #expect(Self.relativeError(try Self.logits(loaded, prompt), fakeWithHead) < 2e-3, "\(arch)")
+        #expect(Self.relativeError(fakeWithHead, try Self.logits(fake, prompt)) > 1e-2, "\(arch): quantizing the head changed nothing")
     }
 
     /// README's library flow: calibration corpus, quantize, save, load the folder, generate.

@@ -97,6 +97,32 @@ import GPTQKit
                 try LanguageModel.load(folder: folder)
             }
         }
+        // GPTQModel's per-module overrides: the error names the override's key.
+        for (dynamic, field, reason) in [
+            (JSON.object([("lm_head", .object([("bits", .number(5))]))]), "dynamic.lm_head.bits", "5 is not one of 2, 3, 4, 8"),
+            (JSON.object([("-:.*mlp.*", .number(8))]), "dynamic.-:.*mlp.*", "not a JSON object"),
+            (JSON.string("lm_head"), "dynamic", "not a JSON object"),
+        ] {
+            let folder = try copy("w4_g32_descact_asym", settings: settings.setting("dynamic", dynamic))
+            #expect(throws: GPTQError.badConfig(field: field, path: folder + "/quantize_config.json", reason: reason)) {
+                try LanguageModel.load(folder: folder)
+            }
+        }
+        let exponential = try copy("w4_g32_descact_asym", settings: settings.setting("dynamic", .object([("(a+)+$", .object([]))])))
+        do {
+            _ = try LanguageModel.load(folder: exponential)
+            Issue.record("loaded a dynamic pattern that backtracks for exponential time")
+        } catch let GPTQError.badConfig(field, _, reason) {
+            #expect(field == "dynamic.(a+)+$" && reason.contains("exponential time"), "\(reason)")
+        }
+        let badPattern = try copy("w4_g32_descact_asym", settings: settings.setting("dynamic", .object([("+:model.layers.(0", .object([]))])))
+        do {
+            _ = try LanguageModel.load(folder: badPattern)
+            Issue.record("loaded a dynamic pattern that is no regular expression")
+        } catch let GPTQError.badConfig(field, path, reason) {
+            #expect(field == "dynamic.+:model.layers.(0" && path == badPattern + "/quantize_config.json")
+            #expect(reason.hasPrefix("the pattern is not a regular expression"), "\(reason)")
+        }
         let truncated = try copy("w4_g32_descact_asym", settings: settings)
         try FileIO.writeAtomically(path: truncated + "/quantize_config.json", text: "{\"bits\": 4, \"group_size\": ")
         do {

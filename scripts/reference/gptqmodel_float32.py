@@ -4,13 +4,15 @@ Their CPU kernels do not compute in float32 (GPTQModel 7.7's gptq_torch takes fl
 bfloat16 only; gptq_torch_fused casts float32 inputs to bfloat16, 0.9% off in the logits), so
 each quantized linear is replaced by a float32 linear on the weight that the loaded module's own
 `dequantize_weight()` gives: the packed tensors as the loader read them (v1 zero points
-included), with the rest of the network in float32. 4-bit folders load through gptq_torch_fused
-in float32; other widths, which it does not take, through gptq_torch in float16 and are then cast
-to float32, which is exact where the unquantized tensors are float16 (as swift-gptq writes them). Used by
-scripts/fixtures/make_gptqmodel_fixtures.py and scripts/reference/interop_check.py.
+included), with the rest of the network in float32. Folders whose every quantized module is
+4-bit load through gptq_torch_fused in float32; others (2/3/8 bits, or a `dynamic` override such
+as GPTQModel's 8-bit lm_head), which it does not take, through gptq_torch in float16, are then
+cast to float32 and get the checkpoint's unquantized float tensors back from the file, unrounded.
+Used by scripts/fixtures/make_gptqmodel_fixtures.py and scripts/reference/interop_check.py.
 """
-import os, shutil
+import glob, json, os, shutil
 import torch
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -42,22 +44,45 @@ def with_float32_linears(model):
     return model
 
 
-def backend_and_dtype(bits):
-    return ("gptq_torch_fused", torch.float32) if bits == 4 else ("gptq_torch", torch.float16)
+def quantization_config(folder):
+    return json.load(open(os.path.join(folder, "config.json")))["quantization_config"]
 
 
-def gptqmodel_float32(folder, bits):
+def all_four_bit(settings):
+    return settings["bits"] == 4 and all(rule.get("bits", 4) == 4 for rule in (settings.get("dynamic") or {}).values())
+
+
+def backend_and_dtype(folder):
+    return ("gptq_torch_fused", torch.float32) if all_four_bit(quantization_config(folder)) else ("gptq_torch", torch.float16)
+
+
+def with_float_tensors_of(folder, model):
+    """A model loaded in float16 gets the file's float tensors (norms, embeddings, float linears) back exactly."""
+    state = model.state_dict()
+    for path in glob.glob(os.path.join(folder, "*.safetensors")):
+        for name, tensor in load_file(path).items():
+            if tensor.is_floating_point() and name in state and state[name].shape == tensor.shape:
+                state[name].copy_(tensor)
+    return model
+
+
+def float32(model, folder, dtype):
+    model = with_float32_linears(model)
+    return with_float_tensors_of(folder, model) if dtype != torch.float32 else model
+
+
+def gptqmodel_float32(folder):
     from gptqmodel import BACKEND, GPTQModel
-    backend, dtype = backend_and_dtype(bits)
-    return with_float32_linears(GPTQModel.load(folder, device="cpu", backend=BACKEND(backend), dtype=dtype).model)
+    backend, dtype = backend_and_dtype(folder)
+    return float32(GPTQModel.load(folder, device="cpu", backend=BACKEND(backend), dtype=dtype).model, folder, dtype)
 
 
-def transformers_float32(folder, bits):
+def transformers_float32(folder):
     from transformers import AutoModelForCausalLM, GPTQConfig
-    backend, dtype = backend_and_dtype(bits)
+    backend, dtype = backend_and_dtype(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map="cpu",
-                                                 quantization_config=GPTQConfig(bits=bits, backend=backend))
-    return with_float32_linears(model)
+                                                 quantization_config=GPTQConfig(bits=quantization_config(folder)["bits"], backend=backend))
+    return float32(model, folder, dtype)
 
 
 def logits(model, input_ids):

@@ -126,6 +126,17 @@ public final class LanguageModel: @unchecked Sendable {
                 spec.hasBias ? try reader.vector(name + ".bias", count: spec.outFeatures) : nil)
     }
 
+    /// The LM head as the checkpoint stores it: its weight [vocab, width] (the embedding
+    /// where the head is tied), its bias, and the module name it is stored under.
+    public func storedHeadWeights() throws -> (weight: Tensor, bias: [Float]?, name: String) {
+        let a = architecture
+        let reader = WeightReader(checkpoint: checkpoint, names: names, layout: a.weightLayout, asFloat16: false)
+        let weight = try a.tiesHead(checkpoint: checkpoint)
+            ? try reader.floatTensor(a.stem.embedding + ".weight", shape: [a.vocab, a.stem.embeddingWidth])
+            : try reader.linearWeight(a.head.lmHead, in: a.stem.embeddingWidth, out: a.vocab, layout: .linear)
+        return (weight, a.head.bias ? try reader.vector(a.head.lmHead + ".bias", count: a.vocab) : nil, names.stored(a.head.lmHead))
+    }
+
     /// The linear `module` (e.g. `self_attn.q_proj`) of layer `layer`.
     public func layerLinear(_ layer: Int, _ module: String) -> LinearLayer {
         guard let linear = layers[layer].linears[module] else {
@@ -226,34 +237,42 @@ public final class LanguageModel: @unchecked Sendable {
     /// (float32 under either arithmetic; `.cudaFloat16` rounds the inputs of project_out and
     /// the LM head, as the GPU stores them).
     func logits(_ hidden: UnsafePointer<Float>, rows: Int, arithmetic: CPUArithmetic) -> [Float] {
-        let h = hiddenSize
-        let normed = UnsafeMutablePointer<Float>.allocate(capacity: rows * h)
-        defer { normed.deallocate() }
-        if let finalNorm { finalNorm.apply(hidden, into: normed, rows: rows) } else { normed.update(from: hidden, count: rows * h) }
-        var headInput = UnsafePointer(normed)
-        var projected: [Float] = []
-        if let projectOut {
-            if arithmetic == .cudaFloat16 { ck_round_f16(normed, rows * h) }
-            projected = [Float](repeating: 0, count: rows * projectOut.outFeatures)
-            projected.withUnsafeMutableBufferPointer { projectOut.forward(normed, rows: rows, into: $0.baseAddress!) }
-        }
-        return projected.withUnsafeMutableBufferPointer { p in
-            if projectOut != nil { headInput = UnsafePointer(p.baseAddress!) }
-            if arithmetic == .cudaFloat16 { ck_round_f16(UnsafeMutablePointer(mutating: headInput), rows * lmHead.inFeatures) }
+        var headInput = self.headInput(hidden, rows: rows, arithmetic: arithmetic)
+        return headInput.withUnsafeMutableBufferPointer { input in
+            if arithmetic == .cudaFloat16 { ck_round_f16(input.baseAddress!, input.count) }
             return [Float](unsafeUninitializedCapacity: rows * vocabSize) { buffer, initialized in
-                lmHead.forward(headInput, rows: rows, into: buffer.baseAddress!)
+                lmHead.forward(input.baseAddress!, rows: rows, into: buffer.baseAddress!)
                 initialized = rows * vocabSize
             }
+        }
+    }
+
+    /// What the LM head reads for `rows` hidden rows: the final norm's outputs, through
+    /// project_out where the family has one; [rows, lmHead.inFeatures]. (GPTQ of the head
+    /// accumulates its Hessian from these.)
+    public func headInput(_ hidden: UnsafePointer<Float>, rows: Int, arithmetic: CPUArithmetic = .float32) -> [Float] {
+        let h = hiddenSize
+        var normed = [Float](unsafeUninitializedCapacity: rows * h) { buffer, initialized in
+            if let finalNorm { finalNorm.apply(hidden, into: buffer.baseAddress!, rows: rows) } else { buffer.baseAddress!.update(from: hidden, count: rows * h) }
+            initialized = rows * h
+        }
+        guard let projectOut else { return normed }
+        if arithmetic == .cudaFloat16 { normed.withUnsafeMutableBufferPointer { ck_round_f16($0.baseAddress!, $0.count) } }
+        return [Float](unsafeUninitializedCapacity: rows * projectOut.outFeatures) { buffer, initialized in
+            projectOut.forward(normed, rows: rows, into: buffer.baseAddress!)
+            initialized = rows * projectOut.outFeatures
         }
     }
 }
 
 extension Architecture {
     /// Whether the LM head is the embedding: config.tie_word_embeddings (the family's
-    /// default), or no head weight stored (neither float nor GPTQ-packed).
+    /// default), or no head weight stored (neither float nor GPTQ-packed). A GPTQ-packed head
+    /// is its own, whatever the config says (GPTQModel's `lm_head`).
     public func tiesHead(checkpoint: Checkpoint) throws -> Bool {
         let stored = try TensorNames(self, checkpoint: checkpoint).stored(head.lmHead)
-        return head.tied || !(checkpoint.contains(stored + ".weight") || checkpoint.contains(stored + ".qweight"))
+        guard !checkpoint.contains(stored + ".qweight") else { return false }
+        return head.tied || !checkpoint.contains(stored + ".weight")
     }
 }
 
@@ -273,6 +292,17 @@ struct TensorNames: Sendable {
         } else {
             strippedPrefix = prefix
         }
+    }
+
+    /// The name under which a quantized checkpoint saves stored tensor `name`: a legacy name
+    /// becomes the current one (GPT-NeoX's `embed_out` → `lm_head`), the name GPTQModel 7.7
+    /// loads and writes (it reads the file without transformers' renaming) and transformers 5
+    /// loads natively.
+    func current(_ name: String) -> String {
+        if let (current, old) = legacy.first(where: { name == $0.value || name.hasPrefix($0.value + ".") }) {
+            return current + name.dropFirst(old.count)
+        }
+        return name
     }
 
     func stored(_ name: String) -> String {

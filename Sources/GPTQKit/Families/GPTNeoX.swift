@@ -1,7 +1,8 @@
 extension ModelFamily {
     /// GPT-NeoX (Pythia): per-head fused q/k/v, rotary halves over the leading
     /// partial_rotary_factor (rotary_pct, default 0.25) of each head, parallel residual from
-    /// two norms unless use_parallel_residual is false, an untied head (`embed_out` in the files transformers writes, `lm_head` in GPTQModel's and in transformers 5's module tree).
+    /// two norms unless use_parallel_residual is false, an untied head (`embed_out` in the files transformers writes, `lm_head` in GPTQModel's and in transformers 5's module tree;
+    /// quantized checkpoints save it as `lm_head`, which GPTQModel loads: docs/FORMAT.md).
     public static let gptNeoX = ModelFamily(name: "gpt_neox", modelTypes: ["gpt_neox"]) { c in
         let hidden = try c.positiveInt("hidden_size"), heads = try c.positiveInt("num_attention_heads")
         guard hidden % heads == 0 else { throw c.error("num_attention_heads", "\(heads) heads do not divide hidden_size \(hidden)") }

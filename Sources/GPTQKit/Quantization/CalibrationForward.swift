@@ -12,6 +12,9 @@ protocol CalibrationForward {
     func replace(layer: Int, module: String, q: [Float], bias: [Float]?) throws
     /// The layer's outputs, recomputed with its quantized weights, become the next layer's inputs.
     func advance(layer: Int) throws
+    /// After the last layer: the Hessian of the LM head's inputs (`model.headInput` of every
+    /// sample's outputs of the quantized layers: the final norm's, through project_out).
+    func headHessian(of model: LanguageModel) throws -> Hessian
 }
 
 /// The activations in host memory, the forwards on the CPU, the Hessians and GPTQ on `engine`.
@@ -41,5 +44,14 @@ final class CPUCalibrationForward<Engine: GPTQEngine>: CalibrationForward {
 
     func advance(layer: Int) {
         GPTQPipeline.recomputeOutputs(model, layer: layer, hidden: &hidden)
+    }
+
+    func headHessian(of model: LanguageModel) throws -> Engine.Hessian {
+        var hessian = try engine.makeHessian(columns: model.lmHead.inFeatures)
+        for sample in hidden {
+            let input = model.headInput(sample, rows: sample.count / model.hiddenSize)
+            try engine.add(input, count: sample.count / model.hiddenSize, to: &hessian)
+        }
+        return hessian
     }
 }

@@ -34,9 +34,11 @@ public enum CheckpointWriter {
 
     /// Writes `tensors` (sharded past `maxShardBytes`), quantize_config.json, config.json
     /// carrying `quantizationConfig` as `quantization_config`, and the tokenizer files of
-    /// `source` into the folder `out`.
+    /// `source` into the folder `out`. `untiesHead`: the head was quantized from a tied
+    /// embedding, so config.json says `tie_word_embeddings: false` (as GPTQModel's
+    /// untie_word_embeddings does), or transformers would tie the quantized head to it.
     public static func write(to out: String, source: String, tensors: [(String, Tensor)], quantizationConfig: JSON,
-                             maxShardBytes: Int? = nil, overwrite: Bool = false) throws {
+                             untiesHead: Bool = false, maxShardBytes: Int? = nil, overwrite: Bool = false) throws {
         let out = out.count > 1 && out.hasSuffix("/") ? String(out.dropLast()) : out
         try checkDestination(out, source: source, overwrite: overwrite)
         let temp = out + ".tmp-\(getpid())"
@@ -46,7 +48,7 @@ public enum CheckpointWriter {
             try SafetensorsWriter.writeSharded(folder: temp, baseName: "model", tensors: tensors, maxShardBytes: maxShardBytes)
             try FileIO.writeAtomically(path: FileIO.join(temp, "quantize_config.json"), text: quantizationConfig.serialized() + "\n")
             try FileIO.writeAtomically(path: FileIO.join(temp, "config.json"),
-                                       text: try modelConfig(source: source, quantizationConfig: quantizationConfig).serialized() + "\n")
+                                       text: try modelConfig(source: source, quantizationConfig: quantizationConfig, untiesHead: untiesHead).serialized() + "\n")
             for name in copiedFiles where FileIO.exists(FileIO.join(source, name)) {
                 try FileIO.writeAtomically(path: FileIO.join(temp, name), bytes: try FileIO.readAll(path: FileIO.join(source, name)))
             }
@@ -59,13 +61,14 @@ public enum CheckpointWriter {
 
     /// The source config.json with `quantization_config` added and the dtype set to float16,
     /// the type of the tensors saved unquantized.
-    static func modelConfig(source: String, quantizationConfig: JSON) throws -> JSON {
+    static func modelConfig(source: String, quantizationConfig: JSON, untiesHead: Bool) throws -> JSON {
         var config = try JSON.read(path: FileIO.join(source, "config.json"))
         guard config.object != nil else {
             throw GPTQError.badConfig(field: "(root)", path: FileIO.join(source, "config.json"), reason: "not a JSON object")
         }
         let dtypeKey = config["dtype"] != nil && config["torch_dtype"] == nil ? "dtype" : "torch_dtype"
         config = config.setting(dtypeKey, .string("float16"))
+        if untiesHead { config = config.setting("tie_word_embeddings", .bool(false)) }
         return config.setting("quantization_config", quantizationConfig)
     }
 

@@ -119,6 +119,19 @@ public enum GPTQPipeline {
                 if let layerPacked = packed[model.tensorName(layer: layer, module: module)] { model.setLayerLinear(layer, module, GPTQLinear(layerPacked)) }
             }
         }
+        if config.lmHead {
+            // GPTQModel's lm_head: quantized last, from what the quantized layers feed it.
+            let headStart = clock.now
+            let (weight, bias, name) = try model.storedHeadWeights()
+            let result = try forward.map { try $0.quantize(weight: weight.floats(), hessian: try $0.headHessian(of: model), config: config) }
+                ?? RoundToNearest.quantize(weight: weight.floats(), columns: model.lmHead.inFeatures, config: config)
+            let head = try PackedLinear.pack(result, bias: bias, format: config.checkpointFormat, name: name)
+            packed[name] = head
+            losses[name] = result.loss
+            model.lmHead = GPTQLinear(head)
+            progress?(QuantizationProgress(layer: model.numLayers - 1, layers: model.numLayers, module: name, method: method, result: result,
+                                           seconds: elapsedSeconds(since: headStart, clock), remaining: 0))
+        }
         return QuantizedModel(model: model, config: config, method: method, packed: packed, losses: losses,
                               seconds: elapsedSeconds(since: start, clock))
     }
@@ -138,6 +151,15 @@ public enum GPTQPipeline {
             let name = model.tensorName(layer: 0, module: module.name) + ".weight"
             guard model.checkpoint.contains(name) else {
                 throw GPTQError.missingTensor(name: name, path: model.checkpoint.folder)
+            }
+        }
+        if config.lmHead {
+            let head = model.lmHead
+            guard head is DenseLinear else {
+                throw GPTQError.invalidArgument("the LM head is already a \(type(of: head)); only a float head can be quantized")
+            }
+            guard head.inFeatures * config.bits % 32 == 0, head.outFeatures * config.bits % 32 == 0 else {
+                throw GPTQError.invalidArgument("the LM head is [\(head.outFeatures), \(head.inFeatures)]: \(config.bits)-bit packing needs in_features and out_features × \(config.bits) to be multiples of 32")
             }
         }
     }

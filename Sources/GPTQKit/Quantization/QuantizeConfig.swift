@@ -42,6 +42,10 @@ public struct QuantizeConfig: Sendable, Equatable {
     /// The tools that wrote the checkpoint, as GPTQModel's `meta.quantizer` lists them
     /// ("name:version"); empty where the file has no `meta` (AutoGPTQ).
     public var quantizer: [String]
+    /// GPTQModel's `lm_head`: the LM head is quantized too, from the final norm's outputs.
+    public var lmHead: Bool
+    /// GPTQModel's `dynamic` (read, never written here): per-module overrides, in file order.
+    public var dynamic: [DynamicOverride]
 
     /// The quantizer entry of checkpoints written here.
     public static let swiftGPTQQuantizer = "swift-gptq:\(SwiftGPTQ.version)"
@@ -50,7 +54,8 @@ public struct QuantizeConfig: Sendable, Equatable {
     /// reads; gptq_v2 for asymmetric, whose zeros of 0 v1 cannot hold (docs/FORMAT.md).
     public init(bits: Int = 4, groupSize: Int = 128, descAct: Bool = false, staticGroups: Bool = false, sym: Bool = true,
                 dampPercent: Double = 0.01, trueSequential: Bool = true, mse: MSESearch? = nil,
-                checkpointFormat: CheckpointFormat? = nil, quantizer: [String] = [QuantizeConfig.swiftGPTQQuantizer]) {
+                checkpointFormat: CheckpointFormat? = nil, quantizer: [String] = [QuantizeConfig.swiftGPTQQuantizer],
+                lmHead: Bool = false, dynamic: [DynamicOverride] = []) {
         self.bits = bits
         self.groupSize = groupSize
         self.descAct = descAct
@@ -61,6 +66,16 @@ public struct QuantizeConfig: Sendable, Equatable {
         self.mse = mse
         self.checkpointFormat = checkpointFormat ?? (sym ? .gptq : .gptqV2)
         self.quantizer = quantizer
+        self.lmHead = lmHead
+        self.dynamic = dynamic
+    }
+
+    /// Bits and group size of module `name` (its full stored name): the first `dynamic`
+    /// override whose pattern matches it, else the file's own. GPTQModel saves a quantized
+    /// `lm_head` this way (8-bit, group 32 unless told otherwise) beside 4-bit layers.
+    public func packing(ofModule name: String) -> (bits: Int, groupSize: Int) {
+        guard let rule = dynamic.first(where: { $0.matches(name) }) else { return (bits, groupSize) }
+        return (rule.bits ?? bits, rule.groupSize ?? groupSize)
     }
 
     /// Whether v1 zeros were packed GPTQModel's way (its `meta.quantizer` gptqmodel ≥ 0.9.0,
@@ -159,9 +174,14 @@ public struct QuantizeConfig: Sendable, Equatable {
             guard let norm = v.double, norm >= 0 else { throw GPTQError.badConfig(field: "mse", path: path, reason: "expected a non-negative norm") }
             if norm > 0 { mse = MSESearch(norm: norm) }
         }
+        var dynamic: [DynamicOverride] = []
+        if let v = field("dynamic") {
+            guard let rules = v.object else { throw GPTQError.badConfig(field: "dynamic", path: path, reason: "not a JSON object") }
+            dynamic = try rules.map { try DynamicOverride(key: $0.0, overrides: $0.1, path: path) }
+        }
         self.init(bits: bits, groupSize: groupSize, descAct: try bool("desc_act", false), staticGroups: try bool("static_groups", false),
                   sym: try bool("sym", true), dampPercent: damp, trueSequential: try bool("true_sequential", true), mse: mse,
-                  checkpointFormat: format, quantizer: quantizer)
+                  checkpointFormat: format, quantizer: quantizer, lmHead: try bool("lm_head", false), dynamic: dynamic)
     }
 
     /// Reads a quantize_config.json file.
@@ -190,6 +210,7 @@ public struct QuantizeConfig: Sendable, Equatable {
             ("checkpoint_format", .string(checkpointFormat.rawValue)),
         ]
         if let mse { pairs.append(("mse", .number(mse.norm))) }
+        if lmHead { pairs.append(("lm_head", .bool(true))) }
         pairs.append(("meta", .object([
             ("quantizer", .array(quantizer.map { .string($0) })),
             ("damp_percent", .number(dampPercent)),
@@ -199,5 +220,48 @@ public struct QuantizeConfig: Sendable, Equatable {
             ("act_group_aware", .bool(false)),
         ])))
         return .object(pairs)
+    }
+}
+
+/// One entry of GPTQModel's `dynamic`: `"pattern": {"bits": 8, "group_size": 32, ...}`. The
+/// pattern is a regular expression matched at the start of a module's full name (Python's
+/// `re.match`, as GPTQModel does), after an optional `+:` or `-:` prefix. A `-:` rule's
+/// modules were left unquantized (stored with `.weight`, so they load as float anyway); it
+/// still takes those modules before any later rule. Only the overrides that change how a
+/// module is stored are kept.
+public struct DynamicOverride: Sendable, Equatable {
+    public let pattern: String
+    public let bits: Int?
+    public let groupSize: Int?
+
+    init(key: String, overrides: JSON, path: String) throws {
+        pattern = key.hasPrefix("-:") || key.hasPrefix("+:") ? String(key.dropFirst(2)) : key
+        let field = "dynamic.\(key)"
+        // A config file is untrusted: a pattern that could backtrack for exponential time on a module name is refused.
+        if let hazard = RegexMatcher.backtrackingHazard(in: pattern) {
+            throw GPTQError.badConfig(field: field, path: path, reason: "the pattern \(hazard) can backtrack for exponential time; not supported")
+        }
+        do { _ = try Regex(pattern) } catch {
+            throw GPTQError.badConfig(field: field, path: path, reason: "the pattern is not a regular expression: \(error)")
+        }
+        guard overrides.object != nil else { throw GPTQError.badConfig(field: field, path: path, reason: "not a JSON object") }
+        if let v = overrides["bits"], !v.isNull {
+            guard let b = v.int, QuantizeConfig.supportedBits.contains(b) else {
+                throw GPTQError.badConfig(field: field + ".bits", path: path, reason: "\(v.serialized(indent: 0)) is not one of 2, 3, 4, 8")
+            }
+            bits = b
+        } else { bits = nil }
+        if let v = overrides["group_size"], !v.isNull {
+            guard let g = v.int, g == -1 || g > 0 else {
+                throw GPTQError.badConfig(field: field + ".group_size", path: path, reason: "\(v.serialized(indent: 0)) is neither -1 nor a positive integer")
+            }
+            groupSize = g
+        } else { groupSize = nil }
+    }
+
+    /// Whether the override applies to module `name`: a match from its first character on.
+    public func matches(_ name: String) -> Bool {
+        // The pattern compiled when the file was read, so it compiles here too.
+        (try? name.prefixMatch(of: Regex(pattern))) != nil
     }
 }

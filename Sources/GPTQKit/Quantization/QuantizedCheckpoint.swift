@@ -33,13 +33,14 @@ public struct QuantizedCheckpoint: Sendable {
     /// the model's [outFeatures, inFeatures].
     public func packedLinear(_ name: String, inFeatures: Int, outFeatures: Int) throws -> PackedLinear? {
         guard checkpoint.contains(name + ".qweight") else { return nil }
-        let expected = [inFeatures * config.bits / 32, outFeatures]
+        let (bits, groupSize) = config.packing(ofModule: name)
+        let expected = [inFeatures * bits / 32, outFeatures]
         let shape = checkpoint.entry(name + ".qweight")?.shape ?? []
-        guard inFeatures * config.bits % 32 == 0, shape == expected else {
+        guard inFeatures * bits % 32 == 0, shape == expected else {
             throw GPTQError.badTensor(name: name + ".qweight", path: checkpoint.folder,
-                                      reason: "shape \(shape); \(config.bits)-bit packing of [\(outFeatures), \(inFeatures)] needs \(expected)")
+                                      reason: "shape \(shape); \(bits)-bit packing of [\(outFeatures), \(inFeatures)] needs \(expected)")
         }
-        let layer = try PackedLinear.load(from: checkpoint, prefix: name, bits: config.bits, groupSize: config.groupSize,
+        let layer = try PackedLinear.load(from: checkpoint, prefix: name, bits: bits, groupSize: groupSize,
                                           format: config.checkpointFormat)
         if !config.packsV1LikeGPTQModel {
             let words = layer.autoGPTQOverflowWords()

@@ -25,17 +25,22 @@ public final class QuantizedModel: @unchecked Sendable {
 
     /// What the checkpoint holds: for each quantized module its qweight/qzeros/scales/g_idx
     /// (and bias), in place of its weight; every other tensor of the source checkpoint in
-    /// float16, as AutoGPTQ saves the unquantized modules in the model's dtype.
+    /// float16, as AutoGPTQ saves the unquantized modules in the model's dtype. Tensors
+    /// stored under a legacy name are saved under the current one (TensorNames.current).
     public func tensors() throws -> [(String, Tensor)] {
         var list: [(String, Tensor)] = []
         for name in model.checkpoint.tensorNames {
             let module = [".weight", ".bias"].first(where: name.hasSuffix).map { String(name.dropLast($0.count)) }
             if let module, let layer = packed[module] {
-                if name.hasSuffix(".weight") { list += layer.tensors(prefix: module) }
+                if name.hasSuffix(".weight") { list += layer.tensors(prefix: model.names.current(module)) }
                 continue
             }
             let tensor = try model.checkpoint.tensor(name)
-            list.append((name, tensor.dtype.isFloatingPoint ? tensor.converted(to: .f16) : tensor))
+            list.append((model.names.current(name), tensor.dtype.isFloatingPoint ? tensor.converted(to: .f16) : tensor))
+        }
+        // A head quantized from the tied embedding, which stays float: the head has no weight of its own in the source.
+        for module in packed.keys.sorted() where !model.checkpoint.contains(module + ".weight") {
+            list += packed[module]!.tensors(prefix: model.names.current(module))
         }
         return list
     }
@@ -51,6 +56,7 @@ public final class QuantizedModel: @unchecked Sendable {
     public func save(to folder: String, maxShardBytes: Int? = nil, overwrite: Bool = false) throws {
         try CheckpointWriter.write(to: folder, source: model.checkpoint.folder, tensors: try tensors(),
                                    quantizationConfig: quantizeConfigJSON(folder: folder),
+                                   untiesHead: config.lmHead && (try model.architecture.tiesHead(checkpoint: model.checkpoint)),
                                    maxShardBytes: maxShardBytes, overwrite: overwrite)
     }
 }

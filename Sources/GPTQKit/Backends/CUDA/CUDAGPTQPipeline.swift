@@ -1,4 +1,5 @@
 import CCUDA
+import CKernels
 
 extension GPTQPipeline {
     /// GPTQPipeline.quantize with everything on the GPU: the calibration activations
@@ -90,6 +91,22 @@ package final class CUDACalibrationForward: CalibrationForward {
 
     package func advance(layer: Int) throws {
         for (s, sample) in hidden.enumerated() { try session.layerForward(layer, hidden: sample, rows: rows[s]) }
+    }
+
+    /// The final layer's float16 outputs come back to the host, where `model` applies its
+    /// final norm (and project_out); the GPU accumulates the products.
+    func headHessian(of model: LanguageModel) throws -> CUDAHessian {
+        let hessian = try CUDAHessian(backend: gptq.backend, columns: model.lmHead.inFeatures)
+        for (s, sample) in hidden.enumerated() {
+            let count = rows[s] * model.hiddenSize
+            let half = try gptq.backend.device.download(sample, as: UInt16.self, count: count)
+            let floats = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                ck_f16_to_f32(half, buffer.baseAddress!, count)
+                initialized = count
+            }
+            try hessian.add(model.headInput(floats, rows: rows[s]), count: rows[s])
+        }
+        return hessian
     }
 }
 
