@@ -113,6 +113,8 @@ public final class LoRAAdapter: @unchecked Sendable {
     // MARK: PEFT's format
 
     static let configFile = "adapter_config.json", weightsFile = "adapter_model.safetensors"
+    /// AdamW's step and moments beside the adapter, to resume training.
+    static let trainingStateFile = "training_state.safetensors"
     static let prefix = "base_model.model."
 
     /// The tensors as PEFT saves them: `base_model.model.<module>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r].
@@ -139,7 +141,8 @@ public final class LoRAAdapter: @unchecked Sendable {
     /// Writes adapter_config.json and adapter_model.safetensors into `folder`, atomically
     /// (a temporary folder renamed into place; an existing adapter folder is replaced).
     /// `baseModel`: what adapter_config.json names as the base (PEFT's base_model_name_or_path).
-    public func save(to folder: String, baseModel: String, model: LanguageModel) throws {
+    /// With `optimizer`, training_state.safetensors too (see restoreTrainingState).
+    public func save(to folder: String, baseModel: String, model: LanguageModel, optimizer: AdamW? = nil) throws {
         let folder = folder.count > 1 && folder.hasSuffix("/") ? String(folder.dropLast()) : folder
         if FileIO.exists(folder), !FileIO.isDirectory(folder) {
             throw GPTQError.invalidArgument("adapter output \(folder) exists and is not a folder")
@@ -151,6 +154,11 @@ public final class LoRAAdapter: @unchecked Sendable {
             try SafetensorsWriter.write(path: FileIO.join(temp, Self.weightsFile), tensors: tensors)
             let config = peftConfig(baseModel: baseModel, fanInFanOut: model.architecture.weightLayout == .conv1D)
             try FileIO.writeAtomically(path: FileIO.join(temp, Self.configFile), text: config.serialized() + "\n")
+            if let optimizer {
+                let moments = optimizer.state.flatMap { [("adam_m:\($0.index)", Tensor($0.m, shape: [$0.m.count])), ("adam_v:\($0.index)", Tensor($0.v, shape: [$0.v.count]))] }
+                try SafetensorsWriter.write(path: FileIO.join(temp, Self.trainingStateFile), tensors: moments,
+                                            metadata: ["format": "pt", "step": String(optimizer.step)])
+            }
         } catch {
             try? FileIO.removeTree(temp)
             throw error
@@ -224,5 +232,27 @@ public final class LoRAAdapter: @unchecked Sendable {
         let adapter = LoRAAdapter(config: config, modules: modules)
         adapter.install(on: model)
         return adapter
+    }
+
+    /// Restores the optimizer state `save(…, optimizer:)` wrote into `folder` (this adapter's
+    /// factors being the ones loaded from there): the step count and each factor's moments.
+    public func restoreTrainingState(from folder: String, into optimizer: AdamW) throws {
+        let path = FileIO.join(folder, Self.trainingStateFile)
+        guard FileIO.exists(path) else { throw GPTQError.invalidFile(path: path, reason: "missing: \(folder) is not a checkpoint of gptq finetune (nothing to resume)") }
+        let file = try SafetensorsFile(path: path)
+        guard let step = file.metadata["step"].flatMap({ Int($0) }), step >= 0 else {
+            throw GPTQError.invalidFile(path: path, reason: "metadata 'step' missing or not a count")
+        }
+        var state: [(index: Int, m: [Float], v: [Float])] = []
+        for index in 0..<2 * modules.count {
+            let module = modules[index / 2].linear, count = index % 2 == 0 ? module.a.count : module.b.count
+            guard file.contains("adam_m:\(index)") else { continue }  // a factor not yet updated has no moments
+            let m = try file.tensor("adam_m:\(index)"), v = try file.tensor("adam_v:\(index)")
+            guard m.shape == [count], v.shape == [count] else {
+                throw GPTQError.badTensor(name: "adam_m:\(index)", path: path, reason: "\(m.shape[0]) moments for a factor of \(count) values: the state of another adapter")
+            }
+            state.append((index, m.floats(), v.floats()))
+        }
+        optimizer.restore(step: step, state: state)
     }
 }
