@@ -32,6 +32,8 @@ struct ChatCommand: ParsableCommand {
 
     @OptionGroup var cpuKernels: CPUKernelFlags
 
+    @OptionGroup var adapter: AdapterFlags
+
     func validate() throws {
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
     }
@@ -40,6 +42,7 @@ struct ChatCommand: ParsableCommand {
         useThreads(sampling.threads)
         let loaded = try GenerationModel(folder: model, device: device.device)
         try cpuKernels.apply(to: loaded.model.cpu)
+        try adapter.apply(to: loaded.model.cpu)
         let template = try ChatTemplate(config: loaded.tokenizerConfig)
         var options = try sampling.options(for: loaded)
         let positions = loaded.model.architecture.maxPositions

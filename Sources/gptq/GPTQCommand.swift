@@ -12,7 +12,8 @@ struct GPTQCommand: AsyncParsableCommand {
         commandName: "gptq",
         abstract: "GPTQ quantization and inference for Hugging Face causal language models.",
         subcommands: [ConvertGGUFCommand.self, InspectCommand.self, BenchCommand.self, BenchGPTQCommand.self, QuantizeCommand.self, TokenizeCommand.self, LogitsCommand.self,
-                      GenerateCommand.self, ChatCommand.self, PerplexityCommand.self, EvalCommand.self, ServeCommand.self]
+                      GenerateCommand.self, ChatCommand.self, PerplexityCommand.self, EvalCommand.self, ServeCommand.self,
+                      FinetuneCommand.self]
             + GPUCommands.subcommands
     )
 }

@@ -32,10 +32,13 @@ struct GenerateCommand: ParsableCommand {
 
     @OptionGroup var cpuKernels: CPUKernelFlags
 
+    @OptionGroup var adapter: AdapterFlags
+
     func run() throws {
         useThreads(sampling.threads)
         let loaded = try GenerationModel(folder: model, device: device.device)
         try cpuKernels.apply(to: loaded.model.cpu)
+        try adapter.apply(to: loaded.model.cpu)
         let options = try sampling.options(for: loaded)
         let ids = chat
             ? try loaded.chatPrompt([ChatMessage(role: "user", content: prompt)], template: ChatTemplate(config: loaded.tokenizerConfig))

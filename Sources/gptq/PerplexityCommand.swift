@@ -41,6 +41,8 @@ struct PerplexityCommand: ParsableCommand {
 
     @OptionGroup var cpuKernels: CPUKernelFlags
 
+    @OptionGroup var adapter: AdapterFlags
+
     func validate() throws {
         guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2") }
         if let windows, windows < 1 { throw ValidationError("--windows must be at least 1") }
@@ -51,6 +53,7 @@ struct PerplexityCommand: ParsableCommand {
         useThreads(threads)
         let loaded = try DeviceModel(folder: model, device: device.device)
         try cpuKernels.apply(to: loaded.cpu)
+        try adapter.apply(to: loaded.cpu)
         // Checked before the KV cache of seqlen positions is allocated.
         guard seqlen <= loaded.architecture.maxPositions else {
             throw ValidationError("--seqlen \(seqlen) is more than the model's \(loaded.architecture.maxPositions) positions")

@@ -12,10 +12,7 @@ import Testing
 
 private let tinyLlama = Fixtures.path("gguf/tiny-llama.gguf")
 
-private func makeTemporaryFolder() -> String {
-    var template = Array("/tmp/gptq-gguf-tests-XXXXXX".utf8CString)
-    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-}
+private func makeTemporaryFolder() -> String { Fixtures.temporaryFolder("gguf-tests") }
 
 /// A copy of `bytes` as a file in a fresh temporary folder.
 private func temporaryFile(_ bytes: [UInt8], name: String = "test.gguf") throws -> (folder: String, path: String) {

@@ -151,40 +151,46 @@ final class DecoderBlock: @unchecked Sendable {
     /// `arithmetic` `.cudaFloat16` rounds where the CUDA session stores float16 (CPUArithmetic).
     func forward(_ x: UnsafeMutablePointer<Float>, tokens: Int, segments: [Segment], context: BlockContext,
                  workspace ws: DecoderWorkspace, observe: LinearObserver?, stopAfter: String? = nil,
-                 arithmetic: CPUArithmetic = .float32) {
+                 arithmetic: CPUArithmetic = .float32, tape: LayerTape? = nil) {
         let a = context.architecture, h = a.hidden, n = tokens * h
         let roundsToHalf = arithmetic == .cudaFloat16
         func linear(_ name: String, _ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>) throws {
             let layer = linears[name]!
             if roundsToHalf { ck_round_f16(input, tokens * layer.inFeatures) }
             observe?(name, input, tokens)
+            tape?.linearInputs[name] = Array(UnsafeBufferPointer(start: input, count: tokens * layer.inFeatures))
             if name == stopAfter { throw Stopped() }
             layer.forward(input, rows: tokens, into: output)
             if roundsToHalf { ck_round_f16(output, tokens * layer.outFeatures) }
         }
         func attention(_ input: UnsafeMutablePointer<Float>) throws {
-            try attend(input, tokens: tokens, segments: segments, context: context, workspace: ws, roundsToHalf: roundsToHalf, linear: linear)
+            try attend(input, tokens: tokens, segments: segments, context: context, workspace: ws, roundsToHalf: roundsToHalf,
+                       tape: tape, linear: linear)
         }
         func mlp(_ input: UnsafeMutablePointer<Float>, into output: UnsafeMutablePointer<Float>) throws {
             let m = a.mlp, count = tokens * m.inner
             if let gate = m.gate {
                 try linear(gate, input, ws.gate)
                 try linear(m.up, input, ws.up)
+                tape?.preActivation = Array(UnsafeBufferPointer(start: ws.gate, count: count))
+                tape?.up = Array(UnsafeBufferPointer(start: ws.up, count: count))
                 CPUThreads.parallelRanges(count, minimumChunk: 1 << 14) { s, e in
                     ck_gated(m.activation.kernelCode, ws.gate + s, ws.up + s, ws.gate + s, e - s)
                 }
             } else {
                 try linear(m.up, input, ws.gate)
+                tape?.preActivation = Array(UnsafeBufferPointer(start: ws.gate, count: count))
                 CPUThreads.parallelRanges(count, minimumChunk: 1 << 14) { s, e in ck_activate(m.activation.kernelCode, ws.gate + s, e - s) }
             }
             try linear(m.down, ws.gate, output)
         }
         func input(_ which: SublayerInput) -> UnsafeMutablePointer<Float> { which == .first ? ws.normed : ws.mlpNormed }
         do {
-            for step in a.block.steps {
+            for (index, step) in a.block.steps.enumerated() {
                 switch step {
                 case let .normalize(role, into, replacesResidual):
                     let norm = role.map { $0 == .attention ? attentionNorm : mlpNorm! }
+                    if norm != nil { tape?.normInputs[index] = Array(UnsafeBufferPointer(start: x, count: n)) }
                     if replacesResidual { norm?.apply(x, into: x, rows: tokens) }
                     guard let into else { continue }
                     if let norm, !replacesResidual { norm.apply(x, into: input(into), rows: tokens) } else { input(into).update(from: x, count: n) }
@@ -204,7 +210,7 @@ final class DecoderBlock: @unchecked Sendable {
     /// The attention sublayer on `input` (its norm already applied): q/k/v, their norms and
     /// rotation, the cache, attention and the output projection into ws.output.
     private func attend(_ input: UnsafeMutablePointer<Float>, tokens: Int, segments: [Segment], context: BlockContext,
-                        workspace ws: DecoderWorkspace, roundsToHalf: Bool,
+                        workspace ws: DecoderWorkspace, roundsToHalf: Bool, tape: LayerTape?,
                         linear: (String, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) throws -> Void) throws {
         let a = context.architecture.attention
         let (qWidth, kvWidth, hd) = (a.queryWidth, a.kvWidth, a.headDim)
@@ -229,6 +235,8 @@ final class DecoderBlock: @unchecked Sendable {
             }
         }
         if let queryNorm, let keyNorm {
+            tape?.unnormedQueries = Array(UnsafeBufferPointer(start: ws.query, count: tokens * qWidth))
+            tape?.unnormedKeys = Array(UnsafeBufferPointer(start: ws.key, count: tokens * kvWidth))
             queryNorm.apply(ws.query, into: ws.query, rows: tokens * a.heads)
             keyNorm.apply(ws.key, into: ws.key, rows: tokens * a.kvHeads)
         }
@@ -263,6 +271,11 @@ final class DecoderBlock: @unchecked Sendable {
             Attention.run(queries: ws.query + segment.row * qWidth, tokens: segment.tokens, position: position, cache: cache, attention: a,
                           scale: a.scale(layer: index), window: a.window(layer: index), alibi: segment.frame.alibi,
                           roundsProbabilities: roundsToHalf && segment.tokens > 1, into: ws.attention + segment.row * qWidth)
+        }
+        if let tape {
+            tape.queries = Array(UnsafeBufferPointer(start: ws.query, count: tokens * qWidth))
+            tape.keys = Array(UnsafeBufferPointer(start: ws.key, count: tokens * kvWidth))
+            tape.values = Array(UnsafeBufferPointer(start: ws.value, count: tokens * kvWidth))
         }
         try linear(a.output, ws.attention, ws.output)
     }

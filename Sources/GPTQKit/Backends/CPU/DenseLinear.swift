@@ -8,7 +8,7 @@ import COpenBLAS
 /// reads the stored type directly. More rows (prefill) convert tiles of the weight to
 /// float32 into a small scratch buffer and multiply them with sgemm, so the model is
 /// never held in float32 as a whole.
-public final class DenseLinear: LinearLayer, WeightFootprint, @unchecked Sendable {
+public final class DenseLinear: DifferentiableLinear, WeightFootprint, @unchecked Sendable {
     public let weight: Tensor
     public let bias: [Float]?
     public var inFeatures: Int { weight.shape[1] }
@@ -60,6 +60,31 @@ public final class DenseLinear: LinearLayer, WeightFootprint, @unchecked Sendabl
             bias.withUnsafeBufferPointer { b in
                 for r in 0..<rows { ck_add(y + r * n, b.baseAddress!, n) }
             }
+        }
+    }
+
+    /// dx = dy · W, through the same float32 tiles of the weight as the forward's sgemm.
+    public func backward(input x: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>, rows: Int,
+                         inputGradient dx: UnsafeMutablePointer<Float>) {
+        let (n, k) = (outFeatures, inFeatures)
+        guard rows > 0 else { return }
+        if weight.dtype == .f32 {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(k), Int32(n),
+                        1, dy, Int32(n), weight.pointer(as: Float.self), Int32(k), 0, dx, Int32(k))
+            return
+        }
+        let tileRows = max(16, min(n, Self.tileBytes / (4 * k)))
+        let tile = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * k)
+        defer { tile.deallocate() }
+        var o0 = 0
+        while o0 < n {
+            let count = min(tileRows, n - o0)
+            CPUThreads.parallelRanges(count * k, minimumChunk: 1 << 14) { start, end in
+                weight.readFloats(start: o0 * k + start, count: end - start, into: tile + start)
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(k), Int32(count),
+                        1, dy + o0, Int32(n), tile, Int32(k), o0 == 0 ? 0 : 1, dx, Int32(k))
+            o0 += count
         }
     }
 }

@@ -14,7 +14,7 @@ import COpenBLAS
 /// multiples of 32 channels, or `int8Activations` `.off`, take the float kernel instead
 /// (fused dequantize-and-multiply after one pass over x for what every column tile shares).
 /// Many rows (prefill): weight tiles dequantized to float32 and multiplied by cblas_sgemm.
-public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable {
+public final class GPTQLinear: DifferentiableLinear, WeightFootprint, @unchecked Sendable {
     public let inFeatures: Int
     public let outFeatures: Int
     public let bits: Int
@@ -159,7 +159,16 @@ public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable
             }
             return
         }
-        // Channel tiles of about 4 MiB of float32, a multiple of 32 channels.
+        forEachDequantizedTile { c0, c1, tile in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(outFeatures), Int32(c1 - c0), 1,
+                        x + c0, Int32(inFeatures), tile, Int32(stride), c0 == 0 ? 0 : 1, y, Int32(outFeatures))
+        }
+    }
+
+    /// Dequantizes the weight in tiles of channels c0..<c1 (kernel order) × all columns,
+    /// [c1 − c0][out_stride] float32, about 4 MiB each (a multiple of 32 channels).
+    private func forEachDequantizedTile(_ body: (_ c0: Int, _ c1: Int, _ tile: UnsafePointer<Float>) -> Void) {
+        let stride = Int(weight.out_stride), tiles = stride / 32
         let tileChannels = min(inFeatures, max(32, (1 << 20) / stride / 32 * 32))
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tileChannels * stride)
         defer { scratch.deallocate() }
@@ -170,8 +179,27 @@ public final class GPTQLinear: LinearLayer, WeightFootprint, @unchecked Sendable
                     ck_gptq_dequantize($0, Int32(c0), Int32(c1), Int32(start * 32), Int32(end * 32), scratch + start * 32, stride)
                 }
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(outFeatures), Int32(c1 - c0), 1,
-                        x + c0, Int32(inFeatures), scratch, Int32(stride), c0 == 0 ? 0 : 1, y, Int32(outFeatures))
+            body(c0, c1, scratch)
+        }
+    }
+
+    /// dx = dy · dequant(W): the forward's dequantized tiles, multiplied the other way, and
+    /// the channels put back in the checkpoint's order.
+    public func backward(input x: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>, rows: Int,
+                         inputGradient dx: UnsafeMutablePointer<Float>) {
+        guard rows > 0 else { return }
+        let stride = Int(weight.out_stride)
+        let kernelOrder = channelOrder == nil ? dx : UnsafeMutablePointer<Float>.allocate(capacity: rows * inFeatures)
+        defer { if channelOrder != nil { kernelOrder.deallocate() } }
+        forEachDequantizedTile { c0, c1, tile in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(c1 - c0), Int32(outFeatures), 1,
+                        dy, Int32(outFeatures), tile, Int32(stride), 0, kernelOrder + c0, Int32(inFeatures))
+        }
+        if let order = channelOrder {
+            for r in 0..<rows {
+                let source = kernelOrder + r * inFeatures, target = dx + r * inFeatures
+                for (position, channel) in order.enumerated() { target[channel] = source[position] }
+            }
         }
     }
 }

@@ -13,3 +13,13 @@ public protocol LinearLayer: AnyObject, Sendable {
 public protocol WeightFootprint {
     var weightBytes: Int { get }
 }
+
+/// A linear layer the training backward pass runs through (Backends/CPU/BlockBackward.swift).
+/// The base weights stay frozen: a plain layer only passes the gradient on to its input; a
+/// layer with trainable parameters (LoRALinear) also accumulates their gradients.
+public protocol DifferentiableLinear: LinearLayer {
+    /// dx [rows, inFeatures] = dy [rows, outFeatures] · W (+ the trainable part's term),
+    /// overwriting dx. `x` is the input the forward saw (the trainable parts' gradients need it).
+    func backward(input x: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>, rows: Int,
+                  inputGradient dx: UnsafeMutablePointer<Float>)
+}
