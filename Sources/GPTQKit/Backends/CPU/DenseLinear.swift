@@ -42,18 +42,9 @@ public final class DenseLinear: DifferentiableLinear, WeightFootprint, @unchecke
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(k),
                         1, x, Int32(k), weight.pointer(as: Float.self), Int32(k), 0, y, Int32(n))
         } else {
-            let tileRows = max(16, min(n, Self.tileBytes / (4 * k)))
-            let tile = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * k)
-            defer { tile.deallocate() }
-            var o0 = 0
-            while o0 < n {
-                let count = min(tileRows, n - o0)
-                CPUThreads.parallelRanges(count * k, minimumChunk: 1 << 14) { start, end in
-                    weight.readFloats(start: o0 * k + start, count: end - start, into: tile + start)
-                }
+            forEachFloatTile { o0, count, tile in
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(count), Int32(k),
                             1, x, Int32(k), tile, Int32(k), 0, y + o0, Int32(n))
-                o0 += count
             }
         }
         if let bias {
@@ -73,6 +64,16 @@ public final class DenseLinear: DifferentiableLinear, WeightFootprint, @unchecke
                         1, dy, Int32(n), weight.pointer(as: Float.self), Int32(k), 0, dx, Int32(k))
             return
         }
+        forEachFloatTile { o0, count, tile in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(k), Int32(count),
+                        1, dy + o0, Int32(n), tile, Int32(k), o0 == 0 ? 0 : 1, dx, Int32(k))
+        }
+    }
+
+    /// The half-precision weight in float32 tiles of whole output rows (at most `tileBytes`,
+    /// at least 16 rows): `body(firstRow, rows, tile)` for each, in order.
+    private func forEachFloatTile(_ body: (_ firstRow: Int, _ rows: Int, _ tile: UnsafePointer<Float>) -> Void) {
+        let (n, k) = (outFeatures, inFeatures)
         let tileRows = max(16, min(n, Self.tileBytes / (4 * k)))
         let tile = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * k)
         defer { tile.deallocate() }
@@ -82,8 +83,7 @@ public final class DenseLinear: DifferentiableLinear, WeightFootprint, @unchecke
             CPUThreads.parallelRanges(count * k, minimumChunk: 1 << 14) { start, end in
                 weight.readFloats(start: o0 * k + start, count: end - start, into: tile + start)
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(k), Int32(count),
-                        1, dy + o0, Int32(n), tile, Int32(k), o0 == 0 ? 0 : 1, dx, Int32(k))
+            body(o0, count, tile)
             o0 += count
         }
     }
