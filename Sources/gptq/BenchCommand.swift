@@ -109,13 +109,7 @@ struct BenchCommand: ParsableCommand {
         let context = decodeContext ?? promptTokens
         if context < promptTokens { session.rewind(to: context) }
 
-        let decode = try clock.measure {
-            for _ in 0..<decodeTokens {
-                var best = 0
-                for i in logits.indices where logits[i] > logits[best] { best = i }
-                logits = try session.forward([Int32(best)], allLogits: false)
-            }
-        }.seconds
+        let decode = try clock.measure { logits = try decodeGreedily(session, after: logits) }.seconds
         let rate = Double(decodeTokens) / decode
         print("decode: \(decodeTokens) tokens in \(fixed(decode, 3)) s = \(fixed(rate, 1)) tokens/s (\(fixed(1000 / rate, 2)) ms/token), from \(context) cached positions")
         if profile { try profileDecode(loaded, session: session, prompt: Array(prompt.prefix(max(context, 1)))) }
@@ -124,6 +118,17 @@ struct BenchCommand: ParsableCommand {
               + (unknown > 0 ? " (\(unknown) layers do not report theirs)" : "")
               + " -> \(fixed(Double(streamed) * rate / 1e9, 2)) GB/s")
         return Speed(prefill: Double(promptTokens) / prefill, decode: rate)
+    }
+
+    /// decodeTokens greedy steps from `logits`, the last token's; returns the last step's logits.
+    func decodeGreedily(_ session: InferenceSession, after logits: [Float]) throws -> [Float] {
+        var logits = logits
+        for _ in 0..<decodeTokens {
+            var best = 0
+            for i in logits.indices where logits[i] > logits[best] { best = i }
+            logits = try session.forward([Int32(best)], allLogits: false)
+        }
+        return logits
     }
 
     /// Decodes decodeTokens tokens again after the same context with every linear wrapped in
@@ -138,16 +143,10 @@ struct BenchCommand: ParsableCommand {
         }
         model.lmHead = TimedLinear(model.lmHead, name: "lm_head", tally: tally)
         session.rewind(to: 0)
-        var logits = try session.forward(prompt, allLogits: false)
+        let logits = try session.forward(prompt, allLogits: false)
         tally.seconds.removeAll()
         let clock = ContinuousClock()
-        let total = try clock.measure {
-            for _ in 0..<decodeTokens {
-                var best = 0
-                for i in logits.indices where logits[i] > logits[best] { best = i }
-                logits = try session.forward([Int32(best)], allLogits: false)
-            }
-        }.seconds
+        let total = try clock.measure { _ = try decodeGreedily(session, after: logits) }.seconds
         func line(_ name: String, _ seconds: Double) -> String {
             "  \(name): \(fixed(seconds / Double(decodeTokens) * 1000, 3)) ms (\(fixed(100 * seconds / total, 1))%)"
         }

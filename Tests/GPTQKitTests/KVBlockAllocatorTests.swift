@@ -23,7 +23,7 @@ import Testing
     /// Writes `prompt` into `sequence` as a backend does: reserve, then record the tokens.
     func write(_ kv: KVBlockAllocator, _ sequence: Int, _ prompt: [Int32], from start: Int = 0) throws {
         _ = try kv.reserve(sequence: sequence, upTo: start + prompt.count)
-        kv.wrote(sequence: sequence, start: start, count: prompt.count, tokens: prompt)
+        kv.wrote(sequence: sequence, start: start, tokens: prompt)
     }
 
     @Test func aPromptMapsTheWholeBlocksAnotherSequenceWroteBeforeItsLastToken() throws {
@@ -66,7 +66,7 @@ import Testing
         #expect(copies.count == 1 && copies[0].source == shared && copies[0].destination == kv.tables[1][1])
         #expect(kv.tables[1][1] != shared && kv.tables[0][1] == shared && kv.tables[1][0] == kv.tables[0][0])
         // Sequence 0 still holds the shared block, registered: a new prompt maps it.
-        kv.wrote(sequence: 1, start: 6, count: 1, tokens: [55])
+        kv.wrote(sequence: 1, start: 6, tokens: [55])
         kv.rewind(sequence: 1, to: 0)
         #expect(kv.mapPrefix(sequence: 1, prompt: tokens(9)) == 8)
         #expect(kv.tables[1] == kv.tables[0])
@@ -84,7 +84,7 @@ import Testing
         kv.rewind(sequence: 1, to: 0)
         // Tokens the backend did not see (drawn on the device) register nothing after them.
         _ = try kv.reserve(sequence: 0, upTo: 12)
-        kv.wrote(sequence: 0, start: 8, count: 4, tokens: nil)
+        kv.wrote(sequence: 0, start: 8, tokens: nil)
         #expect(kv.mapPrefix(sequence: 1, prompt: tokens(13)) == 8)
     }
 }

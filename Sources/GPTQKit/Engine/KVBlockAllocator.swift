@@ -91,24 +91,24 @@ public final class KVBlockAllocator {
         return copies
     }
 
-    /// Records the tokens written at `sequence`'s positions `start`..<start+count (nil: tokens the
+    /// Records the tokens written at `sequence`'s positions from `start` on (nil: tokens the
     /// backend did not see, e.g. drawn on the device) and registers every block they complete.
-    public func wrote(sequence: Int, start: Int, count: Int, tokens: [Int32]?) {
-        guard var known = history[sequence], known.count == start, let tokens else {
+    public func wrote(sequence: Int, start: Int, tokens: [Int32]?) {
+        // Appended in place: a copy of the history would make every decoded token cost its length.
+        guard history[sequence]?.count == start, let tokens else {
             history[sequence] = nil
             return
         }
-        known += tokens
-        history[sequence] = known
-        while (chainHashes[sequence].count + 1) * blockSize <= known.count {
-            let index = chainHashes[sequence].count
-            let blockTokens = Array(known[(index * blockSize)..<((index + 1) * blockSize)])
-            let hash = Self.chain(chainHashes[sequence].last ?? 0, blockTokens)
+        history[sequence]!.append(contentsOf: tokens)
+        let known = history[sequence]!.count
+        while (chainHashes[sequence].count + 1) * blockSize <= known {
+            let index = chainHashes[sequence].count, end = (index + 1) * blockSize
+            let hash = Self.chain(chainHashes[sequence].last ?? 0, history[sequence]![(end - blockSize)..<end])
             chainHashes[sequence].append(hash)
             let block = tables[sequence][index]
             if registered[hash] == nil && blockKey[block] == nil {
                 registered[hash] = block
-                blockKey[block] = (hash, Array(known[0..<((index + 1) * blockSize)]))
+                blockKey[block] = (hash, Array(history[sequence]![0..<end]))
             }
         }
     }
@@ -118,26 +118,22 @@ public final class KVBlockAllocator {
     /// needed); returns the positions mapped.
     public func mapPrefix(sequence: Int, prompt: [Int32]) -> Int {
         precondition(tables[sequence].isEmpty, "mapPrefix on a sequence that holds positions")
-        var hash: UInt64 = 0, blocks: [Int32] = []
+        var hashes: [UInt64] = [], blocks: [Int32] = []
         while (blocks.count + 1) * blockSize <= prompt.count - 1 {
             let end = (blocks.count + 1) * blockSize
-            hash = Self.chain(hash, Array(prompt[(end - blockSize)..<end]))
+            let hash = Self.chain(hashes.last ?? 0, prompt[(end - blockSize)..<end])
             guard let block = registered[hash], let key = blockKey[block], key.tokens.elementsEqual(prompt[0..<end]) else { break }
+            hashes.append(hash)
             blocks.append(block)
         }
         for block in blocks {
-            if releasedOrder.removeValue(forKey: block) != nil { references[Int(block)] = 0 }
+            releasedOrder.removeValue(forKey: block)
             references[Int(block)] += 1
         }
         tables[sequence] = blocks
         let mapped = blocks.count * blockSize
         history[sequence] = Array(prompt[0..<mapped])
-        chainHashes[sequence] = []
-        var chained: UInt64 = 0
-        for index in blocks.indices {
-            chained = Self.chain(chained, Array(prompt[(index * blockSize)..<((index + 1) * blockSize)]))
-            chainHashes[sequence].append(chained)
-        }
+        chainHashes[sequence] = hashes
         return mapped
     }
 
@@ -187,7 +183,7 @@ public final class KVBlockAllocator {
     }
 
     /// FNV-1a over the previous block's hash and this block's tokens.
-    private static func chain(_ previous: UInt64, _ tokens: [Int32]) -> UInt64 {
+    private static func chain(_ previous: UInt64, _ tokens: ArraySlice<Int32>) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         func mix(_ byte: UInt8) { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
         for shift in stride(from: 0, to: 64, by: 8) { mix(UInt8(truncatingIfNeeded: previous >> UInt64(shift))) }

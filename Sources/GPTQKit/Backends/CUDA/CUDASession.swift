@@ -304,7 +304,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         }
         try decodeGraph!.launch(on: backend.stream)
         for s in positions.indices {
-            blocks.wrote(sequence: s, start: positions[s], count: 1, tokens: [ids[s]])
+            blocks.wrote(sequence: s, start: positions[s], tokens: [ids[s]])
             positions[s] += 1
         }
         devicePositions = positions
@@ -329,7 +329,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         try end.record(on: backend.stream)
         for s in positions.indices {
             // The replays' tokens stay on the device.
-            blocks.wrote(sequence: s, start: positions[s], count: steps - 1, tokens: nil)
+            blocks.wrote(sequence: s, start: positions[s], tokens: nil)
             positions[s] += steps - 1
         }
         devicePositions = positions
@@ -435,7 +435,7 @@ public final class CUDASession: InferenceSession, @unchecked Sendable {
         }
         if logitRows > 0 { try finalLogits(rows: logitRows, firstRow: rows - logitRows, pending: pending, scratch: prefillScratch) }
         for (sequence, ids) in entries {
-            blocks.wrote(sequence: sequence, start: positions[sequence], count: ids.count, tokens: ids)
+            blocks.wrote(sequence: sequence, start: positions[sequence], tokens: ids)
             positions[sequence] += ids.count
         }
         deviceTokens = nil
